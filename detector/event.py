@@ -1,0 +1,74 @@
+"""The audit event as the rest of detector sees it.
+
+Only the "hot" fields that almost every rule or index touches are decoded eagerly, into typed,
+slotted structs (msgspec skips everything else without building objects, which is what makes
+the hot path fast). The full JSON body -- requestObject, responseObject, anything a JSON pointer
+or JMESPath may reach -- is parsed lazily, once, on first use, from the original line.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import orjson
+
+
+class UserInfo(msgspec.Struct, gc=False):
+    """`user` / `impersonatedUser` of an audit event."""
+
+    username: str | None = None
+    groups: list[str] | None = None
+
+
+class ObjectRef(msgspec.Struct, gc=False):
+    """`objectRef`: what the request was about."""
+
+    resource: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    subresource: str | None = None
+    apiGroup: str | None = None  # noqa: N815 - the JSON key
+
+
+class ResponseStatus(msgspec.Struct, gc=False):
+    """`responseStatus`: only the parts rules read."""
+
+    code: int | None = None
+    reason: str | None = None
+
+
+class AuditEvent(msgspec.Struct, gc=False):
+    """One audit.k8s.io Event (v1 or v1beta1); attribute names are the JSON keys.
+
+    The three trailing fields are ours, never read from JSON (their encoded names cannot
+    collide with Kubernetes keys): the original bytes, the lazily parsed body and the parsed
+    stage time.
+    """
+
+    kind: str | None = None
+    apiVersion: str | None = None  # noqa: N815
+    level: str | None = None
+    auditID: str | None = None  # noqa: N815
+    stage: str | None = None
+    requestURI: str | None = None  # noqa: N815
+    verb: str | None = None
+    user: UserInfo | None = None
+    impersonatedUser: UserInfo | None = None  # noqa: N815
+    sourceIPs: list[str] | None = None  # noqa: N815
+    userAgent: str | None = None  # noqa: N815
+    objectRef: ObjectRef | None = None  # noqa: N815
+    responseStatus: ResponseStatus | None = None  # noqa: N815
+    stageTimestamp: str | None = None  # noqa: N815
+    annotations: dict[str, str] | None = None
+    raw: bytes = msgspec.field(default=b"", name="__detector_raw__")
+    parsed_body: Any = msgspec.field(default=None, name="__detector_body__")
+    time: datetime | None = msgspec.field(default=None, name="__detector_time__")
+
+    def body(self) -> dict[str, Any]:
+        """The whole event as a dict, parsed on first use and kept."""
+        if self.parsed_body is None:
+            self.parsed_body = orjson.loads(self.raw)
+        body: dict[str, Any] = self.parsed_body
+        return body

@@ -1,0 +1,1 @@
+"""Parse stage: raw lines or documents -> AuditEvent. Knows nothing about rules."""

@@ -1,0 +1,168 @@
+"""Turn one input line (or one JSON document) into audit events.
+
+The hot path is a single typed msgspec decode. Anything unusual -- a producer that writes a
+number where a string belongs, an EventList or a JSON array on one line -- takes a slower,
+lenient path that mirrors what Falco's k8saudit plugin accepts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import orjson
+
+from detector.errors import BadInput
+from detector.event import AuditEvent
+
+_DECODER = msgspec.json.Decoder(AuditEvent)
+NOT_AN_EVENT = "data not recognized as a k8s audit event"
+
+_STR_KEYS = (
+    "kind", "apiVersion", "level", "auditID", "stage", "requestURI", "verb", "userAgent",
+    "stageTimestamp",
+)
+_USER_KEYS = ("user", "impersonatedUser")
+
+
+def parse_line(line: bytes) -> AuditEvent | list[AuditEvent]:
+    """Decode one line; a line holding an EventList or an array yields a list of events."""
+    if not line.strip():
+        raise BadInput("blank_line", "blank line")
+    try:
+        event = _DECODER.decode(line)
+    except msgspec.ValidationError:
+        return _parse_lenient(line)
+    except msgspec.DecodeError as exc:
+        raise BadInput("invalid_json", f"invalid JSON: {_short(exc)}") from None
+    if event.kind != "Event":
+        return _parse_lenient(line)
+    event.raw = line
+    _check_event(event)
+    return event
+
+
+def parse_document(data: bytes) -> list[AuditEvent | BadInput]:
+    """Decode a whole JSON document: an Event, an EventList, or an array of those."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput("invalid_json", f"invalid JSON document: {exc}") from None
+    return list(_walk(value))
+
+
+def _parse_lenient(line: bytes) -> AuditEvent | list[AuditEvent]:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput("invalid_json", f"invalid JSON: {exc}") from None
+    if isinstance(value, dict) and value.get("kind") == "Event":
+        return event_from_dict(value)
+    if not isinstance(value, dict | list):
+        raise BadInput("not_object", f"{NOT_AN_EVENT}: a JSON {type(value).__name__}, not an object")
+    results = list(_walk(value))
+    for item in results:
+        if isinstance(item, BadInput):
+            raise item
+    return [item for item in results if isinstance(item, AuditEvent)]
+
+
+def _walk(value: Any) -> Any:
+    """Yield events (or the error for each unusable item) of an Event/EventList/array value."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _walk(item)
+        return
+    kind = value.get("kind") if isinstance(value, dict) else None
+    if kind == "EventList" and isinstance(value.get("items"), list):
+        yield from _walk(value["items"])
+    elif kind == "Event":
+        try:
+            yield event_from_dict(value)
+        except BadInput as exc:
+            yield exc
+    else:
+        yield BadInput("not_audit_event", f"{NOT_AN_EVENT} (kind={_show(kind)})")
+
+
+def event_from_dict(value: dict[str, Any]) -> AuditEvent:
+    """Build an event from an already parsed dict, coercing oddly typed hot fields to text."""
+    event = msgspec.convert(_coerce(value), AuditEvent)
+    event.raw = orjson.dumps(value)
+    event.parsed_body = value
+    _check_event(event)
+    return event
+
+
+def _check_event(event: AuditEvent) -> None:
+    if event.kind != "Event":
+        raise BadInput("not_audit_event", f"{NOT_AN_EVENT} (kind={_show(event.kind)})")
+    if event.auditID is None:
+        raise BadInput("not_audit_event", f"{NOT_AN_EVENT} (no auditID)")
+    event.time = parse_timestamp(event.stageTimestamp)
+
+
+def parse_timestamp(text: str | None) -> datetime:
+    """Parse an RFC 3339 timestamp with a zone, as the API server writes it."""
+    if text is None:
+        raise BadInput("missing_timestamp", "event has no stageTimestamp")
+    if len(text) < 20 or text[10] not in "Tt":
+        raise BadInput("bad_timestamp", f"stageTimestamp {text!r} is not RFC 3339")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadInput("bad_timestamp", f"stageTimestamp {text!r} is not RFC 3339") from None
+    if parsed.tzinfo is None:
+        raise BadInput("bad_timestamp", f"stageTimestamp {text!r} has no time zone")
+    return parsed
+
+
+def _coerce(value: dict[str, Any]) -> dict[str, Any]:
+    """Keep only hot keys, with the types the typed decoder expects (Falco reads any JSON
+    value of a string field as its JSON text)."""
+    out: dict[str, Any] = {k: _text(value[k]) for k in _STR_KEYS if value.get(k) is not None}
+    for key in _USER_KEYS:
+        user = value.get(key)
+        if isinstance(user, dict):
+            out[key] = {"username": _opt_text(user.get("username")),
+                        "groups": _text_list(user.get("groups"))}
+    ref = value.get("objectRef")
+    if isinstance(ref, dict):
+        out["objectRef"] = {k: _text(v) for k, v in ref.items()
+                            if k in ("resource", "namespace", "name", "subresource", "apiGroup")
+                            and v is not None}
+    status = value.get("responseStatus")
+    if isinstance(status, dict):
+        code = status.get("code")
+        out["responseStatus"] = {"code": code if type(code) is int else None,
+                                 "reason": _opt_text(status.get("reason"))}
+    out["sourceIPs"] = _text_list(value.get("sourceIPs"))
+    annotations = value.get("annotations")
+    if isinstance(annotations, dict):
+        out["annotations"] = {str(k): _text(v) for k, v in annotations.items()}
+    return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _opt_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _text_list(value: Any) -> list[str] | None:
+    if not isinstance(value, list):
+        return None
+    return [_text(v) for v in value]
+
+
+def _show(kind: Any) -> str:
+    return orjson.dumps(kind).decode() if kind is not None else "missing"
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200]

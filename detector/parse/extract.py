@@ -1,0 +1,130 @@
+"""Building blocks for field extraction: Falco's JSON-to-text rule and its array walk.
+
+A field value is `None` (absent), a `str`, or a non-empty `tuple[str, ...]` (list fields).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from detector.event import AuditEvent
+
+Value = str | tuple[str, ...] | None
+MISSING: Any = object()
+
+
+def as_text(value: Any) -> str:
+    """Falco's rule: strings as their text, any other JSON value as compact JSON."""
+    if type(value) is str:
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers beyond 64 bits
+        return str(value)
+
+
+def texts(values: list[Any]) -> Value:
+    """A list field's value: empty means absent."""
+    return tuple(as_text(v) for v in values) if values else None
+
+
+def get_path(root: Any, keys: tuple[str, ...]) -> Any:
+    """The value at a key path through objects, or MISSING."""
+    value = root
+    for key in keys:
+        if type(value) is not dict:
+            return MISSING
+        value = value.get(key, MISSING)
+        if value is MISSING:
+            return MISSING
+    return value
+
+
+def request_value(event: AuditEvent, *keys: str) -> Any:
+    """`requestObject.<keys>` or MISSING; parses the body only when the line has one."""
+    if b'"requestObject"' not in event.raw and event.parsed_body is None:
+        return MISSING
+    return get_path(event.body(), ("requestObject", *keys))
+
+
+def walk_values(root: Any, keys: tuple[str, ...], index: int | None) -> list[Any] | None:
+    """Falco's getValuesRecursive: fan out over arrays met *between* keys.
+
+    An element lacking the rest of the path contributes None. `index` restricts the first
+    array met to that element; out of range gives None (absent).
+    """
+    out: list[Any] = []
+
+    def walk(value: Any, depth: int, idx: int | None) -> bool:
+        if depth == len(keys):
+            out.append(value)
+            return True
+        if type(value) is list:
+            if idx is not None:
+                return idx < len(value) and walk(value[idx], depth, None)
+            return all(walk(item, depth, None) for item in value)
+        if type(value) is not dict or keys[depth] not in value:
+            out.append(None)
+            return True
+        return walk(value[keys[depth]], depth + 1, idx)
+
+    return out if walk(root, 0, index) else None
+
+
+def image_repository(image: str) -> str:
+    """The repository part of an image reference: digest and tag removed, registry port kept.
+
+    Upstream splits at the first ':' and so turns `registry:5000/app:1` into `registry`.
+    """
+    name = image.split("@", 1)[0]
+    colon = name.rfind(":")
+    if colon > name.rfind("/"):
+        name = name[:colon]
+    return name
+
+
+def query_values(uri: str | None, key: str) -> list[str] | None:
+    """All values of a query parameter, decoded; None when absent or unparsable (as Go)."""
+    if not uri:
+        return None
+    query = urlsplit(uri).query
+    if ";" in query:  # Go's url.ParseQuery rejects semicolons
+        return None
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == key]
+    return values or None
+
+
+def json_pointer(root: Any, pointer: str) -> Any:
+    """RFC 6901 lookup as the json plugin does it; MISSING when not found."""
+    if pointer == "":
+        return root
+    value = root
+    for token in pointer[1:].split("/") if pointer.startswith("/") else pointer.split("/"):
+        token = token.replace("~1", "/").replace("~0", "~")
+        if type(value) is dict:
+            value = value.get(token, MISSING)
+        elif type(value) is list and token.isdigit():
+            position = int(token)
+            value = value[position] if position < len(value) else MISSING
+        else:
+            return MISSING
+        if value is MISSING:
+            return MISSING
+    return value
+
+
+def epoch_nanos(timestamp: str, parsed: datetime) -> int:
+    """Nanoseconds since the epoch, keeping all fraction digits of the RFC 3339 text."""
+    seconds = int(parsed.replace(microsecond=0).timestamp())
+    fraction = ""
+    dot = timestamp.find(".")
+    if dot != -1:
+        end = dot + 1
+        while end < len(timestamp) and timestamp[end].isdigit():
+            end += 1
+        fraction = timestamp[dot + 1 : end]
+    return seconds * 1_000_000_000 + int((fraction + "000000000")[:9])

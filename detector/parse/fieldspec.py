@@ -1,0 +1,53 @@
+"""The contract of a field: name, type, list-ness, argument, and an extractor factory."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from detector.event import AuditEvent
+from detector.parse.extract import Value
+
+Extractor = Callable[[AuditEvent], Value]
+
+
+class FieldType(enum.Enum):
+    """How comparison operators treat a field's values."""
+
+    STRING = "string"
+    IPADDR = "ipaddr"  # `=`/`in` against CIDR networks test membership
+
+
+class ArgKind(enum.Enum):
+    """What may stand in `field[arg]`."""
+
+    NONE = "none"
+    KEY = "key (required)"
+    INDEX = "index (optional)"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldOptions:
+    """Settings that shape extraction, fixed when rules are compiled."""
+
+    trusted_proxies: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field: its contract and a factory of extractors for a given argument."""
+
+    name: str
+    desc: str
+    build: Callable[[Any, FieldOptions], Extractor]
+    is_list: bool = False
+    arg: ArgKind = ArgKind.NONE
+    type: FieldType = FieldType.STRING
+    index_key: str | None = None  # the cheap key rules can be bucketed on
+
+
+def const(fn: Extractor) -> Callable[[Any, FieldOptions], Extractor]:
+    """A factory for a field that takes no argument."""
+    return lambda _arg, _opts: fn

@@ -1,0 +1,38 @@
+"""Masking of credentials that show up in audit data (exec commands, request URIs).
+
+Lives at the bottom of the package because both the field table (which renders exec
+commands) and the alert stage (which redacts payloads) need it.
+"""
+
+from __future__ import annotations
+
+import re
+
+MASK = "****"
+
+_SECRET_WORDS = (
+    r"token|password|passwd|pwd|secret|api[-_]?key|apikey|access[-_]?key|secret[-_]?key"
+    r"|client[-_]?secret|auth|authorization|credentials?|private[-_]?key|bearer"
+)
+# `--token=abc`, `--password abc`, `password=abc`, `TOKEN: abc`, `Bearer abc`
+_FLAG_VALUE = re.compile(
+    rf"(?i)(?P<key>(?:--?|\b)[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)(?P<sep>\s*[=:]\s*|\s+)(?P<value>[^\s&;'\"]+)"
+)
+_AUTH_SCHEME = re.compile(r"(?i)\b(?P<scheme>bearer|basic)\s+(?P<value>[^\s'\"]+)")
+_QUERY_VALUE = re.compile(rf"(?i)(?P<key>[?&][\w.-]*(?:{_SECRET_WORDS})[\w.-]*=)(?P<value>[^&#\s]*)")
+
+
+def mask_secrets(text: str) -> str:
+    """Replace the value that follows a credential-looking flag or key with `****`."""
+    if not text:
+        return text
+    text = _AUTH_SCHEME.sub(lambda m: f"{m.group('scheme')} {MASK}", text)
+    text = _QUERY_VALUE.sub(lambda m: m.group("key") + MASK, text)
+    return _FLAG_VALUE.sub(_mask_flag, text)
+
+
+def _mask_flag(match: re.Match[str]) -> str:
+    value = match.group("value")
+    if value == MASK or value.startswith("-") or value.lower() in ("bearer", "basic"):
+        return match.group(0)
+    return f"{match.group('key')}{match.group('sep')}{MASK}"
