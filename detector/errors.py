@@ -69,3 +69,7 @@ class ConfigError(DetectorError):
 
 class UsageError(DetectorError):
     """The command line is invalid."""
+
+
+class SourceError(DetectorError):
+    """An input cannot be opened at all (missing file, no permission, a directory...)."""

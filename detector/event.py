@@ -42,9 +42,10 @@ class ResponseStatus(msgspec.Struct, gc=False):
 class AuditEvent(msgspec.Struct, gc=False):
     """One audit.k8s.io Event (v1 or v1beta1); attribute names are the JSON keys.
 
-    The three trailing fields are ours, never read from JSON (their encoded names cannot
-    collide with Kubernetes keys): the original bytes, the lazily parsed body and the parsed
-    stage time.
+    `user` and `objectRef` are always present (empty when the JSON has none) so that the hot
+    fields are plain attribute paths. The trailing fields are ours, never meant to be read from
+    JSON (we overwrite them after decoding): the original bytes, the lazily parsed body, the
+    parsed stage time and a per-event cache of extracted field values.
     """
 
     kind: str | None = None
@@ -54,17 +55,18 @@ class AuditEvent(msgspec.Struct, gc=False):
     stage: str | None = None
     requestURI: str | None = None  # noqa: N815
     verb: str | None = None
-    user: UserInfo | None = None
+    user: UserInfo = msgspec.field(default_factory=UserInfo)
     impersonatedUser: UserInfo | None = None  # noqa: N815
     sourceIPs: list[str] | None = None  # noqa: N815
     userAgent: str | None = None  # noqa: N815
-    objectRef: ObjectRef | None = None  # noqa: N815
+    objectRef: ObjectRef = msgspec.field(default_factory=ObjectRef)  # noqa: N815
     responseStatus: ResponseStatus | None = None  # noqa: N815
     stageTimestamp: str | None = None  # noqa: N815
     annotations: dict[str, str] | None = None
     raw: bytes = msgspec.field(default=b"", name="__detector_raw__")
     parsed_body: Any = msgspec.field(default=None, name="__detector_body__")
     time: datetime | None = msgspec.field(default=None, name="__detector_time__")
+    cache: dict[str, Any] | None = msgspec.field(default=None, name="__detector_cache__")
 
     def body(self) -> dict[str, Any]:
         """The whole event as a dict, parsed on first use and kept."""

@@ -103,8 +103,9 @@ def json_pointer(root: Any, pointer: str) -> Any:
     if pointer == "":
         return root
     value = root
-    for token in pointer[1:].split("/") if pointer.startswith("/") else pointer.split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
+    tokens = pointer[1:].split("/") if pointer.startswith("/") else pointer.split("/")
+    for raw in tokens:
+        token = raw.replace("~1", "/").replace("~0", "~")
         if type(value) is dict:
             value = value.get(token, MISSING)
         elif type(value) is list and token.isdigit():

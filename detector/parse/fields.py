@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import jmespath
@@ -18,7 +19,6 @@ import orjson
 from detector.errors import ConditionSyntaxError
 from detector.event import AuditEvent
 from detector.parse import containers
-from detector.parse.fieldspec import ArgKind, Extractor, FieldOptions, FieldSpec, FieldType, const
 from detector.parse.extract import (
     MISSING,
     Value,
@@ -32,7 +32,9 @@ from detector.parse.extract import (
     texts,
     walk_values,
 )
+from detector.parse.fieldspec import ArgKind, Extractor, FieldOptions, FieldSpec, FieldType, const
 from detector.redact import mask_secrets
+
 
 def _annotation(key: str) -> Extractor:
     def extract(ev: AuditEvent) -> Value:
@@ -43,21 +45,16 @@ def _annotation(key: str) -> Extractor:
 
 
 def _ref(attr: str) -> Extractor:
-    def extract(ev: AuditEvent) -> Value:
-        ref = ev.objectRef
-        return None if ref is None else getattr(ref, attr)
-
-    return extract
+    getter: Extractor = attrgetter(f"objectRef.{attr}")
+    return getter
 
 
-def _user_name(ev: AuditEvent) -> Value:
-    user = ev.user
-    return None if user is None else user.username
+_user_name: Extractor = attrgetter("user.username")
 
 
 def _user_groups(ev: AuditEvent) -> Value:
-    user = ev.user
-    return tuple(user.groups) if user is not None and user.groups else None
+    groups = ev.user.groups
+    return tuple(groups) if groups else None
 
 
 def _impuser_name(ev: AuditEvent) -> Value:
@@ -105,7 +102,7 @@ def _response_name(ev: AuditEvent) -> Value:
 
 def _target_pod_name(ev: AuditEvent) -> Value:
     ref = ev.objectRef
-    if ref is None or ref.resource != "pods" or ref.subresource:
+    if ref.resource != "pods" or ref.subresource:
         return None
     return _response_name(ev)
 
@@ -303,12 +300,12 @@ def _client_ip(arg: Any, opts: FieldOptions) -> Extractor:
 
 
 _POINTER_FAST: dict[str, Extractor] = {
-    "/stage": lambda ev: ev.stage,
-    "/verb": lambda ev: ev.verb,
-    "/auditID": lambda ev: ev.auditID,
-    "/requestURI": lambda ev: ev.requestURI,
-    "/level": lambda ev: ev.level,
-    "/userAgent": lambda ev: ev.userAgent,
+    "/stage": attrgetter("stage"),
+    "/verb": attrgetter("verb"),
+    "/auditID": attrgetter("auditID"),
+    "/requestURI": attrgetter("requestURI"),
+    "/level": attrgetter("level"),
+    "/userAgent": attrgetter("userAgent"),
     "/user/username": _user_name,
     "/objectRef/resource": _ref("resource"),
     "/objectRef/namespace": _ref("namespace"),
@@ -405,11 +402,11 @@ def _specs() -> list[FieldSpec]:
     s = FieldSpec
     key, index = ArgKind.KEY, ArgKind.INDEX
     return [
-        s("ka.auditid", "The audit ID (auditID)", const(lambda ev: ev.auditID)),
+        s("ka.auditid", "The audit ID (auditID)", const(attrgetter("auditID"))),
         s("ka.stage", "Stage of the request (RequestReceived, ResponseStarted, ResponseComplete, Panic)",
-          const(lambda ev: ev.stage), index_key="stage"),
+          const(attrgetter("stage")), index_key="stage"),
         s("ka.level", "detector: audit level of the event (Metadata, Request, RequestResponse)",
-          const(lambda ev: ev.level)),
+          const(attrgetter("level"))),
         s("ka.auth.decision", "Authorization decision (annotation authorization.k8s.io/decision)",
           const(_annotation("authorization.k8s.io/decision"))),
         s("ka.auth.reason", "Authorization reason (annotation authorization.k8s.io/reason)",
@@ -427,8 +424,8 @@ def _specs() -> list[FieldSpec]:
         s("ka.impuser.name", "Impersonated user name", const(_impuser_name)),
         s("ka.impuser.groups", "detector: groups of the impersonated user", const(_impuser_groups),
           is_list=True),
-        s("ka.verb", "The action (get, list, create, ...)", const(lambda ev: ev.verb), index_key="verb"),
-        s("ka.uri", "The request URI as sent", const(lambda ev: ev.requestURI)),
+        s("ka.verb", "The action (get, list, create, ...)", const(attrgetter("verb")), index_key="verb"),
+        s("ka.uri", "The request URI as sent", const(attrgetter("requestURI"))),
         s("ka.uri.param", "First value of a query parameter of the request URI, decoded",
           _uri_param, arg=key),
         s("ka.exec.command", "detector: full exec/attach command (every command= parameter, "
@@ -501,7 +498,7 @@ def _specs() -> list[FieldSpec]:
         s("ka.resp.name", "Response object name", const(_response_name)),
         s("ka.response.code", "Response status code", const(_response_code)),
         s("ka.response.reason", "Response status reason", const(_response_reason)),
-        s("ka.useragent", "User agent of the client", const(lambda ev: ev.userAgent)),
+        s("ka.useragent", "User agent of the client", const(attrgetter("userAgent"))),
         s("ka.sourceips", "Source IPs of the request (upstream reads a wrong path and is always absent)",
           _source_ips, is_list=True, arg=index, type=FieldType.IPADDR),
         s("ka.sourceip.first", "detector: first source IP (from X-Forwarded-For when a proxy or the "

@@ -1,0 +1,80 @@
+"""Bucket rules by cheap keys so an event only runs the rules that could match it.
+
+From each expanded condition we derive, per key (stage, verb, resource, subresource), the
+set of values the key must take for the condition to possibly hold. The analysis is
+conservative: anything it does not understand leaves the key unconstrained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from detector.event import AuditEvent
+from detector.parse.fields import index_key
+from detector.rules.ast import And, Check, FieldRef, Node, Not, Or
+from detector.rules.model import CompiledRule
+
+KEYS = ("stage", "verb", "resource", "subresource")
+Constraints = dict[str, frozenset[str | None]]
+_MEMO_LIMIT = 4096
+
+
+def constraints(node: Node) -> Constraints:
+    """Per key, the only values for which `node` can be true (keys absent: any value)."""
+    match node:
+        case Check(FieldRef(name, arg), op, rhs):
+            key = index_key(name, arg)
+            if key is None:
+                return {}
+            if op in ("=", "==") and isinstance(rhs, str):
+                return {key: frozenset((rhs,))}
+            if op in ("in", "intersects") and isinstance(rhs, tuple):
+                return {key: frozenset(rhs)}
+            return {}
+        case Not(Check(FieldRef(name, arg), "exists")):
+            key = index_key(name, arg)
+            return {} if key is None else {key: frozenset((None,))}
+        case And(items):
+            merged: Constraints = {}
+            for item in items:
+                for key, values in constraints(item).items():
+                    merged[key] = merged[key] & values if key in merged else values
+            return merged
+        case Or(items):
+            parts = [constraints(item) for item in items]
+            common = set(parts[0]).intersection(*parts[1:])
+            return {key: frozenset().union(*(p[key] for p in parts)) for key in common}
+        case _:
+            return {}
+
+
+def event_key(event: AuditEvent) -> tuple[str | None, str | None, str | None, str | None]:
+    """The index key of an event, in KEYS order."""
+    ref = event.objectRef
+    return (event.stage, event.verb, ref.resource, ref.subresource)
+
+
+class RuleIndex:
+    """Candidates per event key, computed on first sight of a key and remembered."""
+
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+        self._rules = [(rule, [(KEYS.index(k), v) for k, v in rule.constraints.items() if k in KEYS])
+                       for rule in rules]
+        self._memo: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
+
+    def candidates(self, key: tuple[str | None, ...]) -> tuple[CompiledRule, ...]:
+        found = self._memo.get(key)
+        if found is None:
+            found = tuple(rule for rule, checks in self._rules
+                          if all(key[position] in allowed for position, allowed in checks))
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[key] = found
+        return found
+
+
+def describe(rule_constraints: Mapping[str, frozenset[str | None]]) -> str:
+    """Human-readable constraints, for `validate --verbose` style output."""
+    if not rule_constraints:
+        return "every event"
+    return ", ".join(f"{k} in {sorted(str(v) for v in vs)}" for k, vs in sorted(rule_constraints.items()))

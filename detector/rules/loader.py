@@ -1,0 +1,226 @@
+"""The rules pipeline: files -> items -> collection -> compiled Ruleset, with diagnostics."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detector.errors import ConditionSyntaxError, Location, RuleLoadError
+from detector.parse.fieldspec import FieldOptions
+from detector.rules.ast import Node
+from detector.rules.collector import Collection, Collector
+from detector.rules.compiler import CompileError, Compiler
+from detector.rules.condition import parse_condition
+from detector.rules.diagnostics import Code, Diagnostic
+from detector.rules.index import constraints
+from detector.rules.model import SOURCE, CompiledRule, MacroInfo, Priority, RuleInfo
+from detector.rules.output import compile_output
+from detector.rules.reader import read_items
+from detector.rules.resolve import (
+    MacroError,
+    exception_condition,
+    expand_lists,
+    expand_macros,
+    macro_names,
+    substitute_lists,
+)
+from detector.rules.ruleset import RuleMatching, Ruleset
+
+_WORD = re.compile(r"[^\s(),=\"']+")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """How rules are compiled and which of them run."""
+
+    fields: FieldOptions = field(default_factory=FieldOptions)
+    matching: RuleMatching = RuleMatching.ALL
+    min_priority: Priority = Priority.DEBUG
+
+
+def rule_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files to load, in order: a directory contributes its *.yaml/*.yml (not *.tests.yaml), sorted."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")
+                            and not p.name.endswith((".tests.yaml", ".tests.yml")) and p.is_file())
+        else:
+            files.append(path)
+    return files
+
+
+def check_rules(paths: Iterable[str | Path], options: LoadOptions | None = None) -> tuple[Ruleset, list[Diagnostic]]:
+    """Load and compile everything, collecting every diagnostic (the ruleset holds what compiled)."""
+    options = options or LoadOptions()
+    collector = Collector()
+    files = rule_files(paths)
+    if not files:
+        collector.collection.diagnostics.append(
+            Diagnostic(Code.NO_RULES_FILES, "no rules files given or found", Location("<rules>")))
+    for path in files:
+        for item in read_items(path, collector.collection.diagnostics):
+            collector.add(item)
+    collection = collector.collection
+    compiled = _Build(collection, options).run()
+    diagnostics = collection.diagnostics
+    return Ruleset(compiled, diagnostics, options.matching, options.min_priority), diagnostics
+
+
+def load_rules(paths: Iterable[str | Path], options: LoadOptions | None = None) -> Ruleset:
+    """Load and compile; raise RuleLoadError (carrying every error) if anything is wrong."""
+    ruleset, diagnostics = check_rules(paths, options)
+    errors = [d for d in diagnostics if d.is_error]
+    if errors:
+        error = RuleLoadError(f"{errors[0]}" + (f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""),
+                              errors[0].location)
+        error.diagnostics = errors  # type: ignore[attr-defined]
+        raise error
+    return ruleset
+
+
+class _Build:
+    """One compilation of a collection."""
+
+    def __init__(self, collection: Collection, options: LoadOptions) -> None:
+        self.c = collection
+        self.compiler = Compiler(options.fields)
+        self.lists = expand_lists(collection.lists)
+        self.macros: dict[str, Node] = {}
+
+    def report(self, code: Code, message: str, location: Location) -> None:
+        self.c.diagnostics.append(Diagnostic(code, message, location))
+
+    def run(self) -> list[CompiledRule]:
+        for macro in self.c.macros.values():
+            self._parse_macro(macro)
+        for macro in self.c.macros.values():
+            self._check_macro_refs(macro)
+        compiled, skipped = [], Counter[tuple[str, str]]()
+        for rule in self.c.rules.values():
+            if rule.source != SOURCE:
+                skipped[(rule.location.path, rule.source or "")] += 1
+                continue
+            result = self._compile_rule(rule)
+            if result is not None:
+                compiled.append(result)
+        self._report_skipped(skipped)
+        self._report_unused()
+        return compiled
+
+    def _parse(self, text: str, location: Location) -> Node | None:
+        try:
+            parse_condition(text)  # first on the text as written, for exact columns
+            return parse_condition(substitute_lists(text, self.lists))
+        except ConditionSyntaxError as exc:
+            near = text[max((exc.column or 1) - 1, 0):][:40].strip()
+            at = f" at condition column {exc.column} (near '{near}')" if exc.column else ""
+            self.report(Code.CONDITION_SYNTAX, f"{exc.message}{at}", location)
+            return None
+
+    def _parse_macro(self, macro: MacroInfo) -> None:
+        node = self._parse(macro.condition, _named(macro.condition_location, macro.name))
+        if node is not None:
+            self.macros[macro.name] = node
+
+    def _check_macro_refs(self, macro: MacroInfo) -> None:
+        node = self.macros.get(macro.name)
+        for name in sorted(macro_names(node) if node is not None else ()):
+            other = self.c.macros.get(name)
+            if other is None or other.index >= macro.visibility:
+                self.report(Code.UNDEFINED_MACRO, f"undefined macro '{name}' used in filter",
+                            _named(macro.condition_location, macro.name))
+                self.macros.pop(macro.name, None)
+
+    def _compile_rule(self, rule: RuleInfo) -> CompiledRule | None:
+        where = _named(rule.condition_location, rule.name)
+        try:
+            text = rule.condition
+            if rule.exceptions:
+                text = f"({text})" + exception_condition(rule.exceptions)
+        except ConditionSyntaxError as exc:
+            self.report(Code.BAD_EXCEPTION, exc.message, where)
+            return None
+        node = self._parse(text, where)
+        if node is None:
+            return None
+        try:
+            expanded = expand_macros(node, self.macros)
+        except MacroError as exc:
+            self._macro_error(exc, where)
+            return None
+        return self._finish(rule, expanded, where)
+
+    def _finish(self, rule: RuleInfo, expanded: Node, where: Location) -> CompiledRule | None:
+        before = len(self.compiler.warnings)
+        try:
+            predicate = self.compiler.compile(expanded)
+        except CompileError as exc:
+            self._compile_failed(rule, exc, where)
+            return None
+        try:
+            output = compile_output(rule.output, self.compiler)
+        except CompileError as exc:
+            self._compile_failed(rule, exc, _named(rule.output_location, rule.name))
+            return None
+        for code, message in self.compiler.warnings[before:]:
+            self.report(code, message, where)
+        return CompiledRule(
+            name=rule.name, desc=rule.desc, priority=rule.priority, tags=tuple(sorted(rule.tags)),
+            enabled=rule.enabled, predicate=predicate, output=output, condition=expanded,
+            constraints=constraints(expanded), location=rule.location, tests=tuple(rule.tests),
+        )
+
+    def _compile_failed(self, rule: RuleInfo, exc: CompileError, where: Location) -> None:
+        if rule.skip_if_unknown_filter and exc.code in (Code.UNKNOWN_FIELD, Code.BAD_OUTPUT):
+            self.report(Code.OTHER_SOURCE, f"rule skipped (skip-if-unknown-filter): {exc.message}", where)
+        else:
+            self.report(exc.code, exc.message, where)
+
+    def _macro_error(self, exc: MacroError, where: Location) -> None:
+        if exc.loop:
+            self.report(Code.MACRO_LOOP, f"reference loop in macro '{exc.name}'", where)
+        elif exc.name in self.c.macros:
+            self.report(Code.UNDEFINED_MACRO, f"macro '{exc.name}' could not be compiled (see its error)", where)
+        else:
+            self.report(Code.UNDEFINED_MACRO, f"undefined macro '{exc.name}' used in filter", where)
+
+    def _report_skipped(self, skipped: Counter[tuple[str, str]]) -> None:
+        for (path, source), count in skipped.items():
+            if source:
+                message = (f"{count} rule(s) with source '{source}' skipped: detector evaluates "
+                           f"'{SOURCE}' rules only")
+            else:
+                message = (f"{count} rule(s) without 'source' skipped: Falco treats them as 'syscall'; add "
+                           f"'source: {SOURCE}' to rules meant for audit events")
+            self.report(Code.OTHER_SOURCE, message, Location(path))
+
+    def _report_unused(self) -> None:
+        words: set[str] = set()
+        for text in [r.condition for r in self.c.rules.values()] + [m.condition for m in self.c.macros.values()]:
+            words.update(_WORD.findall(text))
+        for items in [info.items for info in self.c.lists.values()]:
+            words.update(items)
+        for rule in self.c.rules.values():
+            for exc in rule.exceptions:
+                words.update(_WORD.findall(str(exc.values)))
+        for macro in self.c.macros.values():
+            if macro.name not in words:
+                self.report(Code.UNUSED, f"macro '{macro.name}' is not referred to by any rule or macro",
+                            macro.location)
+        for info in self.c.lists.values():
+            if info.name not in words:
+                self.report(Code.UNUSED, f"list '{info.name}' is not referred to by any rule, macro or list",
+                            info.location)
+
+
+def _named(location: Location, name: str) -> Location:
+    return Location(location.path, location.line, location.column, name)
+
+
+def summary(diagnostics: Sequence[Diagnostic]) -> str:
+    errors = sum(1 for d in diagnostics if d.is_error)
+    return f"{errors} error(s), {len(diagnostics) - errors} warning(s)"

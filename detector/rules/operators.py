@@ -1,0 +1,197 @@
+"""Value-level semantics of Falco's operators, built once per check.
+
+Each builder takes the constant right-hand side and returns `test(value) -> bool` for one
+non-absent string value. Absent values never reach these tests (absent => false).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import posixpath
+import re
+from collections.abc import Callable, Iterable
+
+from detector.errors import ConditionSyntaxError
+
+Test = Callable[[str], bool]
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """C's tolower: ASCII letters only (Python's lower() also folds non-ASCII)."""
+    return text.translate(_ASCII_LOWER)
+
+
+def string_test(op: str, rhs: str) -> Test:  # noqa: PLR0912 - one dispatcher over operators
+    """The test for one string operator against one constant."""
+    match op:
+        case "=" | "==":
+            return rhs.__eq__
+        case "!=":
+            return rhs.__ne__
+        case "<":
+            return lambda v: v < rhs
+        case "<=":
+            return lambda v: v <= rhs
+        case ">":
+            return lambda v: v > rhs
+        case ">=":
+            return lambda v: v >= rhs
+        case "contains":
+            return lambda v: rhs in v
+        case "icontains":
+            lowered = ascii_lower(rhs)
+            return lambda v: lowered in ascii_lower(v)
+        case "startswith":
+            return lambda v: v.startswith(rhs)
+        case "endswith":
+            return lambda v: v.endswith(rhs)
+        case "glob" | "iglob":
+            return _matches(glob_regex(rhs, fold_case=op == "iglob"))
+        case "regex":
+            return _matches(compile_regex(rhs))
+        case "pmatch":
+            return pmatch_test([rhs])
+        case _:
+            raise ConditionSyntaxError(f"operator '{op}' is not supported for string fields")
+
+
+def _matches(pattern: re.Pattern[str]) -> Test:
+    full = pattern.fullmatch
+    return lambda v: full(v) is not None
+
+
+def compile_regex(pattern: str) -> re.Pattern[str]:
+    """Falco uses RE2 full matches; Python's engine accepts the same common syntax."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConditionSyntaxError(f"invalid regular expression {pattern!r}: {exc}") from None
+
+
+def glob_regex(pattern: str, fold_case: bool) -> re.Pattern[str]:
+    """fnmatch(3) without FNM_PATHNAME: `*` crosses '/', backslash escapes, [!...] classes."""
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        i += 1
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "\\" and i < len(pattern):
+            out.append(re.escape(pattern[i]))
+            i += 1
+        elif char == "[":
+            end = _class_end(pattern, i)
+            if end is None:
+                out.append(re.escape(char))
+                continue
+            body = pattern[i:end]
+            negate = body[:1] in ("!", "^")
+            body = body[1:] if negate else body
+            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(char))
+    flags = re.DOTALL | (re.IGNORECASE | re.ASCII if fold_case else 0)
+    return re.compile("".join(out), flags)
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    i = start
+    if i < len(pattern) and pattern[i] in "!^":
+        i += 1
+    if i < len(pattern) and pattern[i] == "]":
+        i += 1
+    end = pattern.find("]", i)
+    return None if end == -1 else end
+
+
+def pmatch_test(paths: Iterable[str]) -> Test:
+    """Path-prefix match: some path's components are a prefix of the value's components;
+    components with glob characters match by glob."""
+    prefixes = [[c for c in p.split("/") if c] for p in paths]
+    exact = {"/" + "/".join(p) for p in prefixes if not any(_has_glob(c) for c in p)}
+    globbed = [[glob_regex(c, False) if _has_glob(c) else c for c in p] for p in prefixes
+               if any(_has_glob(c) for c in p)]
+
+    def test(value: str) -> bool:
+        parts = [c for c in value.split("/") if c]
+        for depth in range(len(parts) + 1):
+            if "/" + "/".join(parts[:depth]) in exact:
+                return True
+        return any(_glob_prefix(p, parts) for p in globbed)
+
+    return test
+
+
+def _has_glob(component: str) -> bool:
+    return any(c in component for c in "*?[")
+
+
+def _glob_prefix(prefix: list[str | re.Pattern[str]], parts: list[str]) -> bool:
+    if len(prefix) > len(parts):
+        return False
+    for want, have in zip(prefix, parts, strict=False):
+        if isinstance(want, str) and want != have:
+            return False
+        if not isinstance(want, str) and not want.fullmatch(have):
+            return False
+    return True
+
+
+def ip_set_test(values: Iterable[str]) -> Test:
+    """Membership of an address in a set of addresses and CIDR networks, memoised per value."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ConditionSyntaxError(f"{value!r} is not an IP address or CIDR network") from None
+    memo: dict[str, bool] = {}
+
+    def test(value: str) -> bool:
+        known = memo.get(value)
+        if known is None:
+            known = _in_networks(value, networks)
+            if len(memo) > 65536:
+                memo.clear()
+            memo[value] = known
+        return known
+
+    return test
+
+
+def _in_networks(value: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def transform(func: str) -> Callable[[str], str | None]:
+    """String transformers applied element-wise: tolower, toupper, b64 (decode), basename."""
+    match func:
+        case "tolower":
+            return ascii_lower
+        case "toupper":
+            return lambda v: v.upper() if v.isascii() else v
+        case "b64":
+            return _b64_decode
+        case "basename":
+            return lambda v: posixpath.basename(v) if not v.endswith("/") else ""
+        case _:
+            raise ConditionSyntaxError(f"transformer '{func}' is not supported")
+
+
+def _b64_decode(value: str) -> str | None:
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8", errors="replace")
+    except (binascii.Error, ValueError):
+        return None
