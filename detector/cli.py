@@ -1,0 +1,166 @@
+"""Command line: the composition root. Parses arguments, wires source -> parse -> rules ->
+alert, and turns every expected failure into one clear line and an exit code:
+0 ok, 1 test/validation failure, 2 usage error or unloadable rules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+
+from detector.alert.format import to_json_line, to_text_line
+from detector.alert.model import Alert
+from detector.engine import Engine, diagnose_line
+from detector.errors import BadInput, DetectorError, RuleLoadError
+from detector.parse.fields import FIELDS
+from detector.parse.fieldspec import FieldOptions
+from detector.rules.loader import LoadOptions, check_rules, summary
+from detector.rules.model import Priority
+from detector.rules.ruleset import RuleMatching, Ruleset
+from detector.source.replay import read_records
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def shipped_rules_dir() -> Path:
+    """The rules bundled with the package (the repo's top-level rules/)."""
+    return Path(str(files("detector.shipped_rules")))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise DetectorError(f"usage: {message}")
+
+
+def _priority(text: str) -> Priority:
+    priority = Priority.parse(text)
+    if priority is None:
+        raise argparse.ArgumentTypeError(f"invalid priority {text!r} (use one of: "
+                                         f"{', '.join(p.name.lower() for p in Priority)})")
+    return priority
+
+
+def _add_rule_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", action="append", metavar="PATH",
+                        help="rules file or directory; repeatable, loaded in order (default: the shipped rules)")
+    parser.add_argument("--rule-matching", choices=[m.value for m in RuleMatching], default="all",
+                        help="all: every matching rule alerts (default); first: only the first, as Falco")
+    parser.add_argument("--min-priority", type=_priority, default=Priority.DEBUG, metavar="P",
+                        help="ignore rules less severe than P (e.g. warning)")
+    parser.add_argument("--trusted-proxies", type=int, default=0, metavar="N",
+                        help="proxies in front of the API server that append to X-Forwarded-For (ka.client.ip)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="detector", description="Rule-based detection for Kubernetes audit logs.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    scan = commands.add_parser("scan", help="evaluate rules over audit log files and print alerts")
+    _add_rule_options(scan)
+    scan.add_argument("--format", choices=("json", "text"), default="json")
+    scan.add_argument("--max-line-bytes", type=int, default=1 << 20, metavar="N",
+                      help="longer lines are reported and skipped (default 1 MiB)")
+    scan.add_argument("inputs", nargs="+", metavar="FILE", help="audit log (.log, .json, .gz) or - for stdin")
+    validate = commands.add_parser("validate", help="check rules files and report every problem")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.add_argument("--strict", action="store_true", help="warnings fail validation too")
+    commands.add_parser("fields", help="list every field conditions and outputs may use")
+    test_rule = commands.add_parser("test-rule", help="run rule tests, explain a rule, or replay a log")
+    _add_rule_options(test_rule)
+    test_rule.add_argument("--tests", action="append", metavar="PATH",
+                           help="*.tests.yaml files (default: those beside the rules files)")
+    test_rule.add_argument("--require-cases", action="store_true",
+                           help="fail unless every enabled rule has a positive and a negative test")
+    test_rule.add_argument("--explain", metavar="RULE", help="show why RULE does or does not match each event")
+    test_rule.add_argument("--event", action="append", metavar="FILE", help="events for --explain")
+    test_rule.add_argument("--replay", action="append", metavar="FILE", help="count alerts per rule over a log")
+    return parser
+
+
+def load_options(args: argparse.Namespace) -> LoadOptions:
+    return LoadOptions(fields=FieldOptions(trusted_proxies=args.trusted_proxies),
+                       matching=RuleMatching(args.rule_matching), min_priority=args.min_priority)
+
+
+def rule_paths(args: argparse.Namespace) -> list[str]:
+    return list(args.rules) if args.rules else [str(shipped_rules_dir())]
+
+
+def load_for(args: argparse.Namespace) -> Ruleset:
+    """Load rules for a command, printing warnings; errors raise RuleLoadError."""
+    ruleset, diagnostics = check_rules(rule_paths(args), load_options(args))
+    errors = [d for d in diagnostics if d.is_error]
+    for diagnostic in errors:
+        print(diagnostic, file=sys.stderr)
+    if errors:
+        raise RuleLoadError(f"rules not loaded: {summary(diagnostics)}")
+    return ruleset
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    ruleset = load_for(args)
+    out = sys.stdout.buffer
+    if args.format == "json":
+        def emit(alert: Alert) -> None:
+            out.write(to_json_line(alert))
+    else:
+        def emit(alert: Alert) -> None:
+            out.write(to_text_line(alert).encode())
+    engine = Engine(ruleset, emit, _print_bad)
+    for path in args.inputs:
+        engine.run(read_records(path, engine.report_bad, args.max_line_bytes, diagnose=diagnose_line))
+    out.flush()
+    print(f"detector scan: {engine.stats.summary()}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _print_bad(error: BadInput) -> None:
+    print(f"{error.location or '<input>'}: {error.reason}: {error.message}", file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    _, diagnostics = check_rules(args.paths)
+    for diagnostic in diagnostics:
+        print(diagnostic)
+    failed = any(d.is_error for d in diagnostics) or (args.strict and bool(diagnostics))
+    print(f"{'FAILED' if failed else 'OK'}: {summary(diagnostics)}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_fields(_args: argparse.Namespace) -> int:
+    width = max(len(name) for name in FIELDS) + 2
+    for spec in FIELDS.values():
+        kind = spec.type.value + (" list" if spec.is_list else "")
+        arg = "" if spec.arg.value == "none" else f" [arg: {spec.arg.value}]"
+        print(f"{spec.name:<{width}}{kind:<14}{spec.desc}{arg}")
+    return EXIT_OK
+
+
+def cmd_test_rule(args: argparse.Namespace) -> int:
+    from detector.ruletest import cli as ruletest_cli  # noqa: PLC0415 - only this command needs it
+
+    return ruletest_cli.run(args, load_for(args), rule_paths(args))
+
+
+COMMANDS = {"scan": cmd_scan, "validate": cmd_validate, "fields": cmd_fields, "test-rule": cmd_test_rule}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `detector` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except RuleLoadError as exc:
+        print(f"detector: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DetectorError as exc:
+        print(f"detector: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        sys.stderr.close()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+
