@@ -2,7 +2,8 @@
 """Deterministic generator of realistic Kubernetes audit logs for the detector benchmark.
 
 Writes N ``audit.k8s.io/v1`` Event objects as compact JSON lines, keys in Go struct order and with
-Go's HTML escaping of ``&``, ``<``, ``>`` (``\\u0026``...), as ``kube-apiserver --audit-log-path`` writes them.
+Go's HTML escaping of ``&``, ``<``, ``>`` (``\\u0026``...), as ``kube-apiserver --audit-log-path``
+writes them.
 The same ``--seed`` and ``--events`` always give a byte-identical file.
 
 Approximate mix (share of lines): ~80% get/list/watch by system users (nodes, controllers, scheduler,
@@ -550,7 +551,7 @@ POD_SAS: tuple[tuple[str, str, str, tuple[RT, ...]], ...] = (
     (
         "ingress-nginx",
         "ingress-nginx",
-        "nginx-ingress-controller/v1.10.0 (linux/amd64) ingress-nginx/71f78d49f0a496c31d4c19f095469f3f23900f8a",
+        "nginx-ingress-controller/v1.10.0 (linux/amd64) ingress-nginx/71f78d49f0a4",
         (INGRESSES, SERVICES, ENDPOINTSLICES, SECRETS, CONFIGMAPS),
     ),
     (
@@ -1321,7 +1322,7 @@ class Builders:
             verb,
             NO_USER,
             w.pick(PUBLIC_IPS),
-            w.pick(SCANNER_AGENTS),
+            w.pick(SCANNER_AGENTS if rt is not None else BROWSER_AGENTS),
             ref,
             UNAUTHORIZED_401,
             None,
@@ -1345,7 +1346,7 @@ class Builders:
             OK_200,
             allow_annotations(PUBLIC_INFO_REASON),
         )
-        return req, self.simple_plan(w.latency(300, 0.5))
+        return req, [(RC, w.latency(300, 0.5))]
 
     def forbidden(self, anonymous: bool) -> Built:
         w = self.w
@@ -1372,7 +1373,7 @@ class Builders:
             status,
             FORBID,
         )
-        return req, self.simple_plan(w.latency(600, 0.5))
+        return req, [(RC, w.latency(600, 0.5))]
 
     def non_resource(self) -> Built:
         w = self.w
@@ -1391,7 +1392,7 @@ class Builders:
                 )
             )
         req = self.request(actor, uri, "get", None, OK_200)
-        return req, self.simple_plan(w.latency(5_000, 0.8))
+        return req, [(RC, w.latency(5_000, 0.8))]
 
 
 PROBES: tuple[tuple[str, RT | None, str | None, str | None], ...] = (
@@ -1413,13 +1414,10 @@ PUBLIC_IPS = (
     ["2001:db8:ffff::17"],
     ["192.0.2.88"],
 )
-SCANNER_AGENTS = (
-    "curl/8.5.0",
-    "python-requests/2.31.0",
-    "Go-http-client/1.1",
-    "Mozilla/5.0 zgrab/0.x",
-    "kube-hunter",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+SCANNER_AGENTS = ("curl/8.5.0", "python-requests/2.31.0", "Go-http-client/1.1", "kube-hunter")
+BROWSER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
     "Mozilla/5.0 (compatible; CensysInspect/1.1; +https://about.censys.io/)",
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36",
 )
@@ -1511,7 +1509,8 @@ def pod_admission(w: World, actor: Actor, pod: Pod, risk: str = "") -> JSON:
         ann["pod-security.kubernetes.io/audit-violations"] = (
             f'would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container '
             f'"{pod.containers[0]}" must set securityContext.allowPrivilegeEscalation=false), unrestricted '
-            f'capabilities (container "{pod.containers[0]}" must set securityContext.capabilities.drop=["ALL"])'
+            f'capabilities (container "{pod.containers[0]}" must set '
+            'securityContext.capabilities.drop=["ALL"])'
         )
     if "istio-proxy" in pod.containers:
         ann["mutation.webhook.admission.k8s.io/round_0_index_0"] = (
@@ -1770,7 +1769,11 @@ MAX_EVENT_BYTES = 5_000
 
 
 def event_size(req: Request) -> int:
-    return len(go_json_line(render(req, RC, "2025-01-01T00:00:00.000000Z")))
+    ts = "2025-01-01T00:00:00.000000Z"
+    received, req.received = req.received, ts
+    size = len(go_json_line(render(req, RC, ts)))
+    req.received = received
+    return size
 
 
 def fit_size(req: Request) -> None:
@@ -1813,9 +1816,9 @@ WRITE_CUM = list(itertools.accumulate(wt for _, wt in WRITE_WEIGHTS))
 # Per-request weights, tuned so that the share of *lines* matches the target mix (watches and exec
 # write 2-3 lines per request).
 CATEGORY_WEIGHTS: tuple[tuple[Callable[[Builders], Built], float], ...] = (
-    (Builders.read, 0.81),
-    (Builders.lease, 0.08),
-    (Builders.write, 0.07),
+    (Builders.read, 0.79),
+    (Builders.lease, 0.085),
+    (Builders.write, 0.076),
     (Builders.exec_like, 0.0115),
     (Builders.anomaly, 0.0115),
 )
@@ -1907,8 +1910,8 @@ def main(argv: list[str] | None = None) -> int:
     size = generate(args.events, args.out, args.seed, stats)
     elapsed = time.perf_counter() - t0
     print(
-        f"wrote {args.events:,} events, {size / 1e6:,.1f} MB (mean {size / max(args.events, 1):,.0f} B/event) "
-        f"to {args.out} in {elapsed:.1f} s",
+        f"wrote {args.events:,} events, {size / 1e6:,.1f} MB "
+        f"(mean {size / max(args.events, 1):,.0f} B/event) to {args.out} in {elapsed:.1f} s",
         file=sys.stderr,
     )
     if stats is not None:

@@ -139,9 +139,9 @@ def cmd_fields(_args: argparse.Namespace) -> int:
 
 
 def cmd_test_rule(args: argparse.Namespace) -> int:
-    from detector.ruletest import cli as ruletest_cli  # noqa: PLC0415 - only this command needs it
+    from detector.ruletest.cli import run  # noqa: PLC0415 - only this command needs it
 
-    return ruletest_cli.run(args, load_for(args), rule_paths(args))
+    return run(args, load_for(args), rule_paths(args))
 
 
 COMMANDS = {"scan": cmd_scan, "validate": cmd_validate, "fields": cmd_fields, "test-rule": cmd_test_rule}

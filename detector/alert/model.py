@@ -8,8 +8,8 @@ stable for (rule, auditID, stage) so that a duplicate after a crash can be dropp
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from detector.parse.extract import epoch_nanos

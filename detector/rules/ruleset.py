@@ -47,5 +47,9 @@ class Ruleset:
                     break
         return matches or _NO_MATCHES
 
+    def candidates(self, key: tuple[str | None, ...]) -> tuple[CompiledRule, ...]:
+        """The active rules the index would run for an event key."""
+        return self._index.candidates(key)
+
     def rule(self, name: str) -> CompiledRule | None:
         return next((r for r in self.rules if r.name == name), None)

@@ -1,0 +1,1 @@
+"""`detector test-rule`: rule tests as data, condition explanations, log replays."""

@@ -1,0 +1,102 @@
+"""The three modes of `detector test-rule`: tests (default), --explain, --replay."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from detector.engine import Engine
+from detector.errors import DetectorError, Location, RuleLoadError
+from detector.parse.fieldspec import FieldOptions
+from detector.rules.explain import explain
+from detector.rules.loader import rule_files
+from detector.rules.ruleset import Ruleset
+from detector.ruletest.runner import TestResult, load_events, run_test
+from detector.ruletest.spec import RuleTest, embedded_tests, load_test_file, test_files_for
+from detector.source.replay import read_records
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def run(args: argparse.Namespace, ruleset: Ruleset, rule_paths: list[str]) -> int:
+    if args.explain:
+        return explain_rule(ruleset, args.explain, args.event or [], FieldOptions(args.trusted_proxies))
+    if args.replay:
+        return replay(ruleset, args.replay)
+    tests = collect_tests(args.tests, rule_paths)
+    return run_tests(ruleset, tests, args.require_cases)
+
+
+def collect_tests(test_paths: list[str] | None, rule_paths: list[str]) -> list[RuleTest]:
+    files = [Path(p) for p in test_paths] if test_paths else test_files_for(rule_paths)
+    tests = [t for f in files for t in load_test_file(f)]
+    for rules_file in rule_files(rule_paths):
+        tests += embedded_tests(rules_file)
+    return tests
+
+
+def run_tests(ruleset: Ruleset, tests: list[RuleTest], require_cases: bool) -> int:
+    results = [run_test(test, ruleset) for test in tests]
+    for result in results:
+        _print_result(result)
+    missing = _missing_cases(ruleset, tests) if require_cases else []
+    for line in missing:
+        print(f"FAIL  {line}")
+    failed = sum(1 for r in results if not r.passed)
+    print(f"{len(results) - failed} passed, {failed + len(missing)} failed", file=sys.stderr)
+    return EXIT_FAILED if failed or missing else EXIT_OK
+
+
+def _print_result(result: TestResult) -> None:
+    test = result.test
+    print(f"{'PASS' if result.passed else 'FAIL'}  {test.rule} :: {test.name}")
+    for output in result.outputs:
+        print(f"      alert: {output}")
+    for problem in result.problems:
+        print(f"      {problem}  [{test.location}]")
+
+
+def _missing_cases(ruleset: Ruleset, tests: list[RuleTest]) -> list[str]:
+    lines = []
+    for rule in ruleset.rules:
+        if not rule.enabled:
+            continue
+        kinds = {t.expect.fires for t in tests if t.rule == rule.name}
+        for fires, word in ((True, "positive (fires: true)"), (False, "negative (fires: false)")):
+            if fires not in kinds:
+                lines.append(f"{rule.name} :: has no {word} test  [{rule.location}]")
+    return lines
+
+
+def explain_rule(ruleset: Ruleset, name: str, event_files: list[str], options: FieldOptions) -> int:
+    rule = ruleset.rule(name)
+    if rule is None:
+        raise RuleLoadError(f"no rule named {name!r} is loaded")
+    if not event_files:
+        raise DetectorError("--explain needs at least one --event FILE")
+    for path in event_files:
+        for number, event in enumerate(load_events(Path(path)), start=1):
+            matched = rule.predicate(event)
+            print(f"{Location(path, item=f'event {number}')}: {rule.name}: {'MATCH' if matched else 'no match'}"
+                  f" (auditID={event.auditID} verb={event.verb} resource={event.objectRef.resource} "
+                  f"stage={event.stage})")
+            for line in explain(rule.condition, event, options):
+                print(f"  {line}")
+            if matched:
+                print(f"  output: {rule.match(event).output}")
+    return EXIT_OK
+
+
+def replay(ruleset: Ruleset, paths: list[str]) -> int:
+    counts: Counter[str] = Counter()
+    engine = Engine(ruleset, lambda alert: counts.update([alert.rule]), lambda _error: None)
+    for path in paths:
+        engine.run(read_records(path, engine.report_bad))
+    stats = engine.stats
+    print(f"events: {stats.events}  bad lines: {sum(stats.bad.values())}  alerts: {sum(counts.values())}")
+    width = max((len(r.name) for r in ruleset.rules), default=10)
+    for rule in ruleset.rules:
+        print(f"{counts.get(rule.name, 0):>8}  {rule.name:<{width}}{'' if rule in ruleset.active else '  (inactive)'}")
+    return EXIT_OK

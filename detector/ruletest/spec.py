@@ -1,0 +1,121 @@
+"""Rule tests as written: `*.tests.yaml` beside a rules file, or `tests:` inside a rule.
+
+    tests:
+      - name: human creates privileged pod
+        rule: Privileged Container By Human   # implied for tests written inside a rule
+        events:                               # inline Event objects, or paths of fixture files
+          - ../tests/fixtures/events/pod_privileged_human.json
+        expect: {fires: true, count: 1, output_contains: ["user=alice"]}
+
+Test files are ordinary YAML (SafeLoader with its normal types), so inline events keep
+their booleans and numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detector.errors import Location, RuleLoadError
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    fires: bool
+    count: int | None
+    output_contains: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTest:
+    """One test: which rule, which events, what must happen."""
+
+    name: str
+    rule: str
+    events: tuple[dict[str, Any] | Path, ...]
+    expect: Expectation
+    location: Location
+
+
+def test_files_for(rule_paths: list[str]) -> list[Path]:
+    """`*.tests.yaml` in rules directories, or `<name>.tests.yaml` beside rules files."""
+    found: list[Path] = []
+    for raw in rule_paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(path.glob("*.tests.yaml")) + sorted(path.glob("*.tests.yml"))
+        else:
+            sibling = path.with_name(path.name.rsplit(".", 1)[0] + ".tests.yaml")
+            if sibling.is_file():
+                found.append(sibling)
+    return found
+
+
+def load_test_file(path: Path) -> list[RuleTest]:
+    """All tests of one tests file."""
+    data = _load_yaml(path)
+    entries = data.get("tests") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise RuleLoadError("a tests file must hold a 'tests' sequence", Location(str(path)))
+    return [_test(entry, path, None, n) for n, entry in enumerate(entries, start=1)]
+
+
+def embedded_tests(rules_file: Path) -> list[RuleTest]:
+    """Tests written under a rule's `tests:` key (re-read with types kept)."""
+    data = _load_yaml(rules_file)
+    tests: list[RuleTest] = []
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("tests"), list) and "rule" in item:
+            tests += [_test(e, rules_file, str(item["rule"]), n) for n, e in enumerate(item["tests"], start=1)]
+    return tests
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleLoadError(f"cannot read tests file: {exc}", Location(str(path))) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise RuleLoadError(f"invalid YAML: {getattr(exc, 'problem', exc)}", Location(str(path), line)) from None
+
+
+def _test(entry: Any, path: Path, rule: str | None, number: int) -> RuleTest:
+    where = Location(str(path), item=f"test #{number}")
+    if not isinstance(entry, dict):
+        raise RuleLoadError("each test must be a mapping", where)
+    name = str(entry.get("name") or f"test #{number}")
+    where = Location(str(path), item=name)
+    rule_name = entry.get("rule", rule)
+    if not isinstance(rule_name, str) or not rule_name:
+        raise RuleLoadError("test needs 'rule' (the rule's name)", where)
+    events = entry.get("events")
+    if not isinstance(events, list) or not events:
+        raise RuleLoadError("test needs a non-empty 'events' sequence", where)
+    resolved: list[dict[str, Any] | Path] = []
+    for event in events:
+        if isinstance(event, str):
+            resolved.append((path.parent / event).resolve())
+        elif isinstance(event, dict):
+            resolved.append(event)
+        else:
+            raise RuleLoadError("each event is an inline mapping or a fixture path", where)
+    return RuleTest(name, rule_name, tuple(resolved), _expectation(entry.get("expect"), where), where)
+
+
+def _expectation(value: Any, where: Location) -> Expectation:
+    if not isinstance(value, dict) or not isinstance(value.get("fires"), bool):
+        raise RuleLoadError("test needs 'expect' with 'fires: true|false'", where)
+    count = value.get("count")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+        raise RuleLoadError("'expect.count' must be a non-negative integer", where)
+    contains = value.get("output_contains") or []
+    if isinstance(contains, str):
+        contains = [contains]
+    if not isinstance(contains, list):
+        raise RuleLoadError("'expect.output_contains' must be a string or a list of strings", where)
+    return Expectation(value["fires"], count, tuple(str(c) for c in contains))
