@@ -27,16 +27,17 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
 
 JSON = dict[str, Any]
+T = TypeVar("T")
 
 K8S_VERSION = "v1.29.4"
 K8S_COMMIT = "55019c8"
@@ -330,6 +331,7 @@ class World:
         self.rv = 48_210_377
         self.nodes = [self._node(i) for i in range(40)]
         self.pods = self._pods()
+        self.apps = [(ns, app) for ns, names in APPS.items() for app in names]
         self.names = self._name_pools()
         self.blobs = [self._pem_blob(self.rng.randint(900, 1300)) for _ in range(16)]
 
@@ -351,7 +353,7 @@ class World:
     def latency(self, median_us: float = 2_500.0, sigma: float = 1.0) -> int:
         return max(80, int(self.rng.lognormvariate(math.log(median_us), sigma)))
 
-    def pick(self, seq: tuple[Any, ...] | list[Any]) -> Any:
+    def pick(self, seq: Sequence[T]) -> T:
         return seq[int(self.rng.random() * len(seq))]
 
     def _pem_blob(self, size: int) -> str:
@@ -406,6 +408,11 @@ class World:
 
     def object_name(self, rt: RT) -> tuple[str | None, str]:
         return self.pick(self.names.get(rt.resource) or self.names["default"])
+
+    def pod_in(self, namespace: str) -> Pod:
+        """A pod of `namespace` (any pod if the namespace runs none), e.g. to bind a service account token."""
+        local = [p for p in self.pods if p.namespace == namespace]
+        return self.rng.choice(local or self.pods)
 
     def namespace(self) -> str:
         return self.pick(ALL_NAMESPACES)
@@ -566,7 +573,7 @@ POD_SAS: tuple[tuple[str, str, str, tuple[RT, ...]], ...] = (
 def pod_sa_actors(w: World) -> list[Actor]:
     actors = []
     for ns, name, agent, reads in POD_SAS:
-        pod = w.rng.choice(w.pods)
+        pod = w.pod_in(ns)
         reason = rbac_reason(name, name, f"{name}/{ns}")
         actors.append(
             Actor(
@@ -656,7 +663,7 @@ def automation_actors(w: World) -> list[Actor]:
     )
     actors = []
     for ns, name, agent, role in specs:
-        pod = w.rng.choice(w.pods)
+        pod = w.pod_in(ns)
         reason = rbac_reason(f"{name}-binding", role, f"{name}/{ns}")
         actors.append(Actor(sa_user(w, ns, name, pod), ([pod.ip],), (agent,), allow_annotations(reason)))
     return actors
@@ -1124,7 +1131,7 @@ class Builders:
     def configmap_write(self) -> Built:
         w = self.w
         actor = self.human_or_bot(0.5)
-        ns, app = w.pick(w.names["default"])
+        ns, app = w.pick(w.apps)
         name = f"{app}-config"
         body = configmap_object(w, ns, name, app)
         create = w.rng.random() < 0.5
@@ -1145,7 +1152,7 @@ class Builders:
 
     def secret_write(self) -> Built:
         w = self.w
-        ns, app = w.pick(w.names["default"])
+        ns, app = w.pick(w.apps)
         tls = w.rng.random() < 0.4
         actor = self.actors["pod_sas"][6] if tls else self.human_or_bot(0.5)  # cert-manager for TLS
         name = f"{app}-tls" if tls else f"{app}-credentials"
@@ -1196,7 +1203,7 @@ class Builders:
 
     def service_create(self) -> Built:
         w = self.w
-        ns, app = w.pick(w.names["default"])
+        ns, app = w.pick(w.apps)
         actor = self.human_or_bot(0.5)
         svc_type = w.pick(("ClusterIP", "ClusterIP", "ClusterIP", "NodePort", "LoadBalancer"))
         body = service_object(w, ns, app, svc_type)

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check rules files and report every problem")
     validate.add_argument("paths", nargs="+", metavar="PATH")
     validate.add_argument("--strict", action="store_true", help="warnings fail validation too")
-    commands.add_parser("fields", help="list every field conditions and outputs may use")
+    fields = commands.add_parser("fields", help="list every field conditions and outputs may use")
+    fields.add_argument("--format", choices=("text", "markdown"), default="text")
     test_rule = commands.add_parser("test-rule", help="run rule tests, explain a rule, or replay a log")
     _add_rule_options(test_rule)
     test_rule.add_argument("--tests", action="append", metavar="PATH",
@@ -129,12 +130,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def cmd_fields(_args: argparse.Namespace) -> int:
+def cmd_fields(args: argparse.Namespace) -> int:
     width = max(len(name) for name in FIELDS) + 2
+    if args.format == "markdown":
+        print("| field | type | argument | description |\n|---|---|---|---|")
     for spec in FIELDS.values():
         kind = spec.type.value + (" list" if spec.is_list else "")
-        arg = "" if spec.arg.value == "none" else f" [arg: {spec.arg.value}]"
-        print(f"{spec.name:<{width}}{kind:<14}{spec.desc}{arg}")
+        if args.format == "markdown":
+            arg = "" if spec.arg.value == "none" else spec.arg.value
+            desc = spec.desc.replace("|", "\\|")
+            print(f"| `{spec.name}` | {kind} | {arg} | {desc} |")
+        else:
+            arg = "" if spec.arg.value == "none" else f" [arg: {spec.arg.value}]"
+            print(f"{spec.name:<{width}}{kind:<14}{spec.desc}{arg}")
     return EXIT_OK
 
 

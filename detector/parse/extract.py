@@ -5,6 +5,7 @@ A field value is `None` (absent), a `str`, or a non-empty `tuple[str, ...]` (lis
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -15,6 +16,7 @@ from detector.event import AuditEvent
 
 Value = str | tuple[str, ...] | None
 MISSING: Any = object()
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def as_text(value: Any) -> str:
@@ -92,7 +94,7 @@ def query_values(uri: str | None, key: str) -> list[str] | None:
     if not uri:
         return None
     query = urlsplit(uri).query
-    if ";" in query:  # Go's url.ParseQuery rejects semicolons
+    if ";" in query or _BAD_ESCAPE.search(uri):  # Go's url.Parse/ParseQuery reject both
         return None
     values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == key]
     return values or None
@@ -119,13 +121,19 @@ def json_pointer(root: Any, pointer: str) -> Any:
 
 
 def epoch_nanos(timestamp: str, parsed: datetime) -> int:
-    """Nanoseconds since the epoch, keeping all fraction digits of the RFC 3339 text."""
-    seconds = int(parsed.replace(microsecond=0).timestamp())
-    fraction = ""
-    dot = timestamp.find(".")
-    if dot != -1:
-        end = dot + 1
-        while end < len(timestamp) and timestamp[end].isdigit():
-            end += 1
-        fraction = timestamp[dot + 1 : end]
-    return seconds * 1_000_000_000 + int((fraction + "000000000")[:9])
+    """Nanoseconds since the epoch, keeping all fraction digits of the RFC 3339 text.
+
+    `parsed` carries microseconds; only a text with more than six fraction digits needs a
+    second look at the string (the API server writes six).
+    """
+    micro = parsed.microsecond
+    seconds = round(parsed.timestamp() - micro / 1_000_000)
+    nanos = seconds * 1_000_000_000 + micro * 1000
+    if len(timestamp) > 26 and timestamp[26].isdigit() and timestamp[19] == ".":
+        found = _FRACTION.match(timestamp, 19)
+        if found:
+            nanos += int(found.group(1)[6:9].ljust(3, "0"))
+    return nanos
+
+
+_FRACTION = re.compile(r"\.(\d+)")

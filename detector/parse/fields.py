@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from operator import attrgetter
 from typing import Any
 
@@ -536,7 +537,19 @@ def _json_specs() -> list[FieldSpec]:
     return specs
 
 
-FIELDS: dict[str, FieldSpec] = {spec.name: spec for spec in _specs()}
+# Fields that read only the eagerly decoded part of the event.
+_CHEAP = {
+    "ka.auditid", "ka.stage", "ka.level", "ka.auth.decision", "ka.auth.reason", "ka.auth.openshift.decision",
+    "ka.auth.openshift.username", "ka.validations.admission.policy.failure", "ka.security.pod.violations",
+    "ka.user.name", "ka.user.groups", "ka.impuser.name", "ka.impuser.groups", "ka.verb", "ka.uri",
+    "ka.target.name", "ka.target.namespace", "ka.target.resource", "ka.target.subresource", "ka.target.apigroup",
+    "ka.req.configmap.name", "ka.response.code", "ka.response.reason", "ka.useragent", "ka.sourceips",
+    "ka.sourceip.first", "ka.sourceip.last", "ka.client.ip", "ka.cluster.name", "json.rawtime", "jevt.rawtime",
+    "evt.rawtime", "evt.source", "evt.pluginname",
+}
+FIELDS: dict[str, FieldSpec] = {
+    spec.name: replace(spec, cheap=spec.name in _CHEAP) for spec in _specs()
+}
 
 # Fast paths the rule index can key on, whatever spelling a rule uses.
 INDEX_ALIASES: dict[tuple[str, str | None], str] = {

@@ -46,6 +46,7 @@ class FieldSpec:
     arg: ArgKind = ArgKind.NONE
     type: FieldType = FieldType.STRING
     index_key: str | None = None  # the cheap key rules can be bucketed on
+    cheap: bool = False  # reads only the eagerly decoded hot fields: no cache, evaluated first
 
 
 def const(fn: Extractor) -> Callable[[Any, FieldOptions], Extractor]:

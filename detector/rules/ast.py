@@ -6,6 +6,7 @@ and takes no part in equality.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -67,11 +68,26 @@ class Not:
 Node = And | Or | Not | Check | MacroRef
 
 
+# What the parser reads as a bare value / a bare field argument (grammar.md §1, POSIX [:space:]).
+_BARE_VALUE = re.compile(r"[^()\"'\s=,]+", re.ASCII)
+_BARE_ARG = re.compile(r"[^\]\[\"'\s]+", re.ASCII)
+_MODIFIER_WORDS = ("oneof", "anyof", "allof")  # bare, these would be read as operator modifiers
+
+
 def quote(value: str) -> str:
     """A string value as it can be written back into a condition."""
-    if value and all(c not in value for c in ' \t\r\n()"\'=,'):
+    if _BARE_VALUE.fullmatch(value) and value not in _MODIFIER_WORDS:
         return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _quoted(value)
+
+
+def _quoted(value: str) -> str:
+    body = value.replace("\\", "\\\\").replace('"', '\\"')
+    if body.endswith("\\"):
+        # A quote right after a backslash does not close the string (grammar.md §2.1), so a
+        # trailing backslash is written as `\ `, which unescapes to a backslash too.
+        body = body[:-2] + "\\ "
+    return f'"{body}"'
 
 
 def field_text(expr: FieldExpr | str) -> str:
@@ -79,7 +95,9 @@ def field_text(expr: FieldExpr | str) -> str:
     if isinstance(expr, str):
         return quote(expr)
     if isinstance(expr, FieldRef):
-        return expr.name if expr.arg is None else f"{expr.name}[{expr.arg}]"
+        if expr.arg is None:
+            return expr.name
+        return f"{expr.name}[{expr.arg if _BARE_ARG.fullmatch(expr.arg) else _quoted(expr.arg)}]"
     return f"{expr.func}({', '.join(field_text(a) for a in expr.args)})"
 
 

@@ -56,11 +56,13 @@ class Compiler:
     _fields: dict[str, BoundField] = field(default_factory=dict)
 
     def compile(self, node: Node) -> Predicate:
+        """A predicate for `node`. Nested and/or are flattened and cheap checks run first:
+        checks have no side effects, so the order does not change the result."""
         match node:
             case And(items):
-                return all_of([self.compile(i) for i in items])
+                return all_of([self.compile(i) for i in self._ordered(_flatten(And, items))])
             case Or(items):
-                return any_of([self.compile(i) for i in items])
+                return any_of([self.compile(i) for i in self._ordered(_flatten(Or, items))])
             case Not(item):
                 inner = self.compile(item)
                 return lambda ev: not inner(ev)
@@ -70,6 +72,22 @@ class Compiler:
                 raise CompileError(Code.UNDEFINED_MACRO, f"undefined macro '{name}' used in filter", pos)
             case _:
                 raise TypeError(f"unknown condition node {node!r}")
+
+    def _ordered(self, items: list[Node]) -> list[Node]:
+        return sorted(items, key=self.cost)
+
+    def cost(self, node: Node) -> int:
+        """0 when the node reads only eagerly decoded fields, 1 when it may parse the body."""
+        match node:
+            case And(items) | Or(items):
+                return max(self.cost(i) for i in items)
+            case Not(item):
+                return self.cost(item)
+            case Check(FieldRef(name), _, rhs) if not isinstance(rhs, FieldRef | Transform):
+                spec = FIELDS.get(name)
+                return 0 if spec is not None and spec.cheap else 1
+            case _:
+                return 1
 
     # -- fields ---------------------------------------------------------------------------
     def bind(self, expr: FieldExpr) -> BoundField:
@@ -103,7 +121,7 @@ class Compiler:
             get = spec.build(arg, self.options)
         except ConditionSyntaxError as exc:
             raise CompileError(Code.BAD_FIELD_ARG, exc.message, expr.pos) from None
-        return get if isinstance(get, attrgetter) else cached(get, field_text(expr))
+        return get if spec.cheap or isinstance(get, attrgetter) else cached(get, field_text(expr))
 
     def _bind_transform(self, expr: Transform) -> BoundField:
         if len(expr.args) != 1 or isinstance(expr.args[0], str):
@@ -170,6 +188,16 @@ class Compiler:
         if op in ("=", "==", "!=", "in", "intersects", "pmatch") and "<NA>" in values:
             self.warnings.append((Code.NA_CHECK, f"'{lhs.text} {op} <NA>': absent fields are never equal to "
                                   "<NA> (they make every comparison false); use 'exists'"))
+
+
+def _flatten(kind: type[And] | type[Or], items: tuple[Node, ...]) -> list[Node]:
+    out: list[Node] = []
+    for item in items:
+        if isinstance(item, kind):
+            out += _flatten(kind, item.items)
+        else:
+            out.append(item)
+    return out
 
 
 def _is_index(arg: str) -> bool:

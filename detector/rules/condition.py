@@ -15,8 +15,9 @@ from detector.rules.ast import And, Check, FieldExpr, FieldRef, MacroRef, Node, 
 _BLANKS = " \t\b\r\n"
 _FIELD_NAME = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*(?:\.[a-zA-Z]+[a-zA-Z0-9_]*)+")
 _IDENTIFIER = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*")
-_FIELD_ARG_BARE = re.compile(r"[^\]\[\"'\s]+")
-_BARE_STR = re.compile(r"[^()\"'\s=,]+")
+# re.ASCII: the grammar's [:space:] is ASCII whitespace only (a no-break space is part of a value).
+_FIELD_ARG_BARE = re.compile(r"[^\]\[\"'\s]+", re.ASCII)
+_BARE_STR = re.compile(r"[^()\"'\s=,]+", re.ASCII)
 _NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|[+\-]?[0-9]+\.?[0-9]*(?:[eE][+\-][0-9]+)?")
 _TRANSFORMER = re.compile(r"(tolower|toupper|b64|basename|len|join|concat|getopt)\(")
 _VAL = re.compile(r"val\(")
@@ -36,7 +37,12 @@ _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "\\": "\\", "
 
 def parse_condition(text: str) -> Node:
     """Parse a whole condition; raises ConditionSyntaxError with a 1-based column."""
-    return _Parser(text).parse()
+    parser = _Parser(text)
+    try:
+        return parser.parse()
+    except RecursionError:
+        # Python's stack runs out before Falco's depth limit of 1000 groups.
+        raise ConditionSyntaxError("condition nested too deeply", column=parser.pos + 1) from None
 
 
 def parse_field_expr(text: str) -> FieldExpr:

@@ -81,33 +81,71 @@ def glob_regex(pattern: str, fold_case: bool) -> re.Pattern[str]:
             out.append(".*")
         elif char == "?":
             out.append(".")
-        elif char == "\\" and i < len(pattern):
+        elif char == "\\":
+            if i == len(pattern):
+                out.append("(?!)")  # glibc: a trailing backslash never matches
+                break
             out.append(re.escape(pattern[i]))
             i += 1
-        elif char == "[":
-            end = _class_end(pattern, i)
-            if end is None:
-                out.append(re.escape(char))
-                continue
-            body = pattern[i:end]
-            negate = body[:1] in ("!", "^")
-            body = body[1:] if negate else body
-            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
-            i = end + 1
+        elif char == "[" and (bracket := _bracket(pattern, i)) is not None:
+            out.append(bracket[0])
+            i = bracket[1]
         else:
             out.append(re.escape(char))
     flags = re.DOTALL | (re.IGNORECASE | re.ASCII if fold_case else 0)
     return re.compile("".join(out), flags)
 
 
-def _class_end(pattern: str, start: int) -> int | None:
+_POSIX_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
+    "xdigit": "0-9A-Fa-f", "space": " \\t\\n\\r\\f\\v", "blank": " \\t", "cntrl": "\\x00-\\x1f\\x7f",
+    "print": "\\x20-\\x7e", "graph": "\\x21-\\x7e", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+}
+
+
+def _bracket(pattern: str, start: int) -> tuple[str, int] | None:
+    """The regex for the bracket expression whose body starts at `start` (just after '['),
+    and where it ends; None when it is not closed (then '[' is a literal, as in glibc).
+
+    Every member is escaped for Python (so `&&`, `--`, `[` mean themselves), `\\x` is x,
+    `[:alpha:]`-style classes are the C locale's, and a reversed range matches nothing.
+    """
     i = start
-    if i < len(pattern) and pattern[i] in "!^":
-        i += 1
-    if i < len(pattern) and pattern[i] == "]":
-        i += 1
-    end = pattern.find("]", i)
-    return None if end == -1 else end
+    negate = i < len(pattern) and pattern[i] in "!^"
+    i += negate
+    members: list[str] = []
+    first = True
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "]" and not first:
+            if not members:
+                return ("." if negate else "(?!)"), i + 1
+            return "[" + ("^" if negate else "") + "".join(members) + "]", i + 1
+        first = False
+        if char == "[" and pattern.startswith(":", i + 1):
+            end = pattern.find(":]", i + 2)
+            if end != -1 and pattern[i + 2 : end] in _POSIX_CLASSES:
+                members.append(_POSIX_CLASSES[pattern[i + 2 : end]])
+                i = end + 2
+                continue
+        low, i = _bracket_char(pattern, i)
+        if low is None:
+            return None
+        if pattern.startswith("-", i) and i + 1 < len(pattern) and pattern[i + 1] != "]":
+            high, i = _bracket_char(pattern, i + 1)
+            if high is None:
+                return None
+            if low <= high:
+                members.append(f"{re.escape(low)}-{re.escape(high)}")
+            continue
+        members.append(re.escape(low))
+    return None
+
+
+def _bracket_char(pattern: str, i: int) -> tuple[str | None, int]:
+    if pattern[i] == "\\":
+        return (pattern[i + 1], i + 2) if i + 1 < len(pattern) else (None, i + 1)
+    return pattern[i], i + 1
 
 
 def pmatch_test(paths: Iterable[str]) -> Test:

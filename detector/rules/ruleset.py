@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from detector.event import AuditEvent
 from detector.rules.diagnostics import Diagnostic
-from detector.rules.index import RuleIndex, event_key
+from detector.rules.index import RuleIndex
 from detector.rules.model import CompiledRule, Match, Priority
 
 _NO_MATCHES: tuple[Match, ...] = ()
@@ -31,10 +31,12 @@ class Ruleset:
         self.active = tuple(r for r in self.rules if r.enabled and r.priority <= min_priority)
         self._index = RuleIndex(self.active)
         self._first = matching is RuleMatching.FIRST
+        self._candidates = self._index.candidates
 
     def evaluate(self, event: AuditEvent) -> Sequence[Match]:
         """The matches of one event, in rule order."""
-        candidates = self._index.candidates(event_key(event))
+        ref = event.objectRef
+        candidates = self._candidates((event.stage, event.verb, ref.resource, ref.subresource))
         if not candidates:
             return _NO_MATCHES
         matches: list[Match] | None = None
