@@ -101,6 +101,11 @@ class Result:
     def rate(self) -> float:
         return self.events / self.elapsed if self.elapsed > 0 else 0.0
 
+    @property
+    def cpu_rate(self) -> float:
+        """events per CPU second: less sensitive than `rate` to other load on the pinned CPU."""
+        return self.events / self.cpu if self.cpu > 0 else 0.0
+
 
 # ------------------------------------------------------------------------------------------ running
 
@@ -219,17 +224,19 @@ def count_events(file: Path) -> tuple[int, int]:
 
 
 def print_table(results: list[Result]) -> None:
-    header = f"{'row':<42} {'events/s':>12} {'elapsed s':>10} {'CPU s':>8} {'peak RSS MB':>12}  status"
+    cols = f"{'events/s':>12} {'elapsed s':>10} {'CPU s':>8} {'events/CPU-s':>13} {'peak RSS MB':>12}"
+    header = f"{'row':<42} {cols}  status"
     print(header)
     print("-" * len(header))
     for r in results:
         name = f"{r.row.key}  {r.row.label}"
         if r.skipped:
-            print(f"{name:<42} {'-':>12} {'-':>10} {'-':>8} {'-':>12}  SKIPPED ({r.skipped})")
+            print(f"{name:<42} {'-':>12} {'-':>10} {'-':>8} {'-':>13} {'-':>12}  SKIPPED ({r.skipped})")
             continue
         status = "ok" if r.ok else f"FAILED: {r.error}"
-        rate = f"{r.rate:,.0f}" if r.ok else "-"
-        print(f"{name:<42} {rate:>12} {r.elapsed:>10.2f} {r.cpu:>8.2f} {r.rss_mb:>12.1f}  {status}")
+        rate, cpu_rate = (f"{r.rate:,.0f}", f"{r.cpu_rate:,.0f}") if r.ok else ("-", "-")
+        nums = f"{rate:>12} {r.elapsed:>10.2f} {r.cpu:>8.2f} {cpu_rate:>13} {r.rss_mb:>12.1f}"
+        print(f"{name:<42} {nums}  {status}")
     for r in results:
         if r.ok and r.summary:
             print(f"   {r.row.key} stderr: {r.summary}")

@@ -16,6 +16,7 @@ from detector.engine import Engine, diagnose_line
 from detector.errors import BadInput, DetectorError, RuleLoadError
 from detector.parse.fields import FIELDS
 from detector.parse.fieldspec import FieldOptions
+from detector.rules.diagnostics import Diagnostic
 from detector.rules.loader import LoadOptions, check_rules, summary
 from detector.rules.model import Priority
 from detector.rules.ruleset import RuleMatching, Ruleset
@@ -123,11 +124,16 @@ def _print_bad(error: BadInput) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     _, diagnostics = check_rules(args.paths)
-    for diagnostic in diagnostics:
+    for diagnostic in sorted(diagnostics, key=_by_place):
         print(diagnostic)
     failed = any(d.is_error for d in diagnostics) or (args.strict and bool(diagnostics))
     print(f"{'FAILED' if failed else 'OK'}: {summary(diagnostics)}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _by_place(diagnostic: Diagnostic) -> tuple[str, int, int]:
+    where = diagnostic.location
+    return (where.path, where.line or 0, where.column or 0)
 
 
 def cmd_fields(args: argparse.Namespace) -> int:

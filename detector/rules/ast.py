@@ -68,8 +68,9 @@ class Not:
 Node = And | Or | Not | Check | MacroRef
 
 
-# What the parser reads as a bare value / a bare field argument (grammar.md §1, POSIX [:space:]).
-_BARE_VALUE = re.compile(r"[^()\"'\s=,]+", re.ASCII)
+# What the parser reads as a bare value / a bare field argument (grammar.md §1, POSIX [:space:]);
+# a backspace is also excluded from values because the lexer skips it as a blank before a value.
+_BARE_VALUE = re.compile(r"[^()\"'\s=,\b]+", re.ASCII)
 _BARE_ARG = re.compile(r"[^\]\[\"'\s]+", re.ASCII)
 _MODIFIER_WORDS = ("oneof", "anyof", "allof")  # bare, these would be read as operator modifiers
 

@@ -117,7 +117,8 @@ class _Build:
             return parse_condition(substitute_lists(text, self.lists))
         except ConditionSyntaxError as exc:
             near = text[max((exc.column or 1) - 1, 0):][:40].strip()
-            at = f" at condition column {exc.column} (near '{near}')" if exc.column else ""
+            at = f" at condition column {exc.column} " + (f"(near '{near}')" if near else "(end of condition)")
+            at = at if exc.column else ""
             self.report(Code.CONDITION_SYNTAX, f"{exc.message}{at}", location)
             return None
 
