@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from detector import cli
+from detector.rules.loader import check_rules
 from detector.rules.model import Priority
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -161,15 +162,14 @@ _LOADED: dict[tuple[tuple[str, ...], object], Any] = {}
 def scan(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[[Sequence[Path], Path], Run]:
     """Run `detector scan` in-process; each distinct rules load order is compiled once per session
     (loading dominates the run time and a compiled Ruleset is never mutated by scanning)."""
-    load = cli.check_rules
 
     def check_rules_once(paths: Sequence[str], options: Any = None) -> Any:
         key = (tuple(map(str, paths)), options)
         if key not in _LOADED:
-            _LOADED[key] = load(paths, options)
+            _LOADED[key] = check_rules(paths, options)
         return _LOADED[key]
 
-    monkeypatch.setattr(cli, "check_rules", check_rules_once)
+    monkeypatch.setattr("detector.cli.check_rules", check_rules_once)
 
     def run(rules: Sequence[Path], trace: Path) -> Run:
         capsys.readouterr()
@@ -230,7 +230,7 @@ def test_suite_entry_as_subprocess(entry: dict[str, Any]) -> None:
 
 def test_subprocess_cases_exist() -> None:
     """Every subprocess case names a real suite entry."""
-    assert SUBPROCESS_CASES <= {entry_id(e) for e in ENTRIES}
+    assert {entry_id(e) for e in ENTRIES} >= SUBPROCESS_CASES
 
 
 # -- validate ----------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def validate_sets() -> list[tuple[Path, ...]]:
     """Each base file alone, then every load order of the suites (legacy engine_v4 -> fixed copy)."""
     bases = {path for entry in ENTRIES for path in rule_files(entry)
              if short_file(path) in ("FR101", "KA060", "KA0180")}
-    sets = [(path,) for path in sorted(bases)]
+    sets: list[tuple[Path, ...]] = [(path,) for path in sorted(bases)]
     for entry in ENTRIES:
         files = tuple(rule_files(entry, fixed_engine_v4=True))
         if files not in sets:

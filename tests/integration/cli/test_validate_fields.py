@@ -70,8 +70,8 @@ def test_validate_reports_every_error_with_location_and_code(detector: Run, tmp_
 def test_validate_list_field_operator_is_rejected(detector: Run, tmp_path: Path) -> None:
     """`contains` on a list field is refused as modern Falco does."""
     path = tmp_path / "listop.yaml"
-    path.write_text(BROKEN.split("- rule: Bad Output")[0].split("- rule: List Op")[1].join(["- rule: List Op", ""])
-                    .replace("priority: loud", "priority: notice"))
+    path.write_text("- rule: List Op\n  desc: d\n  condition: ka.user.groups contains admins\n  output: o\n"
+                    "  priority: NOTICE\n  source: k8s_audit\n")
     result = detector("validate", str(path))
     assert result.returncode == 1
     assert "operator not supported list filters" in result.stdout
