@@ -5,6 +5,7 @@ alert, and turns every expected failure into one clear line and an exit code:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from collections.abc import Sequence
 from importlib.resources import files
@@ -23,6 +24,7 @@ from detector.rules.ruleset import RuleMatching, Ruleset
 from detector.source.replay import read_records
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+INTERNAL_NETWORKS_LIST = "detector_internal_networks"
 
 
 def shipped_rules_dir() -> Path:
@@ -53,6 +55,9 @@ def _add_rule_options(parser: argparse.ArgumentParser) -> None:
                         help="ignore rules less severe than P (e.g. warning)")
     parser.add_argument("--trusted-proxies", type=int, default=0, metavar="N",
                         help="proxies in front of the API server that append to X-Forwarded-For (ka.client.ip)")
+    parser.add_argument("--internal-networks", type=_networks, metavar="CIDR,...",
+                        help="replace the list detector_internal_networks (default: RFC 1918, loopback, "
+                        "link-local, ULA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,9 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _networks(text: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not a CIDR network") from None
+    return items
+
+
 def load_options(args: argparse.Namespace) -> LoadOptions:
+    overrides = {INTERNAL_NETWORKS_LIST: args.internal_networks} if args.internal_networks else {}
     return LoadOptions(fields=FieldOptions(trusted_proxies=args.trusted_proxies),
-                       matching=RuleMatching(args.rule_matching), min_priority=args.min_priority)
+                       matching=RuleMatching(args.rule_matching), min_priority=args.min_priority,
+                       list_overrides=overrides)
 
 
 def rule_paths(args: argparse.Namespace) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from detector.rules.compiler import CompileError, Compiler
 from detector.rules.condition import parse_condition
 from detector.rules.diagnostics import Code, Diagnostic
 from detector.rules.index import constraints
-from detector.rules.model import SOURCE, CompiledRule, MacroInfo, Priority, RuleInfo
+from detector.rules.model import SOURCE, CompiledRule, ListInfo, MacroInfo, Priority, RuleInfo
 from detector.rules.output import compile_output
 from detector.rules.reader import read_items
 from detector.rules.resolve import (
@@ -39,6 +39,9 @@ class LoadOptions:
     fields: FieldOptions = field(default_factory=FieldOptions)
     matching: RuleMatching = RuleMatching.ALL
     min_priority: Priority = Priority.DEBUG
+    # Lists whose items the configuration replaces after every file is loaded (for example
+    # `detector_internal_networks` from the `internal_networks` setting).
+    list_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def rule_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -65,6 +68,7 @@ def check_rules(paths: Iterable[str | Path], options: LoadOptions | None = None)
         for item in read_items(path, collector.collection.diagnostics):
             collector.add(item)
     collection = collector.collection
+    _override_lists(collection, options.list_overrides)
     compiled = _Build(collection, options).run()
     diagnostics = collection.diagnostics
     return Ruleset(compiled, diagnostics, options.matching, options.min_priority), diagnostics
@@ -216,6 +220,17 @@ class _Build:
             if info.name not in words:
                 self.report(Code.UNUSED, f"list '{info.name}' is not referred to by any rule, macro or list",
                             info.location)
+
+
+def _override_lists(collection: Collection, overrides: Mapping[str, tuple[str, ...]]) -> None:
+    for name, items in overrides.items():
+        info = collection.lists.get(name)
+        if info is None:
+            collection.counter += 1
+            collection.lists[name] = ListInfo(name, list(items), collection.counter, collection.counter,
+                                              Location("<config>", item=name))
+        else:
+            info.items = list(items)
 
 
 def _named(location: Location, name: str) -> Location:

@@ -26,7 +26,7 @@ OnBad = Callable[[BadInput], None]
 Diagnose = Callable[[bytes], str | None]
 
 STDIN_NAME = "<stdin>"
-_BLOCK_BYTES = 1 << 18  # measured: as fast as 1 MiB on plain files, ~25% faster through gzip
+_BLOCK_BYTES = 1 << 17  # measured: as fast as 1 MiB on plain files, faster through gzip (its buffer size)
 _GZIP_MAGIC = b"\x1f\x8b"
 _NON_SPACE = re.compile(rb"[^ \t\r\n]")  # JSON whitespace, as the parser will see it
 _READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip reports corruption with all three

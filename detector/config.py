@@ -1,0 +1,165 @@
+"""Configuration of `detector run`: a YAML file, then command-line flags on top.
+
+Every problem is one ConfigError naming the file and the key (`config.yaml: start_at: must be
+one of end, beginning`). Secrets are never read here: outputs name the env var or file that
+holds them, and the alert stage reads them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detector.errors import ConfigError, Location
+from detector.rules.model import Priority
+
+DEFAULT_FILE = "/var/log/kubernetes/audit/audit.log"
+DEFAULT_STATE_DIR = "/var/lib/detector"
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Everything `detector run` needs to know, validated."""
+
+    file: str = DEFAULT_FILE
+    state_dir: str = DEFAULT_STATE_DIR
+    start_at: str = "end"
+    rules: tuple[str, ...] = ()
+    rule_matching: str = "all"
+    min_priority: Priority = Priority.DEBUG
+    trusted_proxies: int = 0
+    internal_networks: tuple[str, ...] | None = None
+    max_line_bytes: int = 1 << 20
+    watch: str = "auto"
+    poll_interval: float = 0.25
+    log_format: str = "json"
+    log_level: str = "info"
+    cluster_name: str | None = None
+    checkpoint_interval: float = 1.0
+    outputs: Any = None
+    throttle: Any = None
+    outbox: Any = None
+    metrics: Any = None
+    source: str = field(default="<defaults>", compare=False)
+
+
+_CHOICES = {
+    "start_at": ("end", "beginning"),
+    "rule_matching": ("all", "first"),
+    "watch": ("auto", "inotify", "poll"),
+    "log_format": ("json", "console"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
+_RAW = ("outputs", "throttle", "outbox", "metrics")
+
+
+def load_config(path: str | None) -> RunConfig:
+    """Read and validate a config file (None: all defaults)."""
+    if path is None:
+        return RunConfig()
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", Location(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", Location(path, line)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the config file must be a YAML mapping", Location(path))
+    return apply(RunConfig(source=path), data, path)
+
+
+def apply(config: RunConfig, values: dict[str, Any], where: str) -> RunConfig:
+    """A copy of `config` with `values` (from a file or flags) validated and applied."""
+    known = {f.name for f in fields(RunConfig)} - {"source"}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {key!r} (known: {', '.join(sorted(known))})", Location(where))
+        if value is None and key not in _RAW:
+            continue
+        changes[key] = _validate(key, value, where)
+    return replace(config, **changes)
+
+
+def _validate(key: str, value: Any, where: str) -> Any:
+    if key in _RAW:
+        return value  # outputs/throttle/outbox/metrics: validated by their owners
+    check = _CHECKS.get(key)
+    if key in _CHOICES:
+        check = _choice(_CHOICES[key])
+    assert check is not None, key
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}", Location(where)) from None
+
+
+def _choice(choices: tuple[str, ...]) -> Any:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)} (got {value!r})")
+        return str(value)
+
+    return check
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _paths(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise ValueError("must be a path or a list of paths")
+    return tuple(items)
+
+
+def _priority(value: Any) -> Priority:
+    priority = Priority.parse(value) if isinstance(value, str) else None
+    if priority is None:
+        raise ValueError(f"must be a Falco priority (got {value!r})")
+    return priority
+
+
+def _count(minimum: int) -> Any:
+    def check(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"must be an integer >= {minimum}")
+        return value
+
+    return check
+
+
+def _seconds(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ValueError("must be a positive number of seconds")
+    return float(value)
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ValueError("must be a list of CIDR networks")
+    for item in items:
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a CIDR network") from None
+    return tuple(str(i) for i in items)
+
+
+_CHECKS: dict[str, Any] = {
+    "file": _text, "state_dir": _text, "cluster_name": _text, "rules": _paths, "min_priority": _priority,
+    "trusted_proxies": _count(0), "max_line_bytes": _count(1), "poll_interval": _seconds,
+    "checkpoint_interval": _seconds, "internal_networks": _networks,
+}
