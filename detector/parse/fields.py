@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import replace
-from operator import attrgetter
 from typing import Any
 
 import jmespath
@@ -33,7 +32,7 @@ from detector.parse.extract import (
     texts,
     walk_values,
 )
-from detector.parse.fieldspec import ArgKind, Extractor, FieldOptions, FieldSpec, FieldType, const
+from detector.parse.fieldspec import ArgKind, Extractor, FieldOptions, FieldSpec, FieldType, attribute, const
 from detector.redact import mask_secrets
 
 
@@ -46,11 +45,11 @@ def _annotation(key: str) -> Extractor:
 
 
 def _ref(attr: str) -> Extractor:
-    getter: Extractor = attrgetter(f"objectRef.{attr}")
+    getter: Extractor = attribute(f"objectRef.{attr}")
     return getter
 
 
-_user_name: Extractor = attrgetter("user.username")
+_user_name: Extractor = attribute("user.username")
 
 
 def _user_groups(ev: AuditEvent) -> Value:
@@ -301,12 +300,12 @@ def _client_ip(arg: Any, opts: FieldOptions) -> Extractor:
 
 
 _POINTER_FAST: dict[str, Extractor] = {
-    "/stage": attrgetter("stage"),
-    "/verb": attrgetter("verb"),
-    "/auditID": attrgetter("auditID"),
-    "/requestURI": attrgetter("requestURI"),
-    "/level": attrgetter("level"),
-    "/userAgent": attrgetter("userAgent"),
+    "/stage": attribute("stage"),
+    "/verb": attribute("verb"),
+    "/auditID": attribute("auditID"),
+    "/requestURI": attribute("requestURI"),
+    "/level": attribute("level"),
+    "/userAgent": attribute("userAgent"),
     "/user/username": _user_name,
     "/objectRef/resource": _ref("resource"),
     "/objectRef/namespace": _ref("namespace"),
@@ -403,11 +402,11 @@ def _specs() -> list[FieldSpec]:
     s = FieldSpec
     key, index = ArgKind.KEY, ArgKind.INDEX
     return [
-        s("ka.auditid", "The audit ID (auditID)", const(attrgetter("auditID"))),
+        s("ka.auditid", "The audit ID (auditID)", const(attribute("auditID"))),
         s("ka.stage", "Stage of the request (RequestReceived, ResponseStarted, ResponseComplete, Panic)",
-          const(attrgetter("stage")), index_key="stage"),
+          const(attribute("stage")), index_key="stage"),
         s("ka.level", "detector: audit level of the event (Metadata, Request, RequestResponse)",
-          const(attrgetter("level"))),
+          const(attribute("level"))),
         s("ka.auth.decision", "Authorization decision (annotation authorization.k8s.io/decision)",
           const(_annotation("authorization.k8s.io/decision"))),
         s("ka.auth.reason", "Authorization reason (annotation authorization.k8s.io/reason)",
@@ -425,8 +424,8 @@ def _specs() -> list[FieldSpec]:
         s("ka.impuser.name", "Impersonated user name", const(_impuser_name)),
         s("ka.impuser.groups", "detector: groups of the impersonated user", const(_impuser_groups),
           is_list=True),
-        s("ka.verb", "The action (get, list, create, ...)", const(attrgetter("verb")), index_key="verb"),
-        s("ka.uri", "The request URI as sent", const(attrgetter("requestURI"))),
+        s("ka.verb", "The action (get, list, create, ...)", const(attribute("verb")), index_key="verb"),
+        s("ka.uri", "The request URI as sent", const(attribute("requestURI"))),
         s("ka.uri.param", "First value of a query parameter of the request URI, decoded",
           _uri_param, arg=key),
         s("ka.exec.command", "detector: full exec/attach command (every command= parameter, "
@@ -499,7 +498,7 @@ def _specs() -> list[FieldSpec]:
         s("ka.resp.name", "Response object name", const(_response_name)),
         s("ka.response.code", "Response status code", const(_response_code)),
         s("ka.response.reason", "Response status reason", const(_response_reason)),
-        s("ka.useragent", "User agent of the client", const(attrgetter("userAgent"))),
+        s("ka.useragent", "User agent of the client", const(attribute("userAgent"))),
         s("ka.sourceips", "Source IPs of the request (upstream reads a wrong path and is always absent)",
           _source_ips, is_list=True, arg=index, type=FieldType.IPADDR),
         s("ka.sourceip.first", "detector: first source IP (from X-Forwarded-For when a proxy or the "

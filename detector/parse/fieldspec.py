@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from detector.event import AuditEvent
@@ -47,6 +48,22 @@ class FieldSpec:
     type: FieldType = FieldType.STRING
     index_key: str | None = None  # the cheap key rules can be bucketed on
     cheap: bool = False  # reads only the eagerly decoded hot fields: no cache, evaluated first
+
+
+# Extractors that are plain attribute paths of AuditEvent; the compiler may inline them.
+_ATTRIBUTE_PATHS: dict[Any, str] = {}
+
+
+def attribute(path: str) -> Extractor:
+    """An extractor reading `event.<path>` (a C-level attrgetter the compiler can inline)."""
+    getter: Extractor = attrgetter(path)
+    _ATTRIBUTE_PATHS[getter] = path
+    return getter
+
+
+def attribute_path(extractor: Extractor) -> str | None:
+    """The attribute path of an extractor made by `attribute`, else None."""
+    return _ATTRIBUTE_PATHS.get(extractor) if isinstance(extractor, attrgetter) else None
 
 
 def const(fn: Extractor) -> Callable[[Any, FieldOptions], Extractor]:

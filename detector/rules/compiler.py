@@ -60,9 +60,9 @@ class Compiler:
         checks have no side effects, so the order does not change the result."""
         match node:
             case And(items):
-                return all_of([self.compile(i) for i in self._ordered(_flatten(And, items))])
+                return all_of([self.compile(i) for i in self.ordered(flatten(And, items))])
             case Or(items):
-                return any_of([self.compile(i) for i in self._ordered(_flatten(Or, items))])
+                return any_of([self.compile(i) for i in self.ordered(flatten(Or, items))])
             case Not(item):
                 inner = self.compile(item)
                 return lambda ev: not inner(ev)
@@ -73,7 +73,8 @@ class Compiler:
             case _:
                 raise TypeError(f"unknown condition node {node!r}")
 
-    def _ordered(self, items: list[Node]) -> list[Node]:
+    def ordered(self, items: list[Node]) -> list[Node]:
+        """Children in evaluation order: cheap checks first (stable otherwise)."""
         return sorted(items, key=self.cost)
 
     def cost(self, node: Node) -> int:
@@ -190,11 +191,12 @@ class Compiler:
                                   "<NA> (they make every comparison false); use 'exists'"))
 
 
-def _flatten(kind: type[And] | type[Or], items: tuple[Node, ...]) -> list[Node]:
+def flatten(kind: type[And] | type[Or], items: tuple[Node, ...]) -> list[Node]:
+    """The children of nested and/or of the same kind, as one list."""
     out: list[Node] = []
     for item in items:
         if isinstance(item, kind):
-            out += _flatten(kind, item.items)
+            out += flatten(kind, item.items)
         else:
             out.append(item)
     return out

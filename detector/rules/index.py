@@ -48,6 +48,34 @@ def constraints(node: Node) -> Constraints:
             return {}
 
 
+def _implied(node: Node) -> bool:
+    """True when the index alone decides `node` (so the rule need not test it again)."""
+    match node:
+        case Check(FieldRef(name, arg), op, rhs):
+            return index_key(name, arg) is not None and (
+                (op in ("=", "==") and isinstance(rhs, str)) or (op in ("in", "intersects") and isinstance(rhs, tuple)))
+        case Not(Check(FieldRef(name, arg), "exists")):
+            return index_key(name, arg) is not None
+        case _:
+            return False
+
+
+def without_implied(node: Node) -> Node | None:
+    """`node` minus the top-level checks the index already guarantees; None if nothing is left.
+
+    Sound because a rule is a candidate only when every key value is in the intersection of
+    the sets its top-level checks allow, which makes each of those checks true.
+    """
+    if _implied(node):
+        return None
+    if isinstance(node, And):
+        rest = tuple(item for item in node.items if not _implied(item))
+        if not rest:
+            return None
+        return rest[0] if len(rest) == 1 else And(rest)
+    return node
+
+
 def event_key(event: AuditEvent) -> tuple[str | None, str | None, str | None, str | None]:
     """The index key of an event, in KEYS order."""
     ref = event.objectRef

@@ -11,11 +11,12 @@ from pathlib import Path
 from detector.errors import ConditionSyntaxError, Location, RuleLoadError
 from detector.parse.fieldspec import FieldOptions
 from detector.rules.ast import Node
+from detector.rules.codegen import generate
 from detector.rules.collector import Collection, Collector
 from detector.rules.compiler import CompileError, Compiler
 from detector.rules.condition import parse_condition
 from detector.rules.diagnostics import Code, Diagnostic
-from detector.rules.index import constraints
+from detector.rules.index import constraints, without_implied
 from detector.rules.model import SOURCE, CompiledRule, ListInfo, MacroInfo, Priority, RuleInfo
 from detector.rules.output import compile_output
 from detector.rules.reader import read_items
@@ -173,10 +174,12 @@ class _Build:
             return None
         for code, message in self.compiler.warnings[before:]:
             self.report(code, message, where)
+        remaining = without_implied(expanded)
         return CompiledRule(
             name=rule.name, desc=rule.desc, priority=rule.priority, tags=tuple(sorted(rule.tags)),
             enabled=rule.enabled, predicate=predicate, output=output, condition=expanded,
             constraints=constraints(expanded), location=rule.location, tests=tuple(rule.tests),
+            fast_predicate=_always if remaining is None else generate(remaining, self.compiler),
         )
 
     def _compile_failed(self, rule: RuleInfo, exc: CompileError, where: Location) -> None:
@@ -231,6 +234,10 @@ def _override_lists(collection: Collection, overrides: Mapping[str, tuple[str, .
                                               Location("<config>", item=name))
         else:
             info.items = list(items)
+
+
+def _always(_event: object) -> bool:
+    return True
 
 
 def _named(location: Location, name: str) -> Location:

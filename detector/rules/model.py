@@ -135,6 +135,8 @@ class CompiledRule:
     constraints: Mapping[str, frozenset[str | None]]
     location: Location
     tests: tuple[Any, ...] = ()
+    # The predicate minus what the rule index already checked: only valid for candidates.
+    fast_predicate: Predicate | None = None
 
     def match(self, event: AuditEvent) -> Match:
         text, fields = self.output.render(event)

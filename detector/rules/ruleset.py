@@ -41,7 +41,7 @@ class Ruleset:
             return _NO_MATCHES
         matches: list[Match] | None = None
         for rule in candidates:
-            if rule.predicate(event):
+            if rule.fast_predicate(event):  # type: ignore[misc]
                 if matches is None:
                     matches = []
                 matches.append(rule.match(event))

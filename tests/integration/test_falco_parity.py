@@ -155,7 +155,7 @@ def assert_testing(name: str, asserts: list[dict[str, Any]], run: Run) -> None:
 
 
 # -- running the CLI ---------------------------------------------------------------------------
-_LOADED: dict[tuple[tuple[str, ...], object], Any] = {}
+_LOADED: dict[tuple[tuple[str, ...], str], Any] = {}
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ def scan(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) ->
     (loading dominates the run time and a compiled Ruleset is never mutated by scanning)."""
 
     def check_rules_once(paths: Sequence[str], options: Any = None) -> Any:
-        key = (tuple(map(str, paths)), options)
+        key = (tuple(map(str, paths)), repr(options))  # options may hold dicts: not hashable
         if key not in _LOADED:
             _LOADED[key] = check_rules(paths, options)
         return _LOADED[key]

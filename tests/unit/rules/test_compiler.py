@@ -484,9 +484,9 @@ values = st.one_of(st.sampled_from(POOL), st.text(alphabet="abA/*", max_size=3))
 globs = st.lists(st.sampled_from(GLOB_TOKENS), max_size=4).map("".join)
 
 
-def rhs_for(op: str) -> st.SearchStrategy[str]:
+def rhs_for(op: str, consts: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     """Constants that make sense for a string operator."""
-    return globs if op in ("glob", "iglob") else values
+    return st.one_of(globs, consts) if op in ("glob", "iglob") else consts
 
 
 SINGLE_OPS = ("=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains", "startswith", "endswith", "glob",
@@ -494,38 +494,41 @@ SINGLE_OPS = ("=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains", "s
 
 
 @st.composite
-def string_checks(draw: st.DrawFn) -> Check:
-    """A check on a single-valued field with any operator allowed for strings (equally likely)."""
+def string_checks(draw: st.DrawFn, op: str | None = None, consts: st.SearchStrategy[str] = values) -> Check:
+    """A check on a single-valued field with `op` (default: any operator allowed for strings)."""
     lhs = FieldRef(draw(st.sampled_from(STRING_FIELDS)))
-    op = draw(st.sampled_from(SINGLE_OPS))
+    op = op or draw(st.sampled_from(SINGLE_OPS))
     if op in ("<", "<=", ">", ">="):
         return Check(lhs, op, draw(st.sampled_from(NUMBERS)))
     if op == "regex":
         return Check(lhs, op, draw(st.sampled_from(REGEXES)))
     if op in ("in", "intersects"):
-        return Check(lhs, op, tuple(draw(st.lists(values, max_size=3))))
+        return Check(lhs, op, tuple(draw(st.lists(consts, max_size=3))))
     if op == "pmatch":
         return Check(lhs, op, tuple(draw(st.lists(st.sampled_from(PMATCH_PATHS), min_size=1, max_size=2))))
     if op == "exists":
         return Check(lhs, op)
     if op == "modifier":
         op = draw(st.sampled_from(MODIFIED_OPS))
-        items = tuple(draw(st.lists(rhs_for(op), max_size=3)))
+        items = tuple(draw(st.lists(rhs_for(op, consts), max_size=3)))
         return Check(lhs, op, items, draw(st.sampled_from(("oneof", "anyof", "allof"))))
     if op == "val":
         other = FieldRef(draw(st.sampled_from(STRING_FIELDS)))
         return Check(lhs, draw(st.sampled_from(("=", "!=", "startswith"))), Transform("val", (other,)))
-    return Check(lhs, op, draw(rhs_for(op)))
+    return Check(lhs, op, draw(rhs_for(op, consts)))
+
+
+LIST_OPS = ("in", "intersects", "exists")
 
 
 @st.composite
-def list_checks(draw: st.DrawFn) -> Check:
-    """A check on a list field: in, intersects or exists."""
+def list_checks(draw: st.DrawFn, op: str | None = None, consts: st.SearchStrategy[str] = values) -> Check:
+    """A check on a list field with `op` (default: in, intersects or exists)."""
     lhs = FieldRef(draw(st.sampled_from(LIST_FIELDS)))
-    op = draw(st.sampled_from(("in", "intersects", "exists")))
+    op = op or draw(st.sampled_from(LIST_OPS))
     if op == "exists":
         return Check(lhs, op)
-    return Check(lhs, op, tuple(draw(st.lists(values, max_size=3))))
+    return Check(lhs, op, tuple(draw(st.lists(consts, max_size=3))))
 
 
 def trees(leaves: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
@@ -573,6 +576,16 @@ def raw_events(draw: st.DrawFn) -> dict[str, Any]:
         container = st.one_of(values.map(lambda image: {"name": "c", "image": image}), st.just({"name": "c"}))
         body["requestObject"] = {"kind": "Pod", "spec": {"containers": draw(st.lists(container, max_size=3))}}
     return body
+
+
+def pieces(body: dict[str, Any]) -> list[str]:
+    """Every substring of every field value of the event, so constants often relate to values."""
+    found = {""}
+    for field in (*STRING_FIELDS, *LIST_FIELDS):
+        value = ref_value(field, body)
+        for text in (value,) if isinstance(value, str) else value or ():
+            found.update(text[i:j] for i in range(len(text)) for j in range(i + 1, len(text) + 1))
+    return sorted(found)
 
 
 # -- the reference interpreter ---------------------------------------------------------------
@@ -697,12 +710,18 @@ def ref_eval(node: Node, body: dict[str, Any]) -> bool:
     raise AssertionError(node)
 
 
-@settings(max_examples=600, deadline=None)
-@given(single_checks, raw_events())
-def test_compiled_check_agrees_with_reference(node: Node, body: dict[str, Any]) -> None:
-    """For a random single check and event, the compiled predicate equals the reference interpreter."""
-    predicate = Compiler().compile(node)
-    assert predicate(event_from(body)) is ref_eval(node, body)
+@pytest.mark.parametrize("op", [*SINGLE_OPS, *(f"list {op}" for op in LIST_OPS)])
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_compiled_check_agrees_with_reference(op: str, data: st.DataObject) -> None:
+    """Per operator, on random checks and events, the compiled check equals the reference interpreter."""
+    body = data.draw(raw_events(), label="event")
+    consts = st.one_of(values, st.sampled_from(pieces(body)))
+    if op.startswith("list "):
+        node = data.draw(list_checks(op.removeprefix("list "), consts), label="check")
+    else:
+        node = data.draw(string_checks(op, consts), label="check")
+    assert Compiler().compile(node)(event_from(body)) is ref_check(node, body)
 
 
 @settings(max_examples=300, deadline=None)

@@ -395,6 +395,31 @@ def test_records_match_a_model_of_lines_under_any_read_split(
     assert (lines_of(records), reasons(bad)) == expected(data, limit)
 
 
+_JSONISH = st.sampled_from([b"{", b"}", b"[", b"]", b"a", b"\r", b"\n", b"\n", b" ", b" ", b" ", b" "])
+
+
+@given(
+    data=st.lists(_JSONISH, max_size=120).map(b"".join),
+    limit=st.integers(1, 12),
+    sizes=st.lists(st.integers(1, 20), min_size=1, max_size=8),
+)
+def test_mode_and_records_do_not_depend_on_how_reads_split_the_input(
+    data: bytes, limit: int, sizes: list[int],
+) -> None:
+    """Document sniffing and line splitting give the same result for small reads as for one read."""
+    whole = scan_stdin(io.BytesIO(data), max_line_bytes=limit)
+    split = scan_stdin(io.BufferedReader(Pipe(data, sizes)), max_line_bytes=limit)
+    assert (split[0], reasons(split[1])) == (whole[0], reasons(whole[1]))
+
+
+def test_leading_whitespace_before_a_long_object_line_stays_in_line_mode() -> None:
+    """An object line that only ends past the limit is not mistaken for a document by small reads."""
+    data = b" " * 8 + b'{"kind":"Event"}\nnext\n'
+    records, bad = scan_stdin(io.BufferedReader(Pipe(data, [3])), max_line_bytes=10)
+    assert lines_of(records) == [(b"next", 2)]
+    assert reasons(bad) == [("line_too_long", 1)]
+
+
 def test_property_model_sees_what_the_reader_sees_on_a_file(tmp_path: Path) -> None:
     """The line model agrees with the reader on a real file with every kind of line at once."""
     data = b"ok\r\n\n" + b"x" * 20 + b"\n \r\nend\nx" + b"y" * 11 + b"\nlast"

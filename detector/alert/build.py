@@ -1,0 +1,51 @@
+"""From a rule match to the alert that is stored and delivered: enriched, then redacted.
+
+Enrichment adds the key fields every output shows (and throttle keys may use) when the rule's
+template did not already render them, under their field names: `ka.user.name`, `ka.verb`,
+`ka.target.resource`, `ka.target.subresource`, `ka.target.namespace`, `ka.target.name`,
+`ka.sourceips`, `ka.useragent`, plus `ka.cluster.name` from the configuration. They travel in
+`output_fields`, which Falco consumers treat as an open map (falcosidekick adds its
+`customfields` there too).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from detector.alert.model import Alert, alert_from_match
+from detector.alert.redact import redact_alert
+from detector.event import AuditEvent
+from detector.rules.model import Match
+
+CLUSTER_FIELD = "ka.cluster.name"
+_KEY_FIELDS: dict[str, Callable[[AuditEvent], str | list[str] | None]] = {
+    "ka.user.name": lambda e: e.user.username,
+    "ka.verb": lambda e: e.verb,
+    "ka.target.resource": lambda e: e.objectRef.resource,
+    "ka.target.subresource": lambda e: e.objectRef.subresource,
+    "ka.target.namespace": lambda e: e.objectRef.namespace,
+    "ka.target.name": lambda e: e.objectRef.name,
+    "ka.sourceips": lambda e: list(e.sourceIPs) if e.sourceIPs else None,
+    "ka.useragent": lambda e: e.userAgent,
+}
+
+
+class AlertBuilder:
+    """Builds delivery-ready alerts for one detector instance (host and cluster fixed)."""
+
+    def __init__(self, hostname: str | None = None, cluster_name: str | None = None) -> None:
+        self.hostname = hostname or socket.gethostname()
+        self.cluster_name = cluster_name
+
+    def __call__(self, match: Match) -> Alert:
+        alert = alert_from_match(match, self.hostname)
+        fields = alert.output_fields
+        for name, extract in _KEY_FIELDS.items():
+            if fields.get(name) is None:
+                value = extract(match.event)
+                if value is not None:
+                    fields[name] = value
+        if self.cluster_name is not None and fields.get(CLUSTER_FIELD) is None:
+            fields[CLUSTER_FIELD] = self.cluster_name
+        return redact_alert(alert, match.event)

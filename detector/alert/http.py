@@ -1,0 +1,110 @@
+"""The one HTTP transport of the alert stage: a requests.Session per sink, one timeout, no
+retries inside an attempt (retries are scheduled durably by the outbox), and every failure
+classified into a `DeliveryError` whose text never quotes the URL.
+
+requests/urllib3 error texts embed the URL (`... with url: /services/T0/B0/secret`), so the
+message is rebuilt from the exception type and the underlying OS error instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import ssl
+from collections.abc import Mapping
+from typing import TypeVar
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from detector.alert.sink import DeliveryError, classify_status
+
+E = TypeVar("E", bound=BaseException)
+
+
+class HttpTransport:
+    """A session with fixed timeout, TLS settings and default headers."""
+
+    def __init__(self, *, timeout: float, verify: bool | str = True,
+                 cert: str | tuple[str, str] | None = None, headers: Mapping[str, str] | None = None) -> None:
+        self.timeout = timeout
+        self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.verify = verify
+        if cert is not None:
+            self.session.cert = cert
+        if headers:
+            self.session.headers.update(headers)
+
+    def request(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> requests.Response:
+        """One attempt; returns a 2xx response or raises `DeliveryError`."""
+        try:
+            response = self.session.request(method, url, data=body, headers=dict(headers),
+                                            timeout=(self.timeout, self.timeout), allow_redirects=False)
+        except requests.RequestException as exc:
+            raise transport_error(exc, self.timeout) from None
+        if not 200 <= response.status_code < 300:
+            raise classify_status(response.status_code, _text(response), response.headers)
+        return response
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def transport_error(exc: BaseException, timeout: float) -> DeliveryError:
+    """A safe, classified error for a failure below HTTP (connect, TLS, timeout, reset...)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return DeliveryError(f"connect timed out after {timeout:g}s", retryable=True)
+    if isinstance(exc, requests.exceptions.Timeout) or _find(exc, TimeoutError) is not None:
+        return DeliveryError(f"no response within {timeout:g}s", retryable=True)
+    if isinstance(exc, requests.exceptions.SSLError) or _find(exc, ssl.SSLError) is not None:
+        reason = _find(exc, ssl.SSLError)
+        detail = getattr(reason, "reason", None) or "handshake failed"
+        return DeliveryError(f"TLS error: {detail}", retryable=True)
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema
+                  | requests.exceptions.InvalidSchema | requests.exceptions.InvalidHeader):
+        return DeliveryError(f"invalid request ({type(exc).__name__})", retryable=False)
+    return DeliveryError(describe_os_error(exc), retryable=True)
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """`connection refused`, `name resolution failed`, ... from the OS error under `exc`."""
+    if _find(exc, socket.gaierror) is not None:
+        return "name resolution failed"
+    found = _find(exc, OSError)
+    if found is not None and found.errno:
+        text = os.strerror(found.errno).lower()
+        return "connection refused" if found.errno == errno.ECONNREFUSED else text
+    if found is not None and isinstance(found, ConnectionError):
+        return f"connection failed ({type(found).__name__})"
+    return f"connection failed ({type(exc).__name__})"
+
+
+def _find(exc: BaseException, kind: type[E]) -> E | None:
+    """The first exception of type `kind` in `exc`'s cause/context chain (and urllib3 reasons)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return current
+        stack += [current.__cause__, current.__context__, _as_exc(getattr(current, "reason", None))]
+        stack += [a for a in current.args if isinstance(a, BaseException)]
+    return None
+
+
+def _as_exc(value: object) -> BaseException | None:
+    return value if isinstance(value, BaseException) else None
+
+
+def _text(response: requests.Response) -> str:
+    try:
+        return response.text[:1000]
+    except (UnicodeDecodeError, LookupError):
+        return ""

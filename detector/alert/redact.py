@@ -1,0 +1,197 @@
+"""Redaction of alert payloads: no Secret data, no credentials in commands or URIs.
+
+An alert carries event data only in `output_fields`, `message` and `output` (the latter two are
+the rule's template rendered with those same field values); the raw event (requestObject,
+responseObject) is never part of an alert. What `redact_alert` guarantees:
+
+1. Events about Secrets (`objectRef.resource == "secrets"`, or a request/response object of kind
+   Secret/SecretList): every output field except a fixed allowlist of metadata fields (who, what
+   verb, which object, where from, the response code; `jevt.value`/`json.value` pointers outside
+   requestObject/responseObject) has its value replaced by `<redacted: secret data>`, and the
+   value it had is replaced in the message and output line too. Every `data`/`stringData` value
+   of the Secret(s) (as sent and base64-decoded) and the last-applied-configuration annotation
+   are replaced wherever they still occur (values of 4+ characters). If the start (8 characters)
+   of a redacted value is still in the message -- a width-truncated `%20field` token -- the
+   message is withheld altogether.
+2. Every string output field (and list element) goes through `mask_secrets`, after URL-decoding
+   when it contains `%`; where that changed a value, its occurrences in the message and output
+   line are replaced by the masked form. The rest of the message is rule text and is left alone
+   (masking free prose over-matches: "Unauthorized access" would become "Unauthorized ****").
+
+Replacement may over-redact (a one-letter secret value would be replaced everywhere); it never
+under-redacts the cases above.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import unquote
+
+from detector.alert.model import Alert
+from detector.event import AuditEvent
+from detector.redact import mask_secrets
+
+REDACTED = "<redacted: secret data>"
+WITHHELD = "<output withheld: it showed data of a Secret>"
+_SCAN_MIN = 4
+_PREFIX = 8
+_SECRET_KINDS = frozenset({"Secret", "SecretList"})
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Fields that read only the request line and metadata, never an object's content.
+_SAFE_FIELDS = frozenset({
+    "ka.auditid", "ka.stage", "ka.level", "ka.auth.decision", "ka.auth.reason", "ka.auth.openshift.decision",
+    "ka.auth.openshift.username", "ka.user.name", "ka.user.groups", "ka.impuser.name", "ka.impuser.groups",
+    "ka.verb", "ka.uri", "ka.uri.param", "ka.target.name", "ka.target.namespace", "ka.target.resource",
+    "ka.target.subresource", "ka.target.apigroup", "ka.target.pod.name", "ka.useragent", "ka.sourceips",
+    "ka.sourceip.first", "ka.sourceip.last", "ka.client.ip", "ka.response.code", "ka.response.reason",
+    "ka.cluster.name", "evt.time", "evt.time.iso8601", "evt.datetime", "evt.rawtime", "evt.hostname",
+    "evt.source", "evt.pluginname", "json.rawtime", "jevt.rawtime",
+})
+_POINTER_FIELDS = frozenset({"jevt.value", "json.value"})
+_UNSAFE_POINTER_ROOTS = ("", "requestObject", "responseObject")
+_TRANSFORMER = re.compile(r"^[a-z0-9]+\((.*)\)$")
+
+
+def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
+    """The alert with Secret data and credentials removed (see the module docstring)."""
+    fields = dict(alert.output_fields)
+    replacements: dict[str, str] = {}
+    redacted: list[str] = []
+    if is_secret_event(event):
+        for key, value in fields.items():
+            if value is not None and not is_safe_field(key):
+                fields[key] = REDACTED
+                redacted.extend(_rendered_forms(value))
+    for key, value in fields.items():
+        fields[key] = _mask_value(value, replacements)
+    for value in redacted:
+        replacements[value] = REDACTED
+    message, output = _replace(alert.message, replacements), _replace(alert.output, replacements)
+    if redacted or is_secret_event(event):
+        scan = {v: REDACTED for v in secret_values(event)}
+        message, output = _replace(message, scan), _replace(output, scan)
+        fields = {k: _replace_in(v, scan) for k, v in fields.items()}
+        if _leaks(message, redacted):
+            message, output = WITHHELD, output[: len(output) - len(alert.message)] + WITHHELD
+    return dataclasses.replace(alert, output_fields=fields, message=message, output=output)
+
+
+def is_secret_event(event: AuditEvent) -> bool:
+    """Is this event about a Secret (its object reference or its request/response object)?"""
+    if event.objectRef.resource == "secrets":
+        return True
+    if b'"Secret' not in event.raw:  # cheap: no Secret kind anywhere in the line
+        return False
+    body = event.body()
+    return any(_kind(body.get(part)) in _SECRET_KINDS for part in ("requestObject", "responseObject"))
+
+
+def is_safe_field(key: str) -> bool:
+    """Does the output field named `key` (as written in the template) read only metadata?"""
+    name, _, arg = _base_field(key).partition("[")
+    if name in _SAFE_FIELDS:
+        return True
+    if name in _POINTER_FIELDS:
+        root = arg.rstrip("]").lstrip("/").split("/", 1)[0]
+        return root not in _UNSAFE_POINTER_ROOTS
+    return False
+
+
+def secret_values(event: AuditEvent) -> list[str]:
+    """The data of every Secret in the event's request/response objects, longest first."""
+    if not event.raw:
+        return []
+    body = event.body()
+    values: set[str] = set()
+    for part in ("requestObject", "responseObject"):
+        for secret in _secrets_in(body.get(part)):
+            values.update(_data_values(secret))
+    return sorted((v for v in values if len(v) >= _SCAN_MIN), key=len, reverse=True)
+
+
+def _secrets_in(obj: Any) -> Iterator[dict[str, Any]]:
+    if not isinstance(obj, dict):
+        return
+    if obj.get("kind") == "Secret" or "data" in obj or "stringData" in obj:
+        yield obj
+    for item in obj.get("items") or ():
+        yield from _secrets_in(item)
+
+
+def _data_values(secret: dict[str, Any]) -> Iterator[str]:
+    for key in ("data", "stringData"):
+        data = secret.get(key)
+        if isinstance(data, dict):
+            for value in data.values():
+                if isinstance(value, str):
+                    yield value
+                    yield from _decoded(value)
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    if isinstance(annotations, dict) and isinstance(annotations.get(_LAST_APPLIED), str):
+        yield annotations[_LAST_APPLIED]
+
+
+def _decoded(value: str) -> Iterator[str]:
+    try:
+        text = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return
+    yield text
+    yield from (line for line in text.splitlines() if line.strip())
+
+
+def _kind(obj: Any) -> Any:
+    return obj.get("kind") if isinstance(obj, dict) else None
+
+
+def _base_field(key: str) -> str:
+    """`tolower(jevt.value[/x])` -> `jevt.value[/x]`."""
+    while (inner := _TRANSFORMER.match(key)) is not None:
+        key = inner.group(1)
+    return key
+
+
+def _rendered_forms(value: Any) -> list[str]:
+    """How a field value may appear in the rendered message: whole, joined list, elements."""
+    if isinstance(value, list):
+        items = [str(v) for v in value if v is not None and str(v)]
+        return ["(" + ",".join(items) + ")", *items]
+    text = str(value)
+    return [text] if text else []
+
+
+def _mask_value(value: Any, replacements: dict[str, str]) -> Any:
+    if isinstance(value, list):
+        return [_mask_value(v, replacements) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    plain = unquote(value) if "%" in value else value
+    masked = mask_secrets(plain)
+    if masked == plain:
+        return value
+    replacements[value] = masked
+    return masked
+
+
+def _replace(text: str, replacements: dict[str, str]) -> str:
+    for old in sorted(replacements, key=len, reverse=True):
+        if old and old in text:
+            text = text.replace(old, replacements[old])
+    return text
+
+
+def _replace_in(value: Any, replacements: dict[str, str]) -> Any:
+    if isinstance(value, list):
+        return [_replace_in(v, replacements) for v in value]
+    if isinstance(value, str) and value != REDACTED:
+        return _replace(value, replacements)
+    return value
+
+
+def _leaks(message: str, values: Iterable[str]) -> bool:
+    return any(len(v) >= _SCAN_MIN and v[:_PREFIX] in message for v in values)

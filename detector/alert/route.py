@@ -1,0 +1,61 @@
+"""Routes as data: which outputs an alert goes to.
+
+A route is compiled once from `RouteSettings` (globs to one regex each); selecting is then a
+priority comparison and at most four regex tests per output.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+
+from detector.alert.model import Alert
+from detector.alert.settings import RouteSettings
+
+
+class Route:
+    """A compiled `RouteSettings`."""
+
+    __slots__ = ("_exclude_rules", "_exclude_tags", "_include_rules", "_include_tags", "_max_level")
+
+    def __init__(self, settings: RouteSettings) -> None:
+        self._max_level = int(settings.min_priority)
+        self._include_rules = _globs(settings.include_rules)
+        self._exclude_rules = _globs(settings.exclude_rules)
+        self._include_tags = _globs(settings.include_tags)
+        self._exclude_tags = _globs(settings.exclude_tags)
+
+    def selects(self, alert: Alert) -> bool:
+        """True when the alert is severe enough, its rule is included and not excluded, and
+        its tags include one of `include_tags` (if any) and none of `exclude_tags`."""
+        if alert.priority_level > self._max_level:
+            return False
+        rule = alert.rule
+        if self._include_rules is None or not self._include_rules.match(rule):
+            return False
+        if self._exclude_rules is not None and self._exclude_rules.match(rule):
+            return False
+        if self._include_tags is not None and not any(self._include_tags.match(t) for t in alert.tags):
+            return False
+        return self._exclude_tags is None or not any(self._exclude_tags.match(t) for t in alert.tags)
+
+
+class Router:
+    """Output name -> route; `outputs_for(alert)` in configuration order."""
+
+    def __init__(self, routes: Mapping[str, RouteSettings]) -> None:
+        self._routes = [(name, Route(settings)) for name, settings in routes.items()]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [name for name, _ in self._routes]
+
+    def outputs_for(self, alert: Alert) -> list[str]:
+        return [name for name, route in self._routes if route.selects(alert)]
+
+
+def _globs(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """One anchored regex matching any of the (case-sensitive) fnmatch patterns, or None."""
+    parts = [fnmatch.translate(p) for p in patterns]
+    return re.compile("|".join(parts)) if parts else None
