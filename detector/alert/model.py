@@ -7,9 +7,11 @@ stable for (rule, auditID, stage) so that a duplicate after a crash can be dropp
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from detector.parse.extract import epoch_nanos
@@ -55,8 +57,19 @@ class Alert:
 
 
 def alert_id(rule: str, audit_id: str, stage: str) -> str:
-    """Stable identity of an alert: the same rule on the same request stage, always."""
-    return str(uuid.uuid5(_ID_NAMESPACE, f"{rule}\x00{audit_id}\x00{stage}"))
+    """Stable identity of an alert: uuid5 of (rule, auditID, stage), the same on every run.
+
+    Equal to `str(uuid.uuid5(_ID_NAMESPACE, ...))`, computed without building UUID objects
+    (this runs once per alert).
+    """
+    digest = bytearray(hashlib.sha1(_ID_PREFIX + f"{rule}\x00{audit_id}\x00{stage}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_ID_PREFIX = _ID_NAMESPACE.bytes
 
 
 def alert_from_match(match: Match, hostname: str) -> Alert:
@@ -65,17 +78,17 @@ def alert_from_match(match: Match, hostname: str) -> Alert:
     audit_id = event.auditID or ""
     stage = event.stage or ""
     nanos = epoch_nanos(event.stageTimestamp or "", event.time) if event.time is not None else 0
-    iso = _iso(nanos)
-    local = event.time.astimezone().strftime("%H:%M:%S") if event.time is not None else "00:00:00"
+    seconds, fraction = divmod(nanos, 1_000_000_000)
     fields: dict[str, FieldValue | int] = {"evt.time": nanos, **match.output_fields}
+    label = match.priority.label
     return Alert(
         id=alert_id(match.rule, audit_id, stage),
-        time=iso,
+        time=f"{_utc_seconds(seconds)}.{fraction:09d}Z",
         rule=match.rule,
-        priority=match.priority.label,
+        priority=label,
         priority_level=int(match.priority),
         message=match.output,
-        output=f"{local}.{nanos % 1_000_000_000:09d}: {match.priority.label} {match.output}",
+        output=f"{_local_seconds(seconds)}.{fraction:09d}: {label} {match.output}",
         source=match.source,
         tags=match.tags,
         output_fields=fields,
@@ -85,6 +98,12 @@ def alert_from_match(match: Match, hostname: str) -> Alert:
     )
 
 
-def _iso(nanos: int) -> str:
-    seconds, fraction = divmod(nanos, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:09d}Z"
+@functools.lru_cache(maxsize=1024)
+def _utc_seconds(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+@functools.lru_cache(maxsize=1024)
+def _local_seconds(seconds: int) -> str:
+    """Falco prints evt.time in the local time zone."""
+    return time.strftime("%H:%M:%S", time.localtime(seconds))

@@ -123,17 +123,26 @@ def json_pointer(root: Any, pointer: str) -> Any:
 def epoch_nanos(timestamp: str, parsed: datetime) -> int:
     """Nanoseconds since the epoch, keeping all fraction digits of the RFC 3339 text.
 
-    `parsed` carries microseconds; only a text with more than six fraction digits needs a
-    second look at the string (the API server writes six).
+    Audit logs carry long runs of timestamps within one second, so the whole-second part is
+    memoised on its text; the API server's own form (`...:SS.ffffffZ`) takes a short path.
     """
-    micro = parsed.microsecond
-    seconds = round(parsed.timestamp() - micro / 1_000_000)
-    nanos = seconds * 1_000_000_000 + micro * 1000
-    if len(timestamp) > 26 and timestamp[26].isdigit() and timestamp[19] == ".":
-        found = _FRACTION.match(timestamp, 19)
-        if found:
-            nanos += int(found.group(1)[6:9].ljust(3, "0"))
-    return nanos
+    if len(timestamp) == 27 and timestamp[26] == "Z" and timestamp[19] == ".":
+        return _seconds(timestamp[:19], parsed) * 1_000_000_000 + int(timestamp[20:26]) * 1000
+    found = _FRACTION.match(timestamp, 19)
+    digits, zone = ("", 19) if found is None else (found.group(1), found.end())
+    seconds = _seconds(timestamp[:19] + timestamp[zone:], parsed)
+    return seconds * 1_000_000_000 + int((digits + "000000000")[:9])
 
 
-_FRACTION = re.compile(r"\.(\d+)")
+_FRACTION = re.compile(r"\.(\d*)")
+_SECONDS: dict[str, int] = {}
+
+
+def _seconds(key: str, parsed: datetime) -> int:
+    seconds = _SECONDS.get(key)
+    if seconds is None:
+        seconds = round(parsed.timestamp() - parsed.microsecond / 1_000_000)
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        _SECONDS[key] = seconds
+    return seconds

@@ -160,7 +160,7 @@ def _sniff(blocks: Iterator[bytes], limit: int) -> tuple[bytes, Iterator[bytes]]
 
 
 def _sniffed_enough(head: bytearray, limit: int) -> bool:
-    found = _NON_SPACE.search(head)
+    found = _NON_SPACE.search(head, 0, limit + 1)
     if found is None:
         return len(head) > limit
     start = found.start()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import orjson
@@ -24,6 +24,9 @@ from detector.alert.secret import Secret
 from detector.alert.settings import SnsSettings
 from detector.alert.sink import RETRYABLE_STATUSES, DeliveryError, snippet
 from detector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
 
 SUBJECT_LIMIT = 100
 MESSAGE_LIMIT = 256 * 1024
@@ -47,7 +50,7 @@ class SnsSink:
             session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
         except ProfileNotFound:
             raise ConfigError(f"output {settings.name}: AWS profile {settings.profile!r} not found") from None
-        self._client: Any = session.client("sns", endpoint_url=settings.endpoint_url, config=config)
+        self._client: SNSClient = session.client("sns", endpoint_url=settings.endpoint_url, config=config)
 
     @property
     def secrets(self) -> Sequence[Secret]:

@@ -1,0 +1,194 @@
+"""The dispatcher: one worker thread per output, reading that output's rows from the outbox.
+
+Isolation: a worker only ever waits on its own output (a hanging webhook holds its own thread
+for at most its timeout, never Slack's). Order: a worker sends its output's rows strictly by
+`seq`; a retryable failure puts the head row in backoff and the rows behind it wait (in order,
+in the outbox). A permanent failure dead-letters the row and the worker moves on.
+
+Retries are durable, across time and restarts: the schedule lives in the outbox
+(`next_attempt_at`), so in-process retry helpers (urllib3's Retry, tenacity) do not fit; the
+delay is exponential with "equal jitter" -- half the capped exponential, plus a uniform random
+half -- so that outputs failing together do not retry in lockstep, yet never retry instantly.
+A server's Retry-After (429/503) replaces the computed delay, capped by `max_retry_after`.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
+from detector.alert.outbox import Delivery, Outbox
+from detector.alert.secret import scrub
+from detector.alert.settings import OutboxSettings
+from detector.alert.sink import DeliveryError, Sink
+
+_log = structlog.get_logger("detector.alert")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Delays between attempts: initial * 2**(n-1), capped at maximum, with equal jitter."""
+
+    initial: float = 1.0
+    maximum: float = 300.0
+    max_retry_after: float = 900.0
+
+    @classmethod
+    def from_settings(cls, settings: OutboxSettings) -> RetryPolicy:
+        return cls(settings.retry_initial_seconds, settings.retry_max_seconds, settings.max_retry_after_seconds)
+
+    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the `attempt`-th failed attempt (1-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        ceiling = min(self.maximum, self.initial * 2.0 ** min(max(attempt - 1, 0), 62))
+        return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+class Dispatcher:
+    """Delivers the outbox's pending rows through `sinks` (output name -> sink)."""
+
+    def __init__(self, outbox: Outbox, sinks: Mapping[str, Sink], on_event: OnEvent = log_event,
+                 retry: RetryPolicy | None = None, *, poll_interval: float = 1.0,
+                 maintain_interval: float = 30.0, batch: int = 100, clock: Callable[[], float] = time.time) -> None:
+        self.outbox = outbox
+        self.sinks = dict(sinks)
+        self.on_event = on_event
+        self.retry = retry or RetryPolicy.from_settings(outbox.settings)
+        self.poll_interval = poll_interval
+        self.maintain_interval = maintain_interval
+        self.batch = batch
+        self.clock = clock
+        self._stop = threading.Event()
+        self._workers = [_Worker(self, name, sink) for name, sink in self.sinks.items()]
+        self._housekeeper = threading.Thread(target=self._housekeep, name="detector-outbox-maintain", daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        if self._started:
+            raise RuntimeError("dispatcher already started")
+        self._started = True
+        for worker in self._workers:
+            worker.start()
+        self._housekeeper.start()
+
+    def notify(self) -> None:
+        """New rows are in the outbox: wake the idle workers (never blocks)."""
+        for worker in self._workers:
+            worker.wake.set()
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop after in-flight sends finish; True when every thread has ended in time."""
+        self._stop.set()
+        self.notify()
+        deadline = time.monotonic() + timeout
+        threads: list[threading.Thread] = [*self._workers, self._housekeeper]
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def pause(self, seconds: float) -> None:
+        """Sleep up to `seconds`, ending early when stopping."""
+        self._stop.wait(seconds)
+
+    def emit(self, event: DeliveryEvent) -> None:
+        """Report through `on_event`; a failing callback is logged, never fatal to a worker."""
+        try:
+            self.on_event(event)
+        except Exception:  # the callback is the caller's code; a worker must outlive its bugs
+            _log.exception("delivery event callback failed", kind=str(event.kind), output=event.output)
+
+    def _housekeep(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.outbox.maintain()
+                except sqlite3.Error as exc:
+                    self.emit(DeliveryEvent(EventKind.WORKER_ERROR, error=f"outbox maintenance: {exc}"))
+                self._stop.wait(self.maintain_interval)
+        finally:
+            self.outbox.release()
+
+
+class _Worker(threading.Thread):
+    """Delivers one output's rows, in order."""
+
+    def __init__(self, dispatcher: Dispatcher, output: str, sink: Sink) -> None:
+        super().__init__(name=f"detector-deliver-{output}", daemon=True)
+        self.d = dispatcher
+        self.output = output
+        self.sink = sink
+        self.wake = threading.Event()
+        self.rng = random.Random()
+
+    def run(self) -> None:
+        try:
+            while not self.d.stopping:
+                try:
+                    self._round()
+                except sqlite3.Error as exc:
+                    self.d.emit(DeliveryEvent(EventKind.WORKER_ERROR, self.output, error=f"outbox: {exc}"))
+                    self._sleep(self.d.poll_interval)
+        finally:
+            self.d.outbox.release()
+
+    def _round(self) -> None:
+        """Send due rows until the output is empty, in backoff, or stopping; then wait."""
+        self.wake.clear()
+        rows = self.d.outbox.pending(self.output, self.d.batch)
+        if not rows:
+            self.wake.wait(self.d.poll_interval)
+            return
+        for row in rows:
+            if self.d.stopping:
+                return
+            wait = row.next_attempt_at - self.d.clock()
+            if wait > 0:
+                self._sleep(min(wait, self.d.poll_interval * 5))  # re-read: an operator may retry
+                return
+            if not self._deliver(row):
+                return
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait without waking for new rows (they queue behind the row in backoff)."""
+        self.d.pause(seconds)
+
+    def _deliver(self, row: Delivery) -> bool:
+        """One attempt; True when the worker may go on to the next row."""
+        try:
+            self.sink.send(row.alert)
+        except DeliveryError as exc:
+            error = scrub(exc.message, self.sink.secrets)
+            if not exc.retryable:
+                self.d.outbox.dead_letter(row.seq, error)
+                self.d.emit(DeliveryEvent(EventKind.DEAD, self.output, row.alert.id, row.alert.rule,
+                                          row.attempts + 1, error=error))
+                return True
+            self._schedule(row, error, exc.retry_after, EventKind.RETRY)
+            return False
+        except Exception as exc:  # a sink bug must not kill the worker and silently stall the output
+            error = scrub(f"{type(exc).__name__}: {exc}", self.sink.secrets)
+            self._schedule(row, error, None, EventKind.WORKER_ERROR)
+            return False
+        self.d.outbox.mark_delivered(row.seq)
+        self.d.emit(DeliveryEvent(EventKind.DELIVERED, self.output, row.alert.id, row.alert.rule,
+                                  row.attempts + 1, latency=self.d.clock() - row.created_at))
+        return True
+
+    def _schedule(self, row: Delivery, error: str, retry_after: float | None, kind: EventKind) -> None:
+        delay = self.d.retry.delay(row.attempts + 1, retry_after, self.rng)
+        self.d.outbox.schedule_retry(row.seq, self.d.clock() + delay, error)
+        self.d.emit(DeliveryEvent(kind, self.output, row.alert.id, row.alert.rule, row.attempts + 1,
+                                  error=error, retry_in=delay))

@@ -1,0 +1,412 @@
+"""The durable outbox: every alert is in SQLite before any output sees it.
+
+One `delivery` row per (output, alert id), ordered by `seq`. A row is `pending` (with its
+`next_attempt_at`), then `delivered`, `dead` (a permanent failure, kept with its error: the
+dead-letter table, also visible as the `dead_letter` view) or `dropped` (lost to the bounds or
+purged). Delivered and dropped rows keep only their ids -- tombstones that make an alert id
+delivered at most once per output, restarts included -- until `dedup_seconds` have passed.
+
+`enqueue` writes the alerts and the caller's opaque state (the source checkpoint, throttle
+windows) in one transaction, so the checkpoint only moves past an event once its alerts are
+durable. WAL mode with `synchronous=FULL` by default: every commit is fsynced, so a delivered
+mark or a checkpoint survives power loss too, not only a crash of the process (NORMAL keeps
+the database consistent and survives SIGKILL, but may roll back the last commits on power loss;
+those roll back together with their checkpoint, so the events are re-read and, with the
+tombstones lost too, an output may see a repeat). Measured cost: see bench/delivery.py.
+
+Each thread gets its own connection (engine thread: the writer; one per dispatcher worker);
+writers serialise on SQLite's lock with a busy timeout.
+
+Bounds: at most `max_rows` pending + dead rows (the oldest are dropped when an enqueue exceeds
+it), and none older than `max_age_seconds` (`maintain`). Every drop is counted (also in the
+`outbox.dropped` state key) and reported through `on_event` as a DROPPED event.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
+from detector.alert.model import Alert
+from detector.alert.route import Router
+from detector.alert.settings import OutboxSettings
+from detector.errors import ConfigError
+
+DB_NAME = "detector.db"
+SCHEMA_VERSION = 1
+PENDING, DELIVERED, DEAD, DROPPED = "pending", "delivered", "dead", "dropped"
+STATUSES = (PENDING, DELIVERED, DEAD, DROPPED)
+HELD = (PENDING, DEAD)  # rows that carry an alert body and count against max_rows
+DROPPED_KEY = "outbox.dropped"
+_ALERT_FIELDS = tuple(f.name for f in fields(Alert))
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS delivery (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    output TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead', 'dropped')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    body BLOB,
+    UNIQUE (output, alert_id)
+);
+CREATE INDEX IF NOT EXISTS delivery_pending ON delivery (output, seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS delivery_held ON delivery (seq) WHERE status IN ('pending', 'dead');
+CREATE INDEX IF NOT EXISTS delivery_spent ON delivery (updated_at) WHERE status IN ('delivered', 'dropped');
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE VIEW IF NOT EXISTS dead_letter AS
+    SELECT seq, output, alert_id, rule, attempts, updated_at, last_error FROM delivery WHERE status = 'dead';
+"""
+_HELD_SQL = "status IN ('pending', 'dead')"
+_ROW_COLUMNS = ("seq, output, alert_id, rule, priority, status, attempts, created_at, updated_at, "
+                "next_attempt_at, last_error")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A pending row as a dispatcher worker sees it."""
+
+    seq: int
+    output: str
+    alert: Alert
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A row as `detector outbox list` shows it (no body)."""
+
+    seq: int
+    output: str
+    alert_id: str
+    rule: str
+    priority: str
+    status: str
+    attempts: int
+    created_at: float
+    updated_at: float
+    next_attempt_at: float
+    last_error: str | None
+
+
+class Outbox:
+    """The SQLite outbox at `path` (usually `<state_dir>/detector.db`)."""
+
+    def __init__(self, path: str | os.PathLike[str], settings: OutboxSettings = OutboxSettings(),
+                 router: Router | None = None, on_event: OnEvent = log_event,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.settings = settings
+        self.router = router
+        self.on_event = on_event
+        self.clock = clock
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._held_estimate: int | None = None
+        self._create()
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str | os.PathLike[str], settings: OutboxSettings = OutboxSettings(),
+                     router: Router | None = None, on_event: OnEvent = log_event) -> Outbox:
+        """The outbox of a state directory (created 0700 if missing)."""
+        directory = Path(state_dir)
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"state directory {directory}: {exc.strerror or exc}") from None
+        return cls(directory / DB_NAME, settings, router, on_event)
+
+    # -- connections -----------------------------------------------------------------------
+    def _create(self) -> None:
+        try:
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            db = self._db()
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(f"{self.path}: outbox schema {version} is newer than this detector's")
+            db.execute("PRAGMA journal_mode=WAL")
+            with self._write() as tx:
+                tx.executescript_in_tx(_SCHEMA)
+                tx.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{self.path}: cannot open the outbox: {exc}") from None
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA synchronous={self.settings.synchronous.upper()}")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[_Tx]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield _Tx(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def release(self) -> None:
+        """Close the calling thread's connection (a worker thread calls this on exit)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None:
+            self._local.db = None
+            with self._lock:
+                self._connections.remove(db)
+            db.close()
+
+    def close(self) -> None:
+        """Close every connection (call once all threads using the outbox have stopped)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()
+
+    # -- the engine side ---------------------------------------------------------------------
+    def enqueue(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> int:
+        """Store each alert for every output its route selects, and `state`, atomically.
+
+        A (output, alert id) already present -- pending, delivered, dead or dropped -- is
+        ignored. A state value of None deletes the key. Returns the number of rows added.
+        """
+        now = self.clock()
+        rows = [(output, alert.id, alert.rule, alert.priority, now, now, now, encode_alert(alert))
+                for alert in alerts for output in self._outputs_for(alert)]
+        drops: Counter[str] = Counter()
+        with self._write() as tx:
+            before = tx.db.total_changes
+            tx.db.executemany(
+                "INSERT OR IGNORE INTO delivery (output, alert_id, rule, priority, status, created_at, "
+                "updated_at, next_attempt_at, body) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)", rows)
+            added = tx.db.total_changes - before
+            self._put_state(tx, state or {})
+            if added:
+                drops = self._bound_size(tx, added, now)
+        self._report_drops(drops, "outbox full")
+        return added
+
+    def _outputs_for(self, alert: Alert) -> list[str]:
+        if self.router is None:
+            raise ConfigError("this outbox was opened without routes; it cannot take alerts")
+        return self.router.outputs_for(alert)
+
+    @staticmethod
+    def _put_state(tx: _Tx, state: Mapping[str, bytes | None]) -> None:
+        for key, value in state.items():
+            if value is None:
+                tx.execute("DELETE FROM state WHERE key = ?", (key,))
+            else:
+                tx.execute("INSERT INTO state (key, value) VALUES (?, ?) "
+                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def put_state(self, state: Mapping[str, bytes | None]) -> None:
+        """Write (or, for None, delete) state keys in one transaction."""
+        with self._write() as tx:
+            self._put_state(tx, state)
+
+    def get_state(self, key: str) -> bytes | None:
+        row = self._db().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def state_items(self, prefix: str) -> dict[str, bytes]:
+        """Every state key starting with `prefix`, with its value."""
+        rows = self._db().execute("SELECT key, value FROM state WHERE substr(key, 1, ?) = ?",
+                                  (len(prefix), prefix)).fetchall()
+        return {key: bytes(value) for key, value in rows}
+
+    # -- bounds ------------------------------------------------------------------------------
+    def _bound_size(self, tx: _Tx, added: int, now: float) -> Counter[str]:
+        """Drop the oldest held rows beyond max_rows. The exact count runs only when an
+        upper-bound estimate (kept by this writer) says the bound may be exceeded."""
+        limit = self.settings.max_rows
+        estimate = (self._held_estimate or 0) + added
+        if self._held_estimate is not None and estimate <= limit:
+            self._held_estimate = estimate
+            return Counter()
+        held = tx.db.execute(f"SELECT COUNT(*) FROM delivery WHERE {_HELD_SQL}").fetchone()[0]
+        self._held_estimate = min(held, limit)
+        if held <= limit:
+            return Counter()
+        cutoff = tx.db.execute(f"SELECT seq FROM delivery WHERE {_HELD_SQL} ORDER BY seq LIMIT 1 OFFSET ?",
+                               (held - limit - 1,)).fetchone()[0]
+        return self._drop(tx, f"{_HELD_SQL} AND seq <= ?", (cutoff,), now, "outbox full")
+
+    def _drop(self, tx: _Tx, where: str, args: Sequence[Any], now: float, reason: str,
+              *, count: bool = True) -> Counter[str]:
+        counts = Counter({output: n for output, n in tx.db.execute(
+            f"SELECT output, COUNT(*) FROM delivery WHERE {where} GROUP BY output", args)})
+        if counts:
+            tx.execute(f"UPDATE delivery SET status = 'dropped', body = NULL, updated_at = ?, last_error = ? "
+                       f"WHERE {where}", (now, reason, *args))
+            if count:
+                total = self._get_int(tx.db, DROPPED_KEY) + sum(counts.values())
+                self._put_state(tx, {DROPPED_KEY: str(total).encode()})
+        return counts
+
+    def _report_drops(self, drops: Counter[str], reason: str) -> None:
+        for output, count in sorted(drops.items()):
+            self.on_event(DeliveryEvent(EventKind.DROPPED, output, count=count, reason=reason))
+
+    @staticmethod
+    def _get_int(db: sqlite3.Connection, key: str) -> int:
+        row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return int(bytes(row[0])) if row else 0
+
+    @property
+    def dropped_total(self) -> int:
+        """Alerts dropped by the bounds over the outbox's whole life (purges not included)."""
+        return self._get_int(self._db(), DROPPED_KEY)
+
+    def maintain(self) -> None:
+        """Drop held rows older than max_age; forget tombstones older than dedup_seconds."""
+        now = self.clock()
+        cutoff = now - self.settings.max_age_seconds
+        db = self._db()
+        old = db.execute(f"SELECT 1 FROM delivery WHERE {_HELD_SQL} AND created_at < ? LIMIT 1", (cutoff,))
+        drops: Counter[str] = Counter()
+        if old.fetchone() is not None:
+            with self._write() as tx:
+                drops = self._drop(tx, f"{_HELD_SQL} AND created_at < ?", (cutoff,), now, "too old")
+        self._report_drops(drops, "too old")
+        spent = now - self.settings.dedup_seconds
+        while True:
+            with self._write() as tx:
+                before = tx.db.total_changes
+                tx.execute("DELETE FROM delivery WHERE seq IN (SELECT seq FROM delivery WHERE status IN "
+                           "('delivered', 'dropped') AND updated_at < ? LIMIT 10000)", (spent,))
+                if tx.db.total_changes - before < 10000:
+                    break
+
+    # -- the dispatcher side -----------------------------------------------------------------
+    def pending(self, output: str, limit: int = 100) -> list[Delivery]:
+        """The oldest pending rows of `output`, in order (due or not)."""
+        rows = self._db().execute(
+            "SELECT seq, output, attempts, created_at, next_attempt_at, body FROM delivery "
+            "WHERE output = ? AND status = 'pending' ORDER BY seq LIMIT ?", (output, limit)).fetchall()
+        return [Delivery(seq, out, decode_alert(body), attempts, created, next_at)
+                for seq, out, attempts, created, next_at, body in rows]
+
+    def mark_delivered(self, seq: int) -> None:
+        """The row's alert reached its output: keep only the tombstone."""
+        with self._write() as tx:
+            tx.execute("UPDATE delivery SET status = 'delivered', body = NULL, updated_at = ?, "
+                       "attempts = attempts + 1, last_error = NULL WHERE seq = ?", (self.clock(), seq))
+
+    def schedule_retry(self, seq: int, next_attempt_at: float, error: str) -> None:
+        with self._write() as tx:
+            tx.execute("UPDATE delivery SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
+                       "updated_at = ? WHERE seq = ? AND status = 'pending'",
+                       (next_attempt_at, error, self.clock(), seq))
+
+    def dead_letter(self, seq: int, error: str) -> None:
+        with self._write() as tx:
+            tx.execute("UPDATE delivery SET status = 'dead', attempts = attempts + 1, last_error = ?, "
+                       "updated_at = ? WHERE seq = ? AND status = 'pending'", (error, self.clock(), seq))
+
+    # -- the CLI side ------------------------------------------------------------------------
+    def rows(self, output: str | None = None, status: str | None = None, limit: int | None = 100) -> list[OutboxRow]:
+        """Rows, oldest first, filtered by output and status."""
+        where, args = _filters(output, status, None)
+        sql = f"SELECT {_ROW_COLUMNS} FROM delivery WHERE {where} ORDER BY seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [OutboxRow(*row) for row in self._db().execute(sql, args)]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(output, status) -> rows."""
+        return {(o, s): n for o, s, n in self._db().execute(
+            "SELECT output, status, COUNT(*) FROM delivery GROUP BY output, status ORDER BY output, status")}
+
+    def retry(self, output: str | None = None, status: str = DEAD, seqs: Sequence[int] | None = None) -> int:
+        """Make dead (or pending) rows due now with a fresh attempt count; returns rows changed."""
+        if status not in HELD:
+            raise ConfigError(f"only {' or '.join(HELD)} rows can be retried, not {status}")
+        where, args = _filters(output, status, seqs)
+        with self._write() as tx:
+            cursor = tx.execute(f"UPDATE delivery SET status = 'pending', attempts = 0, next_attempt_at = ?, "
+                                f"updated_at = ? WHERE {where}", (self.clock(), self.clock(), *args))
+            changed: int = cursor.rowcount
+        self._held_estimate = None
+        return changed
+
+    def purge(self, output: str | None = None, status: str | None = None, seqs: Sequence[int] | None = None) -> int:
+        """Give up on held rows (pending and dead, or one of them): they become dropped
+        tombstones, so a re-evaluated alert is not delivered after all. Returns rows purged."""
+        if status is not None and status not in HELD:
+            raise ConfigError(f"only {' or '.join(HELD)} rows can be purged, not {status}")
+        where, args = _filters(output, status, seqs)
+        if status is None:
+            where += f" AND {_HELD_SQL}"
+        with self._write() as tx:
+            counts = self._drop(tx, where, args, self.clock(), "purged", count=False)
+        self._held_estimate = None
+        return sum(counts.values())
+
+
+class _Tx:
+    """The open write transaction of one connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.db.execute(sql, args)
+
+    def executescript_in_tx(self, script: str) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                self.db.execute(statement)
+
+
+def _filters(output: str | None, status: str | None, seqs: Sequence[int] | None) -> tuple[str, list[Any]]:
+    clauses, args = ["1 = 1"], []
+    if output is not None:
+        clauses.append("output = ?")
+        args.append(output)
+    if status is not None:
+        if status not in STATUSES:
+            raise ConfigError(f"unknown status {status!r} (use one of: {', '.join(STATUSES)})")
+        clauses.append("status = ?")
+        args.append(status)
+    if seqs is not None:
+        clauses.append(f"seq IN ({', '.join('?' * len(seqs))})" if seqs else "0 = 1")
+        args.extend(seqs)
+    return " AND ".join(clauses), args
+
+
+def encode_alert(alert: Alert) -> bytes:
+    """Every field of the alert (not only the Falco shape), for a lossless round trip."""
+    return orjson.dumps({name: getattr(alert, name) for name in _ALERT_FIELDS})
+
+
+def decode_alert(body: bytes) -> Alert:
+    data = orjson.loads(body)
+    data["tags"] = tuple(data["tags"])
+    return Alert(**data)

@@ -1,0 +1,151 @@
+"""The backups lumberjack (kube-apiserver's log writer) leaves beside the live file.
+
+`audit.log` is rotated to `audit-2006-01-02T15-04-05.000.log` (UTC rotation time, which sorts
+as text), then maybe compressed in place to `audit-<ts>.log.gz` (the `.log` is removed once the
+`.gz` is complete) and pruned oldest first by count and age. See shared/k8s/lumberjack.md §4, §6.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import stat
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from detector.source.position import FileIdentity, fingerprint
+
+GZ_SUFFIX = ".gz"
+STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S.%f"  # Go's "2006-01-02T15-04-05.000" (the regex enforces 3 digits)
+_STAMP = r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3})"
+GZ_ERRORS = (OSError, EOFError, zlib.error)  # gzip reports corruption with all three
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """One rotated file, as `.log`, `.log.gz` or both (while it is being compressed)."""
+
+    stamp: str  # rotation time from the name; text order is time order
+    log: str | None  # path of the uncompressed backup, if it was there
+    gz: str | None  # path of the compressed backup, if it was there
+    dev: int  # of the uncompressed file (0 when there is none)
+    inode: int
+    size: int  # bytes on disk (the .log if present, else the .gz)
+
+    @property
+    def name(self) -> str:
+        """The path to show in messages: the `.log` if there is one."""
+        return self.log or self.gz or ""
+
+
+class BackupNames:
+    """The backup naming scheme of one followed path: `<prefix>-<stamp><ext>[.gz]`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.directory = os.path.dirname(path) or "."
+        self.name = os.path.basename(path)
+        dot = self.name.rfind(".")  # Go's filepath.Ext: from the last dot ("" if none; ".log" for ".log")
+        ext = self.name[dot:] if dot >= 0 else ""
+        prefix = self.name[: len(self.name) - len(ext)]
+        self._pattern = re.compile(re.escape(prefix) + "-" + _STAMP + re.escape(ext) + r"(\.gz)?\Z")
+
+    def stamp_of(self, name: str) -> str | None:
+        """The rotation stamp in a backup's base name, or None if it is not one of ours."""
+        found = self._pattern.match(name)
+        if found is None:
+            return None
+        try:
+            datetime.strptime(found.group(1), STAMP_FORMAT)
+        except ValueError:
+            return None
+        return found.group(1)
+
+    def is_related(self, name: str) -> bool:
+        """True for the live file's base name and for backup names (cheap: for the watcher)."""
+        return name == self.name or self._pattern.match(name) is not None
+
+    def scan(self) -> list[Backup]:
+        """The backups present now, oldest first; [] if the directory is missing or unreadable."""
+        found: dict[str, dict[bool, os.stat_result]] = {}
+        paths: dict[tuple[str, bool], str] = {}
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    stamp = self.stamp_of(entry.name)
+                    if stamp is None:
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # removed while we looked
+                    if not stat.S_ISREG(info.st_mode):
+                        continue
+                    compressed = entry.name.endswith(GZ_SUFFIX)
+                    found.setdefault(stamp, {})[compressed] = info
+                    paths[stamp, compressed] = os.path.join(self.directory, entry.name)
+        except OSError:
+            return []
+        backups = []
+        for stamp in sorted(found):
+            members = found[stamp]
+            log, gz = members.get(False), members.get(True)
+            backups.append(Backup(
+                stamp, paths.get((stamp, False)), paths.get((stamp, True)),
+                log.st_dev if log else 0, log.st_ino if log else 0, (log or gz or _NO_STAT).st_size))
+        return backups
+
+
+class _NoStat:
+    st_size = 0
+
+
+_NO_STAT = _NoStat()
+
+
+def read_gz_head(path: str, size: int) -> bytes | None:
+    """The first `size` decompressed bytes of a .gz file (fewer if shorter), None if unreadable."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            return stream.read(size)
+    except GZ_ERRORS:
+        return None
+
+
+def read_head(path: str, size: int) -> bytes | None:
+    """The first `size` bytes of a plain file (fewer if shorter), None if unreadable."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(size)
+    except OSError:
+        return None
+
+
+def is_match(identity: FileIdentity, head: bytes | None) -> bool:
+    """Whether a file whose first bytes are `head` has `identity`'s fingerprint."""
+    if head is None or len(head) < identity.fingerprint_len:
+        return False
+    return fingerprint(head[: identity.fingerprint_len]) == identity.fingerprint
+
+
+def find_backup(backups: list[Backup], identity: FileIdentity) -> tuple[Backup, bool] | None:
+    """The backup holding `identity`'s file and whether it is the `.gz` member, or None.
+
+    An uncompressed backup is the same inode as the file was (rename keeps it) and must also
+    match the fingerprint (inodes are reused). A compressed one can only match by fingerprint,
+    and only once its `.log` twin is gone: before that the `.gz` may be incomplete. Newest
+    first, since the file we look for is usually recent; if fingerprints collide (a short
+    fingerprint of identical first lines), the oldest match wins: a repeat beats a loss.
+    """
+    match: tuple[Backup, bool] | None = None
+    for backup in reversed(backups):
+        if backup.log is not None:
+            if (backup.dev, backup.inode) == (identity.dev, identity.inode) and is_match(
+                    identity, read_head(backup.log, identity.fingerprint_len)):
+                return backup, False
+        elif backup.gz is not None and identity.fingerprint_len > 0 and is_match(
+                identity, read_gz_head(backup.gz, identity.fingerprint_len)):
+            match = backup, True
+    return match
