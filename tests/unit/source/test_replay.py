@@ -10,7 +10,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from detector.errors import BadInput, Location, SourceError
@@ -403,6 +403,8 @@ _JSONISH = st.sampled_from([b"{", b"}", b"[", b"]", b"a", b"\r", b"\n", b"\n", b
     limit=st.integers(1, 12),
     sizes=st.lists(st.integers(1, 20), min_size=1, max_size=8),
 )
+@example(data=b"\r{{\n", limit=1, sizes=[1])  # a `{` line only known to be over-long later
+@example(data=b"     [\n", limit=3, sizes=[1])  # leading space longer than the limit
 def test_mode_and_records_do_not_depend_on_how_reads_split_the_input(
     data: bytes, limit: int, sizes: list[int],
 ) -> None:
