@@ -66,7 +66,12 @@ class Engine:
                 self._events(event, record)
                 continue
             self.stats.events += 1
-            matches = evaluate(event)  # type: ignore[arg-type]
+            try:
+                matches = evaluate(event)  # type: ignore[arg-type]
+            except Exception as exc:  # one event must never stop the stream; reported loudly
+                self.report_bad(BadInput("evaluation_error", f"rule evaluation failed: {type(exc).__name__}: "
+                                         f"{exc}", Location(record.path, record.lineno)))
+                continue
             if matches:
                 self._alert(matches)
         return self.stats

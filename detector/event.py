@@ -35,7 +35,7 @@ class ObjectRef(msgspec.Struct, gc=False):
 class ResponseStatus(msgspec.Struct, gc=False):
     """`responseStatus`: only the parts rules read."""
 
-    code: int | None = None
+    code: int | str | None = None  # a number as the API server writes it; text if a producer differs
     reason: str | None = None
 
 

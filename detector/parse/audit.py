@@ -76,7 +76,9 @@ def _walk(value: Any) -> Any:
         return
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind == "EventList" and isinstance(value.get("items"), list):
-        yield from _walk(value["items"])
+        # The API server's webhook backend sends items without their own `kind`.
+        for item in value["items"]:
+            yield from _walk({**item, "kind": "Event"} if isinstance(item, dict) and "kind" not in item else item)
     elif kind == "Event":
         try:
             yield event_from_dict(value)
@@ -135,7 +137,7 @@ def _coerce(value: dict[str, Any]) -> dict[str, Any]:
     status = value.get("responseStatus")
     if isinstance(status, dict):
         code = status.get("code")
-        out["responseStatus"] = {"code": code if type(code) is int else None,
+        out["responseStatus"] = {"code": code if type(code) is int else _opt_text(code),
                                  "reason": _opt_text(status.get("reason"))}
     out["sourceIPs"] = _text_list(value.get("sourceIPs"))
     annotations = value.get("annotations")

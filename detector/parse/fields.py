@@ -347,11 +347,20 @@ def _compile_jmespath(arg: Any) -> Any:
         raise ConditionSyntaxError(f"invalid JMESPath expression {arg!r}: {exc}") from None
 
 
+def _search(expression: Any, ev: AuditEvent) -> Any:
+    """Evaluate a compiled JMESPath expression; a runtime type error (e.g. a function applied to
+    null in this event) makes the field absent, like any other extraction error in Falco."""
+    try:
+        return expression.search(ev.body())
+    except jmespath.exceptions.JMESPathError:
+        return None
+
+
 def _jmes_value(arg: Any, _opts: FieldOptions) -> Extractor:
     expression = _compile_jmespath(arg)
 
     def extract(ev: AuditEvent) -> Value:
-        result = expression.search(ev.body())
+        result = _search(expression, ev)
         if result is None or result == []:
             return None
         return as_text(result)
@@ -363,7 +372,7 @@ def _jmes_values(arg: Any, _opts: FieldOptions) -> Extractor:
     expression = _compile_jmespath(arg)
 
     def extract(ev: AuditEvent) -> Value:
-        result = expression.search(ev.body())
+        result = _search(expression, ev)
         if result is None:
             return None
         items = result if type(result) is list else [result]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from detector.rules.ast import Node
 from detector.rules.codegen import generate
 from detector.rules.collector import Collection, Collector
 from detector.rules.compiler import CompileError, Compiler
-from detector.rules.condition import parse_condition
+from detector.rules.condition import parse_condition, parse_field_expr
 from detector.rules.diagnostics import Code, Diagnostic
 from detector.rules.index import constraints, without_implied
 from detector.rules.model import SOURCE, CompiledRule, ListInfo, MacroInfo, Priority, RuleInfo
@@ -57,8 +58,13 @@ def rule_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+# Falco accepts conditions nested 1000 deep; the parser and compiler recurse per level.
+RECURSION_LIMIT = 20_000
+
+
 def check_rules(paths: Iterable[str | Path], options: LoadOptions | None = None) -> tuple[Ruleset, list[Diagnostic]]:
     """Load and compile everything, collecting every diagnostic (the ruleset holds what compiled)."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     options = options or LoadOptions()
     collector = Collector()
     files = rule_files(paths)
@@ -143,6 +149,8 @@ class _Build:
 
     def _compile_rule(self, rule: RuleInfo) -> CompiledRule | None:
         where = _named(rule.condition_location, rule.name)
+        if not self._exception_fields_valid(rule):
+            return None
         try:
             text = rule.condition
             if rule.exceptions:
@@ -159,6 +167,19 @@ class _Build:
             self._macro_error(exc, where)
             return None
         return self._finish(rule, expanded, where)
+
+    def _exception_fields_valid(self, rule: RuleInfo) -> bool:
+        """Falco checks exception fields even when an exception has no values yet."""
+        for info in rule.exceptions:
+            names = [info.fields] if isinstance(info.fields, str) else list(info.fields or [])
+            for name in names:
+                try:
+                    self.compiler.bind(parse_field_expr(str(name)))
+                except (ConditionSyntaxError, CompileError) as exc:
+                    self.report(Code.BAD_EXCEPTION, f"exception {info.name!r}: field {name!r}: {exc.message}",
+                                info.location)
+                    return False
+        return True
 
     def _finish(self, rule: RuleInfo, expanded: Node, where: Location) -> CompiledRule | None:
         before = len(self.compiler.warnings)

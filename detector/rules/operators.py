@@ -17,6 +17,7 @@ from detector.errors import ConditionSyntaxError
 
 Test = Callable[[str], bool]
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def ascii_lower(text: str) -> str:
@@ -63,8 +64,18 @@ def _matches(pattern: re.Pattern[str]) -> Test:
     return lambda v: full(v) is not None
 
 
+_POSIX_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
+    "space": r" \t\n\r\f\v", "blank": r" \t", "punct": r"!-/:-@\[-`{-~", "xdigit": "0-9A-Fa-f",
+    "word": r"\w", "cntrl": r"\x00-\x1f\x7f", "print": r" -~", "graph": r"!-~",
+}
+_POSIX_CLASS = re.compile(r"\[:(\w+):\]")
+
+
 def compile_regex(pattern: str) -> re.Pattern[str]:
-    """Falco uses RE2 full matches; Python's engine accepts the same common syntax."""
+    """Falco uses RE2 full matches. Python's engine accepts the same common syntax; POSIX
+    classes such as `[[:alpha:]]` (RE2 understands them, Python does not) are translated."""
+    pattern = _POSIX_CLASS.sub(lambda m: _POSIX_CLASSES.get(m.group(1), m.group(0)), pattern)
     try:
         return re.compile(pattern)
     except re.error as exc:
@@ -219,7 +230,7 @@ def transform(func: str) -> Callable[[str], str | None]:
         case "tolower":
             return ascii_lower
         case "toupper":
-            return lambda v: v.upper() if v.isascii() else v
+            return lambda v: v.translate(_ASCII_UPPER)
         case "b64":
             return _b64_decode
         case "basename":

@@ -130,7 +130,7 @@ def _field_at(text: str, pos: int) -> tuple[FieldExpr, int]:
         raise _bad(pos, f"unknown field in '%{found.group(0)}'")
     end = pos + len(name)
     if text.startswith("[", end):
-        close = text.find("]", end)
+        close = _argument_end(text, end + 1)
         if close == -1:
             raise _bad(end, "unterminated field argument")
         arg = text[end + 1 : close]
@@ -138,6 +138,14 @@ def _field_at(text: str, pos: int) -> tuple[FieldExpr, int]:
             arg = arg[1:-1]
         return FieldRef(name, arg, pos=pos), close + 1
     return FieldRef(name, None, pos=pos), end
+
+
+def _argument_end(text: str, start: int) -> int:
+    """Index of the `]` closing a field argument; a quoted argument may contain `]`."""
+    if start < len(text) and text[start] in "\"'":
+        quote_end = text.find(text[start], start + 1)
+        return -1 if quote_end == -1 else text.find("]", quote_end)
+    return text.find("]", start)
 
 
 def _bad(pos: int, message: str) -> CompileError:
