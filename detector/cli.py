@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     test_rule.add_argument("--explain", metavar="RULE", help="show why RULE does or does not match each event")
     test_rule.add_argument("--event", action="append", metavar="FILE", help="events for --explain")
     test_rule.add_argument("--replay", action="append", metavar="FILE", help="count alerts per rule over a log")
+    policy = commands.add_parser("policy-check", help="check that an audit policy lets each rule fire")
+    _add_rule_options(policy)
+    policy.add_argument("--policy", required=True, metavar="FILE", help="the API server's audit policy file")
+    policy.add_argument("--strict", action="store_true", help="exit 1 when an enabled rule is blind")
     return parser
 
 
@@ -175,7 +179,14 @@ def cmd_test_rule(args: argparse.Namespace) -> int:
     return run(args, load_for(args), rule_paths(args))
 
 
-COMMANDS = {"scan": cmd_scan, "validate": cmd_validate, "fields": cmd_fields, "test-rule": cmd_test_rule}
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from detector.policy.report import print_report  # noqa: PLC0415 - only this command needs it
+
+    return print_report(load_for(args), args.policy, args.strict)
+
+
+COMMANDS = {"scan": cmd_scan, "validate": cmd_validate, "fields": cmd_fields, "test-rule": cmd_test_rule,
+            "policy-check": cmd_policy_check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

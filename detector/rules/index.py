@@ -7,7 +7,7 @@ conservative: anything it does not understand leaves the key unconstrained.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from detector.event import AuditEvent
 from detector.parse.fields import index_key
@@ -19,11 +19,13 @@ Constraints = dict[str, frozenset[str | None]]
 _MEMO_LIMIT = 4096
 
 
-def constraints(node: Node) -> Constraints:
-    """Per key, the only values for which `node` can be true (keys absent: any value)."""
+def constraints(node: Node, key_of: Callable[[str, str | None], str | None] = index_key) -> Constraints:
+    """Per key, the only values for which `node` can be true (keys absent: any value).
+
+    `key_of` names the key a field stands for (default: the rule index's keys)."""
     match node:
         case Check(FieldRef(name, arg), op, rhs):
-            key = index_key(name, arg)
+            key = key_of(name, arg)
             if key is None:
                 return {}
             if op in ("=", "==") and isinstance(rhs, str):
@@ -32,16 +34,16 @@ def constraints(node: Node) -> Constraints:
                 return {key: frozenset(rhs)}
             return {}
         case Not(Check(FieldRef(name, arg), "exists")):
-            key = index_key(name, arg)
+            key = key_of(name, arg)
             return {} if key is None else {key: frozenset((None,))}
         case And(items):
             merged: Constraints = {}
             for item in items:
-                for key, values in constraints(item).items():
+                for key, values in constraints(item, key_of).items():
                     merged[key] = merged[key] & values if key in merged else values
             return merged
         case Or(items):
-            parts = [constraints(item) for item in items]
+            parts = [constraints(item, key_of) for item in items]
             common = set(parts[0]).intersection(*parts[1:])
             return {key: frozenset().union(*(p[key] for p in parts)) for key in common}
         case _:

@@ -1,0 +1,1 @@
+"""`detector policy-check`: can the API server's audit policy feed each rule what it reads?"""
