@@ -15,10 +15,12 @@ _SECRET_WORDS = (
     r"|client[-_]?secret|auth|authorization|credentials?|private[-_]?key|bearer"
 )
 # `--token=abc`, `--password abc`, `password=abc`, `TOKEN: abc`, `Bearer abc`
+# A value is a quoted string (masked whole, quotes kept) or a run of non-blank characters.
+_VALUE = r"""(?P<value>"[^"]*"|'[^']*'|[^\s&;'"]+)"""
 _FLAG_VALUE = re.compile(
-    rf"(?i)(?P<key>(?:--?|\b)[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)(?P<sep>\s*[=:]\s*|\s+)(?P<value>[^\s&;'\"]+)"
+    rf"(?i)(?P<key>(?:--?|\b)[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)(?P<sep>\s*[=:]\s*|\s+){_VALUE}"
 )
-_AUTH_SCHEME = re.compile(r"(?i)\b(?P<scheme>bearer|basic)\s+(?P<value>[^\s'\"]+)")
+_AUTH_SCHEME = re.compile(rf"(?i)\b(?P<scheme>bearer|basic)\s+{_VALUE}")
 _QUERY_VALUE = re.compile(rf"(?i)(?P<key>[?&][\w.-]*(?:{_SECRET_WORDS})[\w.-]*=)(?P<value>[^&#\s]*)")
 
 
@@ -26,13 +28,18 @@ def mask_secrets(text: str) -> str:
     """Replace the value that follows a credential-looking flag or key with `****`."""
     if not text:
         return text
-    text = _AUTH_SCHEME.sub(lambda m: f"{m.group('scheme')} {MASK}", text)
+    text = _AUTH_SCHEME.sub(lambda m: f"{m.group('scheme')} {_masked(m.group('value'))}", text)
     text = _QUERY_VALUE.sub(lambda m: m.group("key") + MASK, text)
     return _FLAG_VALUE.sub(_mask_flag, text)
 
 
 def _mask_flag(match: re.Match[str]) -> str:
     value = match.group("value")
-    if value == MASK or value.startswith("-") or value.lower() in ("bearer", "basic"):
+    if value.strip("'\"") == MASK or value.startswith("-") or value.lower() in ("bearer", "basic"):
         return match.group(0)
-    return f"{match.group('key')}{match.group('sep')}{MASK}"
+    return f"{match.group('key')}{match.group('sep')}{_masked(value)}"
+
+
+def _masked(value: str) -> str:
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{quote}{MASK}{quote}"

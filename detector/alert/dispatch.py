@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import structlog
 
 from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
-from detector.alert.outbox import Delivery, Outbox
+from detector.alert.outbox import Outbox, PendingRow
 from detector.alert.secret import scrub
 from detector.alert.settings import OutboxSettings
 from detector.alert.sink import DeliveryError, Sink
@@ -75,6 +75,7 @@ class Dispatcher:
         if self._started:
             raise RuntimeError("dispatcher already started")
         self._started = True
+        self._report_orphans()
         for worker in self._workers:
             worker.start()
         self._housekeeper.start()
@@ -110,8 +111,18 @@ class Dispatcher:
         except Exception:  # the callback is the caller's code; a worker must outlive its bugs
             _log.exception("delivery event callback failed", kind=str(event.kind), output=event.output)
 
+    def _report_orphans(self) -> None:
+        """Say so when held rows belong to an output no longer configured: nothing sends them."""
+        for (output, status), count in self.outbox.counts().items():
+            if output not in self.sinks and status in ("pending", "dead"):
+                self.emit(DeliveryEvent(
+                    EventKind.WORKER_ERROR, output, count=count,
+                    error=f"{count} {status} alerts for output {output!r}, which is not configured; they stay "
+                          f"until the outbox's max age (or `detector outbox purge --output {output}`)"))
+
     def _housekeep(self) -> None:
         try:
+            self.outbox.relax_sync()
             while not self._stop.is_set():
                 try:
                     self.outbox.maintain()
@@ -135,11 +146,13 @@ class _Worker(threading.Thread):
 
     def run(self) -> None:
         try:
+            self.d.outbox.relax_sync()
             while not self.d.stopping:
                 try:
                     self._round()
-                except sqlite3.Error as exc:
-                    self.d.emit(DeliveryEvent(EventKind.WORKER_ERROR, self.output, error=f"outbox: {exc}"))
+                except Exception as exc:  # the outbox's disk or a bug: report, wait, go on
+                    error = scrub(f"{type(exc).__name__}: {exc}", self.sink.secrets)
+                    self.d.emit(DeliveryEvent(EventKind.WORKER_ERROR, self.output, error=error))
                     self._sleep(self.d.poll_interval)
         finally:
             self.d.outbox.release()
@@ -165,7 +178,7 @@ class _Worker(threading.Thread):
         """Wait without waking for new rows (they queue behind the row in backoff)."""
         self.d.pause(seconds)
 
-    def _deliver(self, row: Delivery) -> bool:
+    def _deliver(self, row: PendingRow) -> bool:
         """One attempt; True when the worker may go on to the next row."""
         try:
             self.sink.send(row.alert)
@@ -187,7 +200,7 @@ class _Worker(threading.Thread):
                                   row.attempts + 1, latency=self.d.clock() - row.created_at))
         return True
 
-    def _schedule(self, row: Delivery, error: str, retry_after: float | None, kind: EventKind) -> None:
+    def _schedule(self, row: PendingRow, error: str, retry_after: float | None, kind: EventKind) -> None:
         delay = self.d.retry.delay(row.attempts + 1, retry_after, self.rng)
         self.d.outbox.schedule_retry(row.seq, self.d.clock() + delay, error)
         self.d.emit(DeliveryEvent(kind, self.output, row.alert.id, row.alert.rule, row.attempts + 1,

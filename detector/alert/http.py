@@ -12,11 +12,13 @@ import errno
 import os
 import socket
 import ssl
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InsecureRequestWarning
 
 from detector.alert.sink import DeliveryError, classify_status
 
@@ -33,17 +35,23 @@ class HttpTransport:
         adapter = HTTPAdapter(max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.session.verify = verify
-        if cert is not None:
-            self.session.cert = cert
+        # Passed with every request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a
+        # session-level `verify`, which would silently ignore the configured ca_file.
+        self.verify = verify
+        self.cert = cert
+        if verify is False:
+            # The operator turned verification off on purpose (`tls_verify: false`); urllib3
+            # would otherwise warn on every single request.
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         if headers:
             self.session.headers.update(headers)
 
     def request(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> requests.Response:
         """One attempt; returns a 2xx response or raises `DeliveryError`."""
         try:
-            response = self.session.request(method, url, data=body, headers=dict(headers),
-                                            timeout=(self.timeout, self.timeout), allow_redirects=False)
+            response = self.session.request(method, url, data=body, headers=dict(headers), verify=self.verify,
+                                            cert=self.cert, timeout=(self.timeout, self.timeout),
+                                            allow_redirects=False)
         except requests.RequestException as exc:
             raise transport_error(exc, self.timeout) from None
         if not 200 <= response.status_code < 300:
@@ -74,25 +82,24 @@ def describe_os_error(exc: BaseException) -> str:
     """`connection refused`, `name resolution failed`, ... from the OS error under `exc`."""
     if _find(exc, socket.gaierror) is not None:
         return "name resolution failed"
-    found = _find(exc, OSError)
+    found = _find(exc, OSError, lambda e: bool(e.errno))
     if found is not None and found.errno:
-        text = os.strerror(found.errno).lower()
-        return "connection refused" if found.errno == errno.ECONNREFUSED else text
-    if found is not None and isinstance(found, ConnectionError):
-        return f"connection failed ({type(found).__name__})"
-    return f"connection failed ({type(exc).__name__})"
+        return "connection refused" if found.errno == errno.ECONNREFUSED else os.strerror(found.errno).lower()
+    inner = _find(exc, ConnectionError) or exc
+    return f"connection failed ({type(inner).__name__})"
 
 
-def _find(exc: BaseException, kind: type[E]) -> E | None:
-    """The first exception of type `kind` in `exc`'s cause/context chain (and urllib3 reasons)."""
+def _find(exc: BaseException, kind: type[E], accept: Callable[[E], bool] = lambda _e: True) -> E | None:
+    """The first exception of type `kind` (that `accept`s) in `exc`'s cause/context chain,
+    urllib's and urllib3's `reason`s and exception arguments."""
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
     while stack:
-        current = stack.pop()
+        current = stack.pop(0)
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, kind):
+        if isinstance(current, kind) and accept(current):
             return current
         stack += [current.__cause__, current.__context__, _as_exc(getattr(current, "reason", None))]
         stack += [a for a in current.args if isinstance(a, BaseException)]

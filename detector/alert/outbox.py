@@ -15,7 +15,9 @@ those roll back together with their checkpoint, so the events are re-read and, w
 tombstones lost too, an output may see a repeat). Measured cost: see bench/delivery.py.
 
 Each thread gets its own connection (engine thread: the writer; one per dispatcher worker);
-writers serialise on SQLite's lock with a busy timeout.
+writers in this process queue on a lock, other processes (the `outbox` CLI) on SQLite's busy
+timeout. Dispatcher threads commit their marks with synchronous=NORMAL (`relax_sync`): losing
+a mark to power failure costs a repeated attempt, not an alert.
 
 Bounds: at most `max_rows` pending + dead rows (the oldest are dropped when an enqueue exceeds
 it), and none older than `max_age_seconds` (`maintain`). Every drop is counted (also in the
@@ -49,6 +51,7 @@ PENDING, DELIVERED, DEAD, DROPPED = "pending", "delivered", "dead", "dropped"
 STATUSES = (PENDING, DELIVERED, DEAD, DROPPED)
 HELD = (PENDING, DEAD)  # rows that carry an alert body and count against max_rows
 DROPPED_KEY = "outbox.dropped"
+DEFAULT_SETTINGS = OutboxSettings()
 _ALERT_FIELDS = tuple(f.name for f in fields(Alert))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivery (
@@ -79,7 +82,7 @@ _ROW_COLUMNS = ("seq, output, alert_id, rule, priority, status, attempts, create
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class PendingRow:
     """A pending row as a dispatcher worker sees it."""
 
     seq: int
@@ -110,7 +113,7 @@ class OutboxRow:
 class Outbox:
     """The SQLite outbox at `path` (usually `<state_dir>/detector.db`)."""
 
-    def __init__(self, path: str | os.PathLike[str], settings: OutboxSettings = OutboxSettings(),
+    def __init__(self, path: str | os.PathLike[str], settings: OutboxSettings = DEFAULT_SETTINGS,
                  router: Router | None = None, on_event: OnEvent = log_event,
                  clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
@@ -120,12 +123,13 @@ class Outbox:
         self.clock = clock
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._held_estimate: int | None = None
         self._create()
 
     @classmethod
-    def in_state_dir(cls, state_dir: str | os.PathLike[str], settings: OutboxSettings = OutboxSettings(),
+    def in_state_dir(cls, state_dir: str | os.PathLike[str], settings: OutboxSettings = DEFAULT_SETTINGS,
                      router: Router | None = None, on_event: OnEvent = log_event) -> Outbox:
         """The outbox of a state directory (created 0700 if missing)."""
         directory = Path(state_dir)
@@ -148,8 +152,12 @@ class Outbox:
             with self._write() as tx:
                 tx.executescript_in_tx(_SCHEMA)
                 tx.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
             raise ConfigError(f"{self.path}: cannot open the outbox: {exc}") from None
+        except ConfigError:
+            self.close()
+            raise
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -163,14 +171,26 @@ class Outbox:
 
     @contextmanager
     def _write(self) -> Iterator[_Tx]:
+        """One write transaction. Writers of this process queue on a lock first: SQLite's own
+        busy handler sleeps in steps of up to 100 ms, a lock hands over at once."""
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield _Tx(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Tx(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def relax_sync(self) -> None:
+        """Commit this thread's marks without fsync (synchronous=NORMAL).
+
+        For dispatcher threads: a delivered/retry/dead mark lost to power failure only means
+        one more attempt (at-least-once), never a lost alert, and the next fsynced commit (an
+        enqueue) makes every earlier commit durable too, since the WAL is one file.
+        """
+        self._db().execute("PRAGMA synchronous=NORMAL")
 
     def release(self) -> None:
         """Close the calling thread's connection (a worker thread calls this on exit)."""
@@ -199,6 +219,8 @@ class Outbox:
         now = self.clock()
         rows = [(output, alert.id, alert.rule, alert.priority, now, now, now, encode_alert(alert))
                 for alert in alerts for output in self._outputs_for(alert)]
+        if not rows and not state:
+            return 0  # nothing to make durable: no transaction, no fsync
         drops: Counter[str] = Counter()
         with self._write() as tx:
             before = tx.db.total_changes
@@ -305,13 +327,20 @@ class Outbox:
                     break
 
     # -- the dispatcher side -----------------------------------------------------------------
-    def pending(self, output: str, limit: int = 100) -> list[Delivery]:
+    def pending(self, output: str, limit: int = 100) -> list[PendingRow]:
         """The oldest pending rows of `output`, in order (due or not)."""
         rows = self._db().execute(
             "SELECT seq, output, attempts, created_at, next_attempt_at, body FROM delivery "
             "WHERE output = ? AND status = 'pending' ORDER BY seq LIMIT ?", (output, limit)).fetchall()
-        return [Delivery(seq, out, decode_alert(body), attempts, created, next_at)
-                for seq, out, attempts, created, next_at, body in rows]
+        deliveries = []
+        for seq, out, attempts, created, next_at, body in rows:
+            try:
+                alert = decode_alert(body)
+            except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+                self.dead_letter(seq, f"stored alert cannot be decoded ({type(exc).__name__})")
+                continue
+            deliveries.append(PendingRow(seq, out, alert, attempts, created, next_at))
+        return deliveries
 
     def mark_delivered(self, seq: int) -> None:
         """The row's alert reached its output: keep only the tombstone."""
@@ -386,7 +415,8 @@ class _Tx:
 
 
 def _filters(output: str | None, status: str | None, seqs: Sequence[int] | None) -> tuple[str, list[Any]]:
-    clauses, args = ["1 = 1"], []
+    clauses: list[str] = ["1 = 1"]
+    args: list[Any] = []
     if output is not None:
         clauses.append("output = ?")
         args.append(output)

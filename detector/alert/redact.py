@@ -62,7 +62,8 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
     fields = dict(alert.output_fields)
     replacements: dict[str, str] = {}
     redacted: list[str] = []
-    if is_secret_event(event):
+    secret_event = is_secret_event(event)
+    if secret_event:
         for key, value in fields.items():
             if value is not None and not is_safe_field(key):
                 fields[key] = REDACTED
@@ -72,7 +73,7 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
     for value in redacted:
         replacements[value] = REDACTED
     message, output = _replace(alert.message, replacements), _replace(alert.output, replacements)
-    if redacted or is_secret_event(event):
+    if secret_event:
         scan = {v: REDACTED for v in secret_values(event)}
         message, output = _replace(message, scan), _replace(output, scan)
         fields = {k: _replace_in(v, scan) for k, v in fields.items()}
@@ -168,7 +169,7 @@ def _rendered_forms(value: Any) -> list[str]:
 def _mask_value(value: Any, replacements: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_mask_value(v, replacements) for v in value]
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or value == REDACTED:
         return value
     plain = unquote(value) if "%" in value else value
     masked = mask_secrets(plain)

@@ -50,11 +50,21 @@ class SnsSink:
             session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
         except ProfileNotFound:
             raise ConfigError(f"output {settings.name}: AWS profile {settings.profile!r} not found") from None
+        self._session = session
         self._client: SNSClient = session.client("sns", endpoint_url=settings.endpoint_url, config=config)
 
     @property
     def secrets(self) -> Sequence[Secret]:
-        return ()
+        """The credentials the AWS chain resolved (cached by botocore), to scrub from errors."""
+        try:
+            credentials = self._session.get_credentials()
+        except BotoCoreError:
+            return ()
+        if credentials is None:
+            return ()
+        frozen = credentials.get_frozen_credentials()
+        values = (frozen.access_key, frozen.secret_key, frozen.token)
+        return [Secret(value, "AWS credentials") for value in values if value]
 
     def encode(self, alert: Alert) -> dict[str, Any]:
         """The keyword arguments of `Publish`."""

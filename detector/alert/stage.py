@@ -1,0 +1,120 @@
+"""The alert stage as the engine sees it, and its assembly from settings.
+
+The engine thread builds alerts (`Delivery.build`, i.e. `AlertBuilder`: enrich + redact), then
+`submit`s each batch with the source checkpoint: throttling decides, the outbox stores alerts,
+throttle windows and checkpoint in one transaction, and the dispatcher is woken. Nothing here
+waits on an output; the only wait is SQLite's commit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+
+from detector.alert.build import AlertBuilder
+from detector.alert.dispatch import Dispatcher
+from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
+from detector.alert.model import Alert
+from detector.alert.outbox import Outbox
+from detector.alert.route import Router
+from detector.alert.settings import DeliverySettings
+from detector.alert.sink import Sink
+from detector.alert.sinks import build_sinks
+from detector.alert.throttle import STATE_PREFIX, Throttle
+from detector.rules.model import Match
+
+
+class AlertStage:
+    """Throttle, store durably, wake the dispatcher."""
+
+    def __init__(self, outbox: Outbox, throttle: Throttle, notify: Callable[[], None],
+                 on_event: OnEvent = log_event, clock: Callable[[], float] = time.time) -> None:
+        self.outbox = outbox
+        self.throttle = throttle
+        self.notify = notify
+        self.on_event = on_event
+        self.clock = clock
+        throttle.load(outbox.state_items(STATE_PREFIX))
+
+    def submit(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> list[Alert]:
+        """Store the alerts that pass throttling (plus summaries of windows that closed) and
+        `state` in one transaction; returns the alerts stored."""
+        now = self.clock()
+        closed, closed_changes = self.throttle.expire(now)
+        passed, changes = self.throttle.admit(alerts, now)
+        stored = closed + passed
+        self.outbox.enqueue(stored, {**closed_changes, **changes, **(state or {})})
+        self._report(closed)
+        if stored:
+            self.notify()
+        return stored
+
+    def tick(self) -> list[Alert]:
+        """Close ended throttle windows and store their summaries; call it every second or so
+        while the source is idle (submit does it too)."""
+        return self.submit(())
+
+    def _report(self, summaries: Sequence[Alert]) -> None:
+        for alert in summaries:
+            count = alert.output_fields.get("detector.suppressed")
+            self.on_event(DeliveryEvent(EventKind.SUPPRESSED, alert_id=alert.id, rule=alert.rule,
+                                        count=count if isinstance(count, int) else 0))
+
+
+class Delivery:
+    """Everything `detector run` needs for alerts, assembled from the settings.
+
+    `with open_delivery(...) as delivery:` starts the dispatcher and, on exit, stops it (letting
+    in-flight sends finish), then closes sinks and the outbox.
+    """
+
+    def __init__(self, settings: DeliverySettings, outbox: Outbox, sinks: Mapping[str, Sink],
+                 on_event: OnEvent = log_event, *, hostname: str | None = None, poll_interval: float = 1.0) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.sinks = dict(sinks)
+        self.build = AlertBuilder(hostname, settings.cluster_name)
+        self.dispatcher = Dispatcher(outbox, self.sinks, on_event, poll_interval=poll_interval)
+        self.stage = AlertStage(outbox, Throttle(settings.throttle), self.dispatcher.notify, on_event)
+
+    def alerts_for(self, matches: Sequence[Match]) -> list[Alert]:
+        """Delivery-ready alerts (enriched, redacted) for an event's matches."""
+        return [self.build(match) for match in matches]
+
+    def submit(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> list[Alert]:
+        return self.stage.submit(alerts, state)
+
+    def start(self) -> None:
+        self.dispatcher.start()
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop the dispatcher, close sinks and the outbox; False if a worker did not stop in time."""
+        stopped = self.dispatcher.stop(timeout)
+        for sink in self.sinks.values():
+            sink.close()
+        self.outbox.close()
+        return stopped
+
+    def __enter__(self) -> Delivery:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+def open_delivery(settings: DeliverySettings, state_dir: str | os.PathLike[str], on_event: OnEvent = log_event,
+                  *, hostname: str | None = None, sinks: Mapping[str, Sink] | None = None,
+                  poll_interval: float = 1.0) -> Delivery:
+    """Open the outbox in `state_dir` and build one sink per output (or use `sinks`)."""
+    router = Router({output.name: output.route for output in settings.outputs})
+    outbox = Outbox.in_state_dir(state_dir, settings.outbox, router, on_event)
+    try:
+        built = dict(sinks) if sinks is not None else build_sinks(list(settings.outputs))
+    except BaseException:
+        outbox.close()
+        raise
+    return Delivery(settings, outbox, built, on_event, hostname=hostname, poll_interval=poll_interval)

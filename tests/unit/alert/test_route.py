@@ -1,0 +1,44 @@
+"""Tests for detector.alert.route: routes as data."""
+
+from __future__ import annotations
+
+from detector.alert.route import Route, Router
+from detector.alert.settings import RouteSettings
+from detector.rules.model import Priority
+from tests.support.alertkit import make_alert
+
+
+def test_min_priority() -> None:
+    """An output with min_priority warning takes warning and worse, not notice."""
+    route = Route(RouteSettings(min_priority=Priority.WARNING))
+    assert route.selects(make_alert(priority=Priority.CRITICAL))
+    assert route.selects(make_alert(priority=Priority.WARNING))
+    assert not route.selects(make_alert(priority=Priority.NOTICE))
+
+
+def test_rule_globs() -> None:
+    """Rules must match an include glob and no exclude glob (case-sensitive fnmatch)."""
+    route = Route(RouteSettings(include_rules=("Attach*", "Create Privileged Pod"), exclude_rules=("*Test*",)))
+    assert route.selects(make_alert(rule="Attach/Exec Pod"))
+    assert route.selects(make_alert(rule="Create Privileged Pod"))
+    assert not route.selects(make_alert(rule="attach/exec pod"))
+    assert not route.selects(make_alert(rule="Attach Test Pod"))
+    assert not route.selects(make_alert(rule="Other"))
+    assert not Route(RouteSettings(include_rules=())).selects(make_alert())
+
+
+def test_tags() -> None:
+    """include_tags needs one matching tag; exclude_tags refuses any matching tag."""
+    route = Route(RouteSettings(include_tags=("k8s", "mitre_*"), exclude_tags=("noisy",)))
+    assert route.selects(make_alert(tags=("mitre_execution",)))
+    assert not route.selects(make_alert(tags=("k8s", "noisy")))
+    assert not route.selects(make_alert(tags=()))
+    assert Route(RouteSettings(exclude_tags=("noisy",))).selects(make_alert(tags=()))
+
+
+def test_router_keeps_config_order() -> None:
+    """outputs_for lists the selecting outputs in configuration order."""
+    router = Router({"b": RouteSettings(), "a": RouteSettings(min_priority=Priority.CRITICAL), "c": RouteSettings()})
+    assert router.outputs_for(make_alert(priority=Priority.WARNING)) == ["b", "c"]
+    assert router.outputs_for(make_alert(priority=Priority.EMERGENCY)) == ["b", "a", "c"]
+    assert router.outputs == ["b", "a", "c"]

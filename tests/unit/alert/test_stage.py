@@ -1,0 +1,60 @@
+"""Tests for detector.alert.stage: throttle + outbox + dispatcher wired as `detector run` uses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from detector.alert.events import DeliveryEvent, EventKind
+from detector.alert.settings import DeliverySettings, StdoutSettings, ThrottleSettings
+from detector.alert.sinks.memory import MemorySink
+from detector.alert.stage import open_delivery
+from tests.support.alertkit import make_match
+from tests.support.receiver import wait_for
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def settings() -> DeliverySettings:
+    return DeliverySettings(outputs=(StdoutSettings("mem"),), cluster_name="prod",
+                            throttle=ThrottleSettings(60, ("rule", "ka.user.name")))
+
+
+def test_matches_to_delivered_alerts(tmp_path: Path) -> None:
+    """Matches become enriched alerts, are throttled, stored with the checkpoint and delivered."""
+    sink = MemorySink("mem")
+    events: list[DeliveryEvent] = []
+    with open_delivery(settings(), tmp_path, events.append, hostname="h", sinks={"mem": sink},
+                       poll_interval=0.05) as delivery:
+        alerts = delivery.alerts_for([make_match("Exec", auditID=f"a{n}") for n in range(3)])
+        stored = delivery.submit(alerts, {"checkpoint": b"3"})
+        assert stored == alerts[:1]
+        wait_for(lambda: len(sink.alerts) == 1)
+        assert delivery.outbox.get_state("checkpoint") == b"3"
+    assert sink.alerts[0].output_fields["ka.cluster.name"] == "prod" and sink.alerts[0].hostname == "h"
+
+
+def test_summary_after_the_window_and_restart(tmp_path: Path) -> None:
+    """A window opened before a restart is resumed and its summary is delivered after it."""
+    clock = Clock()
+    sink = MemorySink("mem")
+    delivery = open_delivery(settings(), tmp_path, sinks={"mem": sink})
+    delivery.stage.clock = clock
+    delivery.submit(delivery.alerts_for([make_match("Exec", auditID=f"a{n}") for n in range(4)]))
+    delivery.close()  # never started: nothing delivered, all durable
+    events: list[DeliveryEvent] = []
+    again = open_delivery(settings(), tmp_path, events.append, sinks={"mem": sink}, poll_interval=0.05)
+    again.stage.clock = clock
+    clock.now += 61
+    again.start()
+    again.stage.tick()
+    wait_for(lambda: len(sink.alerts) == 2)
+    assert again.close(5)
+    _, summary = sink.alerts
+    assert summary.output_fields["detector.suppressed"] == 3 and summary.rule == "Exec"
+    assert [e.count for e in events if e.kind is EventKind.SUPPRESSED] == [3]
