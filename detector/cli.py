@@ -13,12 +13,15 @@ from pathlib import Path
 
 from detector.alert.format import to_json_line, to_text_line
 from detector.alert.model import Alert
+from detector.alert.settings import DeliverySettings, parse_delivery
+from detector.config import DEFAULT_FILE, DEFAULT_STATE_DIR, RunConfig, apply, load_config
 from detector.engine import Engine, diagnose_line
-from detector.errors import BadInput, DetectorError, RuleLoadError
+from detector.errors import BadInput, DetectorError, Location, RuleLoadError
+from detector.logs import configure_logging
 from detector.parse.fields import FIELDS
 from detector.parse.fieldspec import FieldOptions
 from detector.rules.diagnostics import Diagnostic
-from detector.rules.loader import LoadOptions, check_rules, summary
+from detector.rules.loader import LoadOptions, check_rules, load_rules, summary
 from detector.rules.model import Priority
 from detector.rules.ruleset import RuleMatching, Ruleset
 from detector.source.replay import read_records
@@ -87,7 +90,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rule_options(policy)
     policy.add_argument("--policy", required=True, metavar="FILE", help="the API server's audit policy file")
     policy.add_argument("--strict", action="store_true", help="exit 1 when an enabled rule is blind")
+    _add_run_commands(commands)
     return parser
+
+
+def _add_run_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = commands.add_parser("run", help="follow the live audit log and deliver alerts")
+    run.add_argument("--config", metavar="FILE", help="YAML configuration (flags override its keys)")
+    run.add_argument("--file", metavar="PATH", help=f"audit log to follow (default {DEFAULT_FILE})")
+    run.add_argument("--rules", action="append", metavar="PATH", help="rules file or directory; repeatable")
+    run.add_argument("--state-dir", metavar="DIR", help=f"checkpoint and outbox (default {DEFAULT_STATE_DIR})")
+    run.add_argument("--start-at", choices=("end", "beginning"), help="first start without state (default end)")
+    run.add_argument("--rule-matching", choices=[m.value for m in RuleMatching])
+    run.add_argument("--log-format", choices=("json", "console"))
+    for name, helptext in (("send-test-alert", "send a sample alert through each configured output"),):
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("--config", metavar="FILE")
+        sub.add_argument("--output", metavar="NAME", help="only this output")
+    outbox = commands.add_parser("outbox", help="inspect and act on undelivered alerts")
+    outbox.add_argument("action", choices=("list", "retry", "purge"))
+    outbox.add_argument("seqs", nargs="*", type=int, metavar="SEQ", help="only these rows")
+    outbox.add_argument("--config", metavar="FILE")
+    outbox.add_argument("--state-dir", metavar="DIR")
+    outbox.add_argument("--output", metavar="NAME")
+    outbox.add_argument("--status", choices=("pending", "delivered", "dead", "dropped"))
+    outbox.add_argument("--limit", type=int, default=100)
 
 
 def _networks(text: str) -> tuple[str, ...]:
@@ -185,8 +212,74 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     return print_report(load_for(args), args.policy, args.strict)
 
 
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The config file with the command-line flags applied on top."""
+    config = load_config(getattr(args, "config", None))
+    flags = {key: getattr(args, attr) for key, attr in (
+        ("file", "file"), ("rules", "rules"), ("state_dir", "state_dir"), ("start_at", "start_at"),
+        ("rule_matching", "rule_matching"), ("log_format", "log_format")) if getattr(args, attr, None) is not None}
+    return apply(config, flags, "command line") if flags else config
+
+
+def delivery_settings(config: RunConfig, default_stdout: bool = True) -> DeliverySettings:
+    outputs = config.outputs if config.outputs else ([{"name": "stdout", "type": "stdout"}] if default_stdout else [])
+    raw = {"outputs": outputs, "throttle": config.throttle, "outbox": config.outbox,
+           "cluster_name": config.cluster_name}
+    return parse_delivery(raw, Location(config.source))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from detector.live import LiveRunner  # noqa: PLC0415 - the daemon's imports are not needed elsewhere
+
+    config = run_config(args)
+    configure_logging(config.log_format, config.log_level)
+    paths = list(config.rules) or [str(shipped_rules_dir())]
+    options = LoadOptions(
+        fields=FieldOptions(trusted_proxies=config.trusted_proxies), matching=RuleMatching(config.rule_matching),
+        min_priority=config.min_priority,
+        list_overrides={INTERNAL_NETWORKS_LIST: config.internal_networks} if config.internal_networks else {})
+    runner = LiveRunner(config, delivery_settings(config), lambda: load_rules(paths, options), paths)
+    runner.install_signal_handlers()
+    return runner.run()
+
+
+def cmd_send_test_alert(args: argparse.Namespace) -> int:
+    from detector.alert.admin import send_test_alert  # noqa: PLC0415
+
+    config = run_config(args)
+    settings = delivery_settings(config)
+    from detector.alert.admin import sample_alert  # noqa: PLC0415
+
+    results = send_test_alert(settings.outputs, only=args.output,
+                              alert=sample_alert(cluster_name=config.cluster_name))
+    for result in results:
+        print(f"{result.name}: {'OK' if result.ok else 'FAILED'} {result.detail}".rstrip())
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from detector.alert import admin  # noqa: PLC0415
+
+    config = run_config(args)
+    settings = delivery_settings(config, default_stdout=False)
+    box = admin.open_outbox(config.state_dir, settings.outbox)
+    try:
+        seqs = args.seqs or None
+        if args.action == "list":
+            print(admin.format_rows(admin.outbox_list(box, args.output, args.status, args.limit)))
+            print(admin.format_counts(box))
+        elif args.action == "retry":
+            print(f"{admin.outbox_retry(box, args.output, args.status or 'dead', seqs)} row(s) scheduled for retry")
+        else:
+            print(f"{admin.outbox_purge(box, args.output, args.status, seqs)} row(s) purged")
+    finally:
+        box.close()
+    return EXIT_OK
+
+
 COMMANDS = {"scan": cmd_scan, "validate": cmd_validate, "fields": cmd_fields, "test-rule": cmd_test_rule,
-            "policy-check": cmd_policy_check}
+            "policy-check": cmd_policy_check, "run": cmd_run, "send-test-alert": cmd_send_test_alert,
+            "outbox": cmd_outbox}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

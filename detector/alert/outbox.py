@@ -373,6 +373,11 @@ class Outbox:
         return {(o, s): n for o, s, n in self._db().execute(
             "SELECT output, status, COUNT(*) FROM delivery GROUP BY output, status ORDER BY output, status")}
 
+    def oldest_pending_age(self) -> float:
+        """Seconds since the oldest pending row was enqueued (0 when nothing is pending)."""
+        row = self._db().execute("SELECT MIN(created_at) FROM delivery WHERE status = ?", (PENDING,)).fetchone()
+        return 0.0 if row is None or row[0] is None else max(0.0, self.clock() - float(row[0]))
+
     def retry(self, output: str | None = None, status: str = DEAD, seqs: Sequence[int] | None = None) -> int:
         """Make dead (or pending) rows due now with a fresh attempt count; returns rows changed."""
         if status not in HELD:

@@ -1,0 +1,299 @@
+"""`detector run`: follow the live audit log, evaluate every line, hand alerts durably to the
+delivery stage, and checkpoint only what is safely handed over.
+
+The loop is single-threaded: the watcher thread only signals, the dispatcher threads only
+deliver from the outbox. A batch of lines becomes alerts, and `delivery.submit` writes those
+alerts and the position after the batch in ONE SQLite transaction: after a crash we resume
+from the last committed position, so an event is either fully handed over or read again
+(re-created alerts carry the same id and are ignored by the outbox).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from detector.alert.events import DeliveryEvent, EventKind, log_event
+from detector.alert.model import Alert
+from detector.alert.settings import DeliverySettings
+from detector.alert.stage import Delivery, open_delivery
+from detector.config import RunConfig
+from detector.errors import BadInput, ConfigError, Location, RuleLoadError
+from detector.event import AuditEvent
+from detector.metrics import Metrics, MetricsServer
+from detector.parse.audit import parse_line
+from detector.rules.loader import rule_files
+from detector.rules.ruleset import Ruleset
+from detector.source.position import Position
+from detector.source.tail import Follower, Line
+from detector.source.watch import Waker
+
+CHECKPOINT_KEY = "source.checkpoint"
+BATCH_LINES = 2_000
+WAIT_SECONDS = 0.25
+RULES_CHECK_SECONDS = 2.0
+STOP_TIMEOUT = 3.0
+
+log = structlog.get_logger("detector.run")
+
+
+@dataclass
+class _Flags:
+    stop: bool = False
+    reload: bool = False
+    signals: list[int] = field(default_factory=list)
+
+
+class LiveRunner:
+    """Owns the follower, the ruleset, the delivery stage and the metrics of one `detector run`."""
+
+    def __init__(self, config: RunConfig, delivery: DeliverySettings, load_rules: Callable[[], Ruleset],
+                 rule_paths: list[str]) -> None:
+        self.config = config
+        self.delivery_settings = delivery
+        self.load_rules = load_rules
+        self.rule_paths = rule_paths
+        self.metrics = Metrics()
+        self.flags = _Flags()
+        self.ruleset = load_rules()
+        self.metrics.rules_loaded.set(len(self.ruleset.active))
+        self.metrics.ready = True
+        self._rule_mtimes = self._mtimes()
+        self._pending: Position | None = None
+        self._last_commit = time.monotonic()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def run(self) -> int:
+        state_dir = Path(self.config.state_dir)
+        lock = _lock_state_dir(state_dir)
+        server = self._metrics_server()
+        try:
+            with open_delivery(self.delivery_settings, state_dir, self._on_delivery_event) as delivery:
+                self._follow(delivery)
+        finally:
+            if server is not None:
+                server.close()
+            os.close(lock)
+        log.info("stopped", signals=self.flags.signals)
+        return 0
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        self.flags.stop = True
+        self.flags.signals.append(signum)
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self.flags.reload = True
+
+    def _metrics_server(self) -> MetricsServer | None:
+        listen = (self.config.metrics or {}).get("listen") if isinstance(self.config.metrics, dict) else None
+        if not listen:
+            return None
+        try:
+            server = MetricsServer(self.metrics, str(listen))
+        except OSError as exc:
+            raise ConfigError(f"metrics.listen: cannot listen on {listen}: {exc.strerror or exc}") from None
+        log.info("metrics_listening", listen=str(listen), port=server.port)
+        return server
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _follow(self, delivery: Delivery) -> None:
+        resume = self._resume_position(delivery)
+        follower = Follower(self.config.file, start_at=self.config.start_at,  # type: ignore[arg-type]
+                            resume=resume, on_bad=self._on_bad, on_event=self._on_source_event,
+                            max_line_bytes=self.config.max_line_bytes)
+        waker = Waker(self.config.file, mode=self.config.watch,  # type: ignore[arg-type]
+                      poll_interval=self.config.poll_interval, on_event=self._on_source_event)
+        log.info("started", file=self.config.file, state_dir=self.config.state_dir, rules=len(self.ruleset.active),
+                 resume=resume is not None, watch=waker.mode)
+        self.metrics.input_open = True
+        next_housekeeping = 0.0
+        try:
+            while not self.flags.stop:
+                lines = follower.read(BATCH_LINES)
+                if lines:
+                    self._handle(lines, delivery)
+                now = time.monotonic()
+                if now >= next_housekeeping:
+                    self._housekeeping(delivery, follower, now)
+                    next_housekeeping = now + 1.0
+                if len(lines) < BATCH_LINES and not self.flags.stop:
+                    waker.wait(WAIT_SECONDS)
+                self.metrics.beat()
+        finally:
+            self._commit(delivery, [], force=True)
+            self.metrics.input_open = False
+            waker.close()
+            follower.close()
+
+    def _handle(self, lines: list[Line], delivery: Delivery) -> None:
+        started = time.perf_counter()
+        alerts: list[Alert] = []
+        evaluate = self.ruleset.evaluate
+        event: AuditEvent | None = None
+        for line in lines:
+            for event in self._events(line):
+                self.metrics.events.inc()
+                try:
+                    matches = evaluate(event)
+                except Exception as exc:  # one event must never stop the daemon; reported loudly
+                    self._on_bad(BadInput("evaluation_error", f"{type(exc).__name__}: {exc}"))
+                    continue
+                for match in matches:
+                    self.metrics.matches.labels(match.rule).inc()
+                alerts += delivery.alerts_for(matches) if matches else ()
+        self.metrics.lines.inc(len(lines))
+        self.metrics.evaluation.observe(time.perf_counter() - started)
+        self._pending = lines[-1].position
+        self._commit(delivery, alerts)
+        if event is not None and event.time is not None:
+            self.metrics.lag_seconds.set(max(0.0, time.time() - event.time.timestamp()))
+
+    def _events(self, line: Line) -> list[AuditEvent]:
+        try:
+            parsed = parse_line(line.data)
+        except BadInput as error:
+            error.location = _location(line)
+            self._on_bad(error)
+            return []
+        return parsed if isinstance(parsed, list) else [parsed]
+
+    def _commit(self, delivery: Delivery, alerts: list[Alert], force: bool = False) -> None:
+        """Hand alerts over with the position after them; without alerts, checkpoint at most
+        every `checkpoint_interval` (re-reading a few alert-free lines after a crash is harmless)."""
+        now = time.monotonic()
+        due = force or alerts or now - self._last_commit >= self.config.checkpoint_interval
+        if self._pending is None or not due:
+            if alerts:
+                delivery.submit(alerts)
+            return
+        delivery.submit(alerts, {CHECKPOINT_KEY: self._pending.to_bytes()})
+        self._pending = None
+        self._last_commit = now
+
+    def _housekeeping(self, delivery: Delivery, follower: Follower, now: float) -> None:
+        self._commit(delivery, [])
+        delivery.stage.tick()
+        self.metrics.lag_bytes.set(follower.lag_bytes)
+        self.metrics.checkpoint_age.set(now - self._last_commit)
+        pending, oldest = _outbox_depth(delivery)
+        self.metrics.outbox_depth.set(pending)
+        self.metrics.outbox_oldest.set(oldest)
+        if self.flags.reload or self._rules_changed():
+            self._reload("signal" if self.flags.reload else "file_changed")
+
+    # -- rules ------------------------------------------------------------------------------
+    def _mtimes(self) -> dict[str, float]:
+        mtimes: dict[str, float] = {}
+        for path in rule_files(self.rule_paths):
+            try:
+                mtimes[str(path)] = path.stat().st_mtime
+            except OSError:
+                mtimes[str(path)] = -1.0
+        return mtimes
+
+    def _rules_changed(self) -> bool:
+        return self._mtimes() != self._rule_mtimes
+
+    def _reload(self, why: str) -> None:
+        self.flags.reload = False
+        self._rule_mtimes = self._mtimes()
+        try:
+            ruleset = self.load_rules()
+        except RuleLoadError as exc:
+            for diagnostic in getattr(exc, "diagnostics", []):
+                log.error("rules_reload_error", error=str(diagnostic))
+            log.error("rules_reload_failed", reason=why, error=str(exc), kept_rules=len(self.ruleset.active))
+            self.metrics.reloads.labels("failed").inc()
+            return
+        self.ruleset = ruleset
+        self.metrics.rules_loaded.set(len(ruleset.active))
+        self.metrics.reloads.labels("ok").inc()
+        log.info("rules_reloaded", reason=why, rules=len(ruleset.active))
+
+    # -- callbacks ----------------------------------------------------------------------------
+    def _resume_position(self, delivery: Delivery) -> Position | None:
+        raw = delivery.outbox.get_state(CHECKPOINT_KEY)
+        if raw is None:
+            return None
+        try:
+            position = Position.from_bytes(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("checkpoint_unreadable", error=str(exc))
+            return None
+        if os.path.dirname(os.path.abspath(position.path)) != os.path.dirname(os.path.abspath(self.config.file)):
+            log.warning("checkpoint_ignored", reason="the checkpoint is for another directory",
+                        checkpoint=position.path, file=self.config.file)
+            return None
+        return position
+
+    def _on_bad(self, error: BadInput) -> None:
+        self.metrics.bad_lines.labels(error.reason).inc()
+        where = error.location
+        log.warning("bad_input", reason=error.reason, message=error.message,
+                    file=where.path if where else None, line=where.line if where else None)
+
+    def _on_source_event(self, name: str, fields: dict[str, object]) -> None:
+        if name == "rotation_followed":
+            self.metrics.rotations.inc()
+        if name == "data_lost":
+            lost = fields.get("bytes_lost")
+            if isinstance(lost, int):
+                self.metrics.bytes_lost.inc(lost)
+            log.error("DATA_LOST", **_loggable(fields))
+            return
+        level = "warning" if name in ("torn_line", "file_truncated", "read_error", "open_failed") else "info"
+        getattr(log, level)(name, **_loggable(fields))
+
+    def _on_delivery_event(self, event: DeliveryEvent) -> None:
+        result = {EventKind.DELIVERED: "sent", EventKind.RETRY: "retried", EventKind.DEAD: "dead_lettered",
+                  EventKind.DROPPED: "dropped", EventKind.SUPPRESSED: "suppressed",
+                  EventKind.WORKER_ERROR: "failed"}[event.kind]
+        self.metrics.alerts.labels(event.output or "-", result).inc(max(event.count, 1))
+        if event.kind is EventKind.RETRY:
+            self.metrics.alerts.labels(event.output or "-", "failed").inc()
+        log_event(event)
+
+
+def _location(line: Line) -> Location:
+    return Location(line.path, line.lineno)
+
+
+def _loggable(fields: dict[str, object]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, str | int | float | bool) or v is None else str(v)) for k, v in fields.items()}
+
+
+def _outbox_depth(delivery: Delivery) -> tuple[int, float]:
+    counts = delivery.outbox.counts()
+    pending = sum(n for (_output, status), n in counts.items() if status == "pending")
+    return pending, delivery.outbox.oldest_pending_age()
+
+
+def _lock_state_dir(state_dir: Path) -> int:
+    """Create the state directory (0700) and hold an exclusive lock: two processes delivering
+    from one outbox would send every alert twice."""
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(state_dir / "detector.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"state_dir: cannot use {state_dir}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError(f"state_dir: {state_dir} is in use by another detector process") from None
+    return fd
+

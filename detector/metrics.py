@@ -1,0 +1,104 @@
+"""Prometheus metrics and the /healthz, /readyz endpoints of `detector run`.
+
+One registry per process (not the global one, so tests can run several), served with the
+standard library's HTTP server on a daemon thread.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+
+class Metrics:
+    """Every metric `detector run` exports, plus the health state behind the probes."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.lines = Counter("detector_lines_read", "Complete lines read from the audit log", registry=r)
+        self.events = Counter("detector_events", "Audit events evaluated", registry=r)
+        self.bad_lines = Counter("detector_bad_lines", "Lines skipped, by reason", ["reason"], registry=r)
+        self.lag_bytes = Gauge("detector_lag_bytes", "Bytes written to the log but not read yet", registry=r)
+        self.lag_seconds = Gauge("detector_lag_seconds", "Now minus the stageTimestamp of the last event",
+                                 registry=r)
+        self.rotations = Counter("detector_rotations", "Log rotations followed", registry=r)
+        self.bytes_lost = Counter("detector_bytes_lost", "Log bytes lost before they could be read", registry=r)
+        self.matches = Counter("detector_rule_matches", "Rule matches, by rule", ["rule"], registry=r)
+        self.evaluation = Histogram("detector_evaluation_seconds", "Time to parse and evaluate one batch of lines",
+                                    registry=r, buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+        self.alerts = Counter("detector_alerts", "Alert deliveries, by output and result "
+                              "(sent, failed, retried, dead_lettered, dropped, suppressed)",
+                              ["output", "result"], registry=r)
+        self.outbox_depth = Gauge("detector_outbox_pending", "Alerts waiting in the outbox", registry=r)
+        self.outbox_oldest = Gauge("detector_outbox_oldest_seconds", "Age of the oldest pending alert", registry=r)
+        self.checkpoint_age = Gauge("detector_checkpoint_age_seconds", "Seconds since the last checkpoint",
+                                    registry=r)
+        self.rules_loaded = Gauge("detector_rules_loaded", "Rules active in the running ruleset", registry=r)
+        self.reloads = Counter("detector_rule_reloads", "Rule reloads, by result", ["result"], registry=r)
+        self.heartbeat = time.monotonic()
+        self.ready = False
+        self.input_open = False
+
+    def beat(self) -> None:
+        """The main loop is alive."""
+        self.heartbeat = time.monotonic()
+
+    def health(self, stale_after: float) -> tuple[bool, dict[str, Any]]:
+        age = time.monotonic() - self.heartbeat
+        return age < stale_after, {"loop_age_seconds": round(age, 3)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.ready and self.input_open
+        return ok, {"rules_loaded": self.ready, "input_open": self.input_open}
+
+
+class MetricsServer:
+    """Serves /metrics, /healthz and /readyz on `host:port` until `close()`."""
+
+    def __init__(self, metrics: Metrics, listen: str, stale_after: float = 30.0) -> None:
+        host, _, port = listen.rpartition(":")
+        handler = _handler(metrics, stale_after)
+        self._server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="detector-metrics", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _handler(metrics: Metrics, stale_after: float) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif self.path in ("/healthz", "/readyz"):
+                ok, detail = metrics.health(stale_after) if self.path == "/healthz" else metrics.readiness()
+                body = json.dumps({"status": "ok" if ok else "fail", **detail}).encode()
+                self._send(200 if ok else 503, body, "application/json")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return Handler
