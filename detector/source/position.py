@@ -2,8 +2,8 @@
 
 Inode numbers are reused as soon as a file is deleted, and a compressed backup has a new
 inode altogether, so a file is also recognised by a fingerprint of its first bytes. The
-fingerprint covers the first `min(FINGERPRINT_BYTES, offset)` bytes: exactly the bytes the
-follower has already read, so a checkpoint never vouches for bytes it has not seen. For a
+fingerprint covers the first `min(FINGERPRINT_BYTES, bytes read)` bytes: bytes the
+follower has already read from the file (they never change: the file is only appended to). For a
 `.gz` backup the fingerprint is over the decompressed bytes, so it survives compression.
 """
 

@@ -1,0 +1,217 @@
+"""Wake the follower when its file may have changed: inotify on the directory, or polling.
+
+The directory is watched, not the file: the file is renamed away at each rotation. Events are
+filtered by name (the live file and its backups) and only set a flag: the watchdog threads
+never read, the follower does all I/O on its own thread (STYLE.md §13). When inotify cannot be
+used (no inotify, instance or watch limits: watchdog raises on start) `mode="auto"` falls back
+to polling the file's stat. A deleted or replaced directory is noticed (inotify reports the
+deletion; a periodic check catches a rename) and watched again once it exists.
+
+`wait()` only says "look now"; after it the caller runs `Follower.read()` until it returns
+fewer lines than it asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from watchdog.events import (
+    DirDeletedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.inotify import InotifyObserver
+
+from detector.errors import Location, SourceError
+from detector.source.backups import BackupNames
+
+OnEvent = Callable[[str, dict[str, object]], None]
+Mode = Literal["auto", "inotify", "poll"]
+
+RECHECK_SECONDS = 1.0  # inotify mode: how often to check that the watched directory is still the one at the path
+# Not IN_OPEN / IN_CLOSE_NOWRITE / IN_ACCESS: the follower's own reads would wake it.
+_EVENT_TYPES: list[type[FileSystemEvent]] = [
+    FileModifiedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent, DirDeletedEvent]
+
+WAKER_EVENTS = (
+    "watch_started",  # path (the directory), mode ("inotify" | "poll")
+    "watch_fallback",  # path, error: inotify failed, polling instead
+    "watch_lost",  # path: the directory was deleted or replaced; polling until it is back
+)
+
+
+def _ignore(name: str, fields: dict[str, object]) -> None:
+    """The default `on_event`."""
+
+
+def _signature(path: str) -> tuple[int, ...] | None:
+    """What polling compares: identity, size and change time of `path`, None if it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs on watchdog's thread: filter by name, set the flag, nothing else."""
+
+    def __init__(self, names: BackupNames, directory: str, changed: threading.Event,
+                 lost: threading.Event) -> None:
+        self._names = names
+        self._directory = directory
+        self._changed = changed
+        self._lost = lost
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        if event.is_directory:
+            if src == self._directory:  # the watched directory itself was deleted
+                self._lost.set()
+                self._changed.set()
+            return
+        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
+        if self._names.is_related(os.path.basename(src)) or (
+                dest and self._names.is_related(os.path.basename(dest))):
+            self._changed.set()
+
+
+class Waker:
+    """Block until `path` (or its backups) may have changed, at most every `min_interval` seconds."""
+
+    def __init__(self, path: str, *, mode: Mode = "auto", poll_interval: float = 0.25,
+                 min_interval: float = 0.005, on_event: OnEvent | None = None) -> None:
+        if mode not in ("auto", "inotify", "poll"):
+            raise ValueError(f"unknown watch mode {mode!r}")
+        self._path = os.fspath(path)
+        self._names = BackupNames(self._path)
+        self._directory = os.path.abspath(self._names.directory)
+        self._requested = mode
+        self._poll_interval = poll_interval
+        self._min_interval = min_interval
+        self._event = on_event or _ignore
+        self._changed = threading.Event()
+        self._lost = threading.Event()
+        self._closed = threading.Event()  # also what we sleep on, so close() interrupts a wait
+        self._observer: Any = None
+        self._watched: tuple[int, int] | None = None  # (dev, inode) of the watched directory
+        self._next_check = 0.0
+        self._last_return = float("-inf")
+        self._sig = _signature(self._path)
+        self.mode: Literal["inotify", "poll"] = "poll" if mode == "poll" else "inotify"
+        if self.mode == "inotify":
+            self._arm()
+        self._event("watch_started", {"path": self._directory, "mode": self.mode})
+
+    def wait(self, timeout: float) -> bool:
+        """True as soon as a change may have happened (not sooner than `min_interval` after the
+        previous return), False after `timeout` seconds without one or once closed."""
+        deadline = time.monotonic() + timeout
+        while not self._closed.is_set():
+            now = time.monotonic()
+            if self._poll_once(now):
+                return self._changed_return(deadline)
+            remaining = deadline - now
+            if remaining <= 0:
+                return False
+            if self._changed.wait(min(remaining, self._step())):
+                return self._changed_return(deadline)
+        return False
+
+    def close(self) -> None:
+        """Stop watching; the watchdog threads are stopped and joined."""
+        self._closed.set()
+        self._changed.set()
+        self._disarm()
+
+    def __enter__(self) -> Waker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _step(self) -> float:
+        """How long to block on the flag before looking at the filesystem ourselves."""
+        if self._observer is None:
+            return self._poll_interval
+        return RECHECK_SECONDS
+
+    def _poll_once(self, now: float) -> bool:
+        """Without a working watch, compare the file's stat; with one, check the directory. True if changed."""
+        if self._observer is not None:
+            if self._lost.is_set() or now >= self._next_check:
+                self._next_check = now + RECHECK_SECONDS
+                if self._lost.is_set() or self._directory_identity() != self._watched:
+                    self._disarm()
+                    self._event("watch_lost", {"path": self._directory})
+                    self._changed.set()
+            return False
+        sig = _signature(self._path)
+        changed = sig != self._sig
+        self._sig = sig
+        if self.mode == "inotify" and now >= self._next_check:
+            self._next_check = now + self._poll_interval
+            if self._arm():
+                return True  # the directory is (back): whatever is in it is news
+        return changed
+
+    def _changed_return(self, deadline: float) -> bool:
+        earliest = self._last_return + self._min_interval
+        pause = min(earliest, deadline) - time.monotonic()
+        if pause > 0:
+            self._closed.wait(pause)  # coalesce: a busy log costs at most 1/min_interval wake-ups a second
+        self._changed.clear()
+        self._sig = _signature(self._path) if self._observer is None else self._sig
+        self._last_return = time.monotonic()
+        return not self._closed.is_set()
+
+    def _directory_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self._directory)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _arm(self) -> bool:
+        """Start watching the directory; True on success. Falls back to polling if inotify fails."""
+        identity = self._directory_identity()
+        if identity is None:
+            return False  # not there (yet): poll until it is
+        self._lost.clear()
+        handler = _Handler(self._names, self._directory, self._changed, self._lost)
+        observer: Any = None
+        try:
+            observer = InotifyObserver()
+            observer.schedule(handler, self._directory, recursive=False, event_filter=_EVENT_TYPES)
+            observer.start()
+        except OSError as exc:
+            if observer is not None:
+                observer.stop()
+            if self._requested == "inotify":
+                raise SourceError(f"cannot watch with inotify: {exc}", Location(self._directory)) from None
+            self.mode = "poll"
+            self._event("watch_fallback", {"path": self._directory, "error": str(exc)})
+            return False
+        self._observer = observer
+        self._watched = identity
+        self._next_check = time.monotonic() + RECHECK_SECONDS
+        return True
+
+    def _disarm(self) -> None:
+        observer, self._observer = self._observer, None
+        self._watched = None
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join()
+        self._sig = _signature(self._path)

@@ -1,0 +1,215 @@
+"""Tests for detector.source.watch: wake-ups on changes to the followed file, by inotify or polling."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detector.errors import SourceError
+from detector.source import watch
+from detector.source.watch import WAKER_EVENTS, Waker
+
+QUIET = 0.3  # how long "nothing happens" is observed for (a bound on a negative, not a synchronisation)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Every test must stop the threads it started (watchdog's observer, emitter, inotify reader)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert leaked == []
+
+
+class Events:
+    """Collects what a waker reports."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, object]]] = []
+
+    def __call__(self, name: str, fields: dict[str, object]) -> None:
+        assert name in WAKER_EVENTS, name
+        self.seen.append((name, fields))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.seen]
+
+
+def make_waker(path: Path, **options: Any) -> Waker:
+    return Waker(str(path), **options)
+
+
+def append(path: Path, data: bytes = b"line\n") -> None:
+    with open(path, "ab") as stream:
+        stream.write(data)
+
+
+@pytest.mark.parametrize("mode", ["inotify", "poll"])
+def test_a_write_to_the_file_wakes_the_waiter(tmp_path: Path, mode: str) -> None:
+    """Appending to the followed file makes wait() return True well before its timeout."""
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"")
+    with make_waker(path, mode=mode, poll_interval=0.02) as waker:
+        assert waker.mode == mode
+        append(path)
+        started = time.monotonic()
+        assert waker.wait(5.0) is True
+        assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize("mode", ["inotify", "poll"])
+def test_wait_times_out_when_nothing_changes(tmp_path: Path, mode: str) -> None:
+    """Without changes wait() returns False, after the timeout and not before."""
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"x\n")
+    with make_waker(path, mode=mode, poll_interval=0.02) as waker:
+        started = time.monotonic()
+        assert waker.wait(0.1) is False
+        assert time.monotonic() - started >= 0.1
+
+
+def test_unrelated_files_in_the_directory_do_not_wake(tmp_path: Path) -> None:
+    """Only the followed file and its backups count: other files in the directory are ignored."""
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"")
+    with make_waker(path, mode="inotify") as waker:
+        (tmp_path / "other.log").write_bytes(b"noise\n")
+        (tmp_path / "audit.log.tmp").write_bytes(b"noise\n")
+        assert waker.wait(QUIET) is False
+        append(path)
+        assert waker.wait(5.0) is True
+
+
+def test_reading_the_file_does_not_wake(tmp_path: Path) -> None:
+    """The follower's own opens and reads (IN_OPEN, IN_ACCESS, IN_CLOSE_NOWRITE) cause no wake-up."""
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"data\n")
+    with make_waker(path, mode="inotify") as waker:
+        for _ in range(3):
+            path.read_bytes()
+        assert waker.wait(QUIET) is False
+
+
+def test_rename_rotation_and_backup_changes_wake(tmp_path: Path) -> None:
+    """A rename of the file to a backup name wakes, and so does the removal of a backup."""
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"a\n")
+    backup = tmp_path / "audit-2024-05-01T12-00-00.000.log"
+    with make_waker(path, mode="inotify", min_interval=0.0) as waker:
+        os.rename(path, backup)
+        assert waker.wait(5.0) is True
+        backup.unlink()
+        assert waker.wait(5.0) is True
+
+
+def test_wake_ups_are_coalesced_to_min_interval(tmp_path: Path) -> None:
+    """However many writes happen, wait() never returns sooner than min_interval after the last return."""
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"")
+    with make_waker(path, mode="inotify", min_interval=0.1) as waker:
+        returns = []
+        for _ in range(4):
+            for _ in range(20):
+                append(path)
+            assert waker.wait(5.0) is True
+            returns.append(time.monotonic())
+        gaps = [b - a for a, b in itertools.pairwise(returns)]
+        assert min(gaps) >= 0.1 - 0.005
+
+
+def test_auto_falls_back_to_polling_when_inotify_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If watchdog cannot start (inotify limit), auto mode polls instead and says so."""
+
+    class Exhausted(watch.InotifyObserver):  # type: ignore[misc]
+        def start(self) -> None:
+            raise OSError(28, "inotify watch limit reached")
+
+    monkeypatch.setattr(watch, "InotifyObserver", Exhausted)
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"")
+    events = Events()
+    with make_waker(path, mode="auto", poll_interval=0.02, on_event=events) as waker:
+        assert waker.mode == "poll"
+        assert events.names() == ["watch_fallback", "watch_started"]
+        assert "inotify watch limit reached" in str(events.seen[0][1]["error"])
+        append(path)
+        assert waker.wait(5.0) is True
+
+
+def test_inotify_mode_raises_when_inotify_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked for inotify explicitly, a failure is an error naming the directory, not a silent fallback."""
+
+    def no_inotify() -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(watch, "InotifyObserver", no_inotify)
+    with pytest.raises(SourceError, match="cannot watch with inotify"):
+        make_waker(tmp_path / "audit.log", mode="inotify")
+
+
+def test_close_stops_the_watchdog_threads(tmp_path: Path) -> None:
+    """close() stops and joins every thread the waker started."""
+    before = set(threading.enumerate())
+    waker = make_waker(tmp_path / "audit.log", mode="inotify")
+    assert set(threading.enumerate()) - before  # watchdog runs threads while watching
+    waker.close()
+    assert [t for t in threading.enumerate() if t not in before and t.is_alive()] == []
+
+
+def test_close_releases_a_waiting_thread(tmp_path: Path) -> None:
+    """A wait() in progress returns False promptly when another thread closes the waker."""
+    waker = make_waker(tmp_path / "audit.log", mode="inotify")
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(waker.wait(30.0)))
+    waiter.start()
+    waker.close()
+    waiter.join(5.0)
+    assert result == [False]
+
+
+def test_deleted_and_recreated_directory_is_watched_again(tmp_path: Path) -> None:
+    """Deleting the directory wakes the waiter; once it is back, writes there wake it again."""
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    path = directory / "audit.log"
+    path.write_bytes(b"a\n")
+    events = Events()
+    with make_waker(path, mode="inotify", poll_interval=0.02, on_event=events) as waker:
+        shutil.rmtree(directory)
+        assert waker.wait(5.0) is True
+        assert wait_for_event(waker, events, "watch_lost")
+        directory.mkdir()
+        path.write_bytes(b"b\n")
+        assert waker.wait(5.0) is True  # the directory is back (armed again)
+        while waker.wait(QUIET):
+            pass  # the creation itself may be a separate wake-up
+        append(path)
+        assert waker.wait(5.0) is True
+        assert waker.mode == "inotify"
+
+
+def test_missing_directory_at_start_is_watched_once_it_exists(tmp_path: Path) -> None:
+    """A waker on a directory that does not exist yet polls for it, then watches it."""
+    path = tmp_path / "later" / "audit.log"
+    with make_waker(path, mode="inotify", poll_interval=0.02) as waker:
+        assert waker.wait(0.05) is False
+        path.parent.mkdir()
+        assert waker.wait(5.0) is True
+        path.write_bytes(b"x\n")
+        assert waker.wait(5.0) is True
+
+
+def wait_for_event(waker: Waker, events: Events, name: str, timeout: float = 5.0) -> bool:
+    """Call wait() until `name` has been reported or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while name not in events.names() and time.monotonic() < deadline:
+        waker.wait(0.05)
+    return name in events.names()
