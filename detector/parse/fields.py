@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC
 from typing import Any
 
 import jmespath
@@ -385,7 +386,7 @@ def _time_iso(ev: AuditEvent) -> Value:
     if ev.time is None or ev.stageTimestamp is None:
         return None
     nanos = epoch_nanos(ev.stageTimestamp, ev.time) % 1_000_000_000
-    return ev.time.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+    return ev.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
 
 
 def _time_local(ev: AuditEvent) -> Value:

@@ -107,13 +107,6 @@ def glob_regex(pattern: str, fold_case: bool) -> re.Pattern[str]:
     return re.compile("".join(out), flags)
 
 
-_POSIX_CLASSES = {
-    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
-    "xdigit": "0-9A-Fa-f", "space": " \\t\\n\\r\\f\\v", "blank": " \\t", "cntrl": "\\x00-\\x1f\\x7f",
-    "print": "\\x20-\\x7e", "graph": "\\x21-\\x7e", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
-}
-
-
 def _bracket(pattern: str, start: int) -> tuple[str, int] | None:
     """The regex for the bracket expression whose body starts at `start` (just after '['),
     and where it ends; None when it is not closed (then '[' is a literal, as in glibc).

@@ -1,0 +1,251 @@
+"""parse_line / parse_document against fields.md §4: what the k8saudit plugin accepts as events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.errors import BadInput
+from detector.event import AuditEvent
+from detector.parse.audit import NOT_AN_EVENT, parse_document, parse_line
+from detector.parse.fields import FIELDS
+from detector.parse.fieldspec import ArgKind, FieldOptions
+from tests.unit.eventkit import DROP, TRACES_DIR, event_dict
+
+needs_traces = pytest.mark.skipif(
+    not TRACES_DIR.is_dir(), reason=f"Falco k8s_audit trace files not found at {TRACES_DIR} (../shared is absent)")
+
+
+def line(**overrides: Any) -> bytes:
+    """One JSON line holding the base event with `overrides`."""
+    return orjson.dumps(event_dict(**overrides))
+
+
+def bad(data: bytes) -> BadInput:
+    """The BadInput parse_line raises for `data` (fails the test when it parses)."""
+    with pytest.raises(BadInput) as caught:
+        parse_line(data)
+    return caught.value
+
+
+def test_v1_event_line() -> None:
+    """A v1 Event line becomes one AuditEvent with typed hot fields and its stage time."""
+    event = parse_line(line(verb="get", objectRef={"resource": "pods", "namespace": "ns", "name": "p"}))
+    assert isinstance(event, AuditEvent)
+    assert (event.kind, event.apiVersion, event.verb) == ("Event", "audit.k8s.io/v1", "get")
+    assert (event.objectRef.resource, event.objectRef.namespace, event.objectRef.name) == ("pods", "ns", "p")
+    assert event.user.username == "alice"
+    assert event.time == datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_v1beta1_event_line() -> None:
+    """apiVersion is not checked: a v1beta1 event parses the same way."""
+    event = parse_line(line(apiVersion="audit.k8s.io/v1beta1", timestamp="2018-10-25T14:09:12Z"))
+    assert isinstance(event, AuditEvent)
+    assert event.apiVersion == "audit.k8s.io/v1beta1"
+
+
+@needs_traces
+def test_every_falco_trace_line_parses_except_fal_01_003() -> None:
+    """All 46 real trace files parse into events; fal_01_003.json is the rejected `{"kind": 0}`."""
+    parsed = 0
+    for path in sorted(TRACES_DIR.glob("*.json")):
+        for raw in filter(bytes.strip, path.read_bytes().splitlines()):
+            if path.name == "fal_01_003.json":
+                assert bad(raw).reason == "not_audit_event"
+                continue
+            assert isinstance(parse_line(raw), AuditEvent), path.name
+            parsed += 1
+    assert parsed >= 46
+
+
+def test_the_body_is_parsed_lazily_and_complete() -> None:
+    """body() returns the whole original event, including keys the hot path ignores."""
+    data = event_dict(requestObject={"spec": {"a": [1, 2]}}, custom={"x": True})
+    event = parse_line(orjson.dumps(data))
+    assert isinstance(event, AuditEvent)
+    assert event.body() == data
+
+
+def test_event_list_line_yields_its_events_in_order() -> None:
+    """An EventList on one line yields a list of its items."""
+    items = [event_dict(auditID="one", verb="get"), event_dict(auditID="two", verb="list")]
+    events = parse_line(orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}))
+    assert isinstance(events, list)
+    assert [(e.auditID, e.verb) for e in events] == [("one", "get"), ("two", "list")]
+
+
+def test_array_line_yields_events_recursively() -> None:
+    """A JSON array of events and EventLists yields every event, flattened."""
+    payload = [event_dict(auditID="a"), {"kind": "EventList", "items": [event_dict(auditID="b")]},
+               [event_dict(auditID="c")]]
+    events = parse_line(orjson.dumps(payload))
+    assert isinstance(events, list)
+    assert [e.auditID for e in events] == ["a", "b", "c"]
+
+
+def test_empty_event_list_yields_nothing() -> None:
+    """An EventList without items is an empty list, not an error."""
+    assert parse_line(b'{"kind":"EventList","items":[]}') == []
+
+
+def test_kind_zero_is_not_an_audit_event() -> None:
+    """`{"kind": 0}` (FAL-01-003) is rejected with Falco's message."""
+    error = bad(b'{"kind": 0}')
+    assert error.reason == "not_audit_event"
+    assert "data not recognized as a k8s audit event" in error.message
+
+
+@pytest.mark.parametrize("kind", [b'"Pod"', b"null", b'"event"', b'["Event"]'])
+def test_other_kinds_are_not_audit_events(kind: bytes) -> None:
+    """Only the exact string `Event` (or `EventList`) is accepted as kind."""
+    error = bad(b'{"kind": ' + kind + b', "auditID": "a", "stageTimestamp": "2024-05-01T12:00:00Z"}')
+    assert error.reason == "not_audit_event"
+    assert NOT_AN_EVENT in error.message
+
+
+@pytest.mark.parametrize("data", [b"{", b'{"kind": "Event",}', b"{'kind': 'Event'}", b'{"a":1} trailing'])
+def test_invalid_json(data: bytes) -> None:
+    """Text that is not JSON is BadInput `invalid_json`."""
+    assert bad(data).reason == "invalid_json"
+
+
+@pytest.mark.parametrize("data", [b"42", b'"Event"', b"null", b"true"])
+def test_non_object_json(data: bytes) -> None:
+    """A JSON scalar is not an event."""
+    error = bad(data)
+    assert error.reason in ("not_object", "not_audit_event")
+    assert NOT_AN_EVENT in error.message
+
+
+def test_array_of_non_events_is_rejected() -> None:
+    """An array holding a non-event reports it."""
+    assert bad(b"[1]").reason == "not_audit_event"
+
+
+def test_binary_garbage() -> None:
+    """Bytes that are not UTF-8 JSON are BadInput."""
+    assert bad(b"\xff\xfe\x00garbage\x80").reason == "invalid_json"
+
+
+def test_blank_line() -> None:
+    """A blank line is BadInput `blank_line`."""
+    assert bad(b"  \t ").reason == "blank_line"
+
+
+def test_missing_stage_timestamp() -> None:
+    """An event needs stageTimestamp (it becomes the event time)."""
+    assert bad(line(stageTimestamp=DROP)).reason == "missing_timestamp"
+
+
+@pytest.mark.parametrize("timestamp", ["yesterday", "2024-05-01T12:00:00", "2024-13-01T12:00:00Z",
+                                       "2024-05-01 12:00:00Z", "", "2024-05-01"])
+def test_unparsable_stage_timestamp(timestamp: str) -> None:
+    """A stageTimestamp that is not RFC 3339 with a zone is BadInput `bad_timestamp`."""
+    assert bad(line(stageTimestamp=timestamp)).reason == "bad_timestamp"
+
+
+def test_non_string_stage_timestamp_is_bad() -> None:
+    """A number as stageTimestamp is not a timestamp."""
+    assert bad(line(stageTimestamp=5)).reason == "bad_timestamp"
+
+
+def test_number_where_a_string_belongs_is_its_json_text() -> None:
+    """`"verb": 5` takes the lenient path and ka.verb is the text `5` (Falco's JSON-to-text rule)."""
+    event = parse_line(line(verb=5, user={"username": 7, "groups": ["g", 1]}, annotations={"k": {"n": 1}}))
+    assert isinstance(event, AuditEvent)
+    assert FIELDS["ka.verb"].build(None, FieldOptions())(event) == "5"
+    assert FIELDS["ka.user.name"].build(None, FieldOptions())(event) == "7"
+    assert FIELDS["ka.user.groups"].build(None, FieldOptions())(event) == ("g", "1")
+    assert event.annotations == {"k": '{"n":1}'}
+
+
+def test_wrongly_typed_containers_are_ignored() -> None:
+    """A `user` or `objectRef` that is not an object parses, with those fields absent."""
+    event = parse_line(line(user="bob", objectRef=["pods"], sourceIPs="1.2.3.4"))
+    assert isinstance(event, AuditEvent)
+    assert event.user.username is None
+    assert event.objectRef.resource is None
+    assert FIELDS["ka.sourceips"].build(None, FieldOptions())(event) is None
+
+
+def test_parse_document_reports_each_item() -> None:
+    """parse_document keeps going past a bad item and returns it as a BadInput in place."""
+    body = {"kind": "EventList", "items": [event_dict(auditID="a"), event_dict(stageTimestamp=DROP),
+                                           event_dict(auditID="c")]}
+    results = parse_document(orjson.dumps(body))
+    assert [type(r).__name__ for r in results] == ["AuditEvent", "BadInput", "AuditEvent"]
+    assert isinstance(results[1], BadInput) and results[1].reason == "missing_timestamp"
+
+
+def test_parse_document_rejects_invalid_json() -> None:
+    """A document that is not JSON raises BadInput."""
+    with pytest.raises(BadInput) as caught:
+        parse_document(b"not json")
+    assert caught.value.reason == "invalid_json"
+
+
+@pytest.mark.xfail(strict=True, reason="parse_line raises on the first bad item of an EventList line and "
+                   "drops the good ones; fields.md §4: the bad event is dropped, the others continue")
+def test_event_list_line_keeps_good_events_past_a_bad_one() -> None:
+    """One event without stageTimestamp in an EventList line does not lose the others."""
+    items = [event_dict(auditID="a"), event_dict(stageTimestamp=DROP), event_dict(auditID="c")]
+    events = parse_line(orjson.dumps({"kind": "EventList", "items": items}))
+    assert isinstance(events, list)
+    assert [e.auditID for e in events] == ["a", "c"]
+
+
+# -- robustness properties --------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8,
+)
+TOP_KEYS = ("kind", "auditID", "stage", "verb", "user", "impersonatedUser", "sourceIPs", "objectRef",
+            "responseStatus", "annotations", "requestURI", "stageTimestamp", "level", "userAgent",
+            "requestObject", "responseObject")
+SPEC_KEYS = ("containers", "initContainers", "ephemeralContainers", "volumes", "ports", "securityContext",
+             "hostNetwork")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_only_ever_raise_bad_input(data: bytes) -> None:
+    """Whatever the bytes, parse_line returns events or raises BadInput, nothing else."""
+    try:
+        result = parse_line(data)
+    except BadInput as error:
+        assert error.reason
+        return
+    events = result if isinstance(result, list) else [result]
+    assert all(isinstance(e, AuditEvent) for e in events)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(TOP_KEYS), json_values), max_size=4),
+       st.lists(st.tuples(st.sampled_from(SPEC_KEYS), json_values), max_size=3))
+def test_odd_json_values_parse_or_fail_cleanly_and_fields_never_raise(
+        top: list[tuple[str, Any]], spec: list[tuple[str, Any]]) -> None:
+    """Random JSON in any hot or pod-spec position: parse_line raises only BadInput, and every
+    field then extracts None, text or a tuple of text without raising."""
+    body = event_dict(requestObject={"kind": "Pod", "spec": dict(spec)})
+    body.update(dict(top))
+    try:
+        result = parse_line(orjson.dumps(body))
+    except BadInput:
+        return
+    for event in result if isinstance(result, list) else [result]:
+        for name, field in FIELDS.items():
+            arg = {ArgKind.KEY: "verb" if name.startswith("jmes.") else "/verb", ArgKind.INDEX: "0",
+                   ArgKind.NONE: None}[field.arg]
+            for argument in {arg, None if field.arg is ArgKind.INDEX else arg}:
+                got = field.build(argument, FieldOptions())(event)
+                assert got is None or isinstance(got, str) or (
+                    isinstance(got, tuple) and got and all(isinstance(v, str) for v in got)), name
