@@ -57,7 +57,7 @@ class Engine:
                 self._document(record)
                 continue
             try:
-                event = parse_line(record.data)
+                event = parse_line(record.data, self._reporter(record))
             except BadInput as error:
                 error.location = Location(record.path, record.lineno)
                 self.report_bad(error)
@@ -75,6 +75,13 @@ class Engine:
             if matches:
                 self._alert(matches)
         return self.stats
+
+    def _reporter(self, record: Record) -> BadInputSink:
+        def report(error: BadInput) -> None:
+            error.location = Location(record.path, record.lineno)
+            self.report_bad(error)
+
+        return report
 
     def process_event(self, event: AuditEvent) -> list[Alert]:
         """Evaluate one event; returns (and emits) its alerts."""

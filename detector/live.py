@@ -163,11 +163,14 @@ class LiveRunner:
             self.metrics.lag_seconds.set(max(0.0, time.time() - event.time.timestamp()))
 
     def _events(self, line: Line) -> list[AuditEvent]:
-        try:
-            parsed = parse_line(line.data)
-        except BadInput as error:
+        def report(error: BadInput) -> None:
             error.location = _location(line)
             self._on_bad(error)
+
+        try:
+            parsed = parse_line(line.data, report)
+        except BadInput as error:
+            report(error)
             return []
         return parsed if isinstance(parsed, list) else [parsed]
 

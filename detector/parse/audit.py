@@ -7,6 +7,7 @@ lenient path that mirrors what Falco's k8saudit plugin accepts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,18 +27,21 @@ _STR_KEYS = (
 _USER_KEYS = ("user", "impersonatedUser")
 
 
-def parse_line(line: bytes) -> AuditEvent | list[AuditEvent]:
-    """Decode one line; a line holding an EventList or an array yields a list of events."""
+def parse_line(line: bytes, on_bad: Callable[[BadInput], None] | None = None) -> AuditEvent | list[AuditEvent]:
+    """Decode one line; a line holding an EventList or an array yields a list of events.
+
+    In such a list, an unusable item goes to `on_bad` and the others are kept; the line is an
+    error only when no item is usable."""
     if not line.strip():
         raise BadInput("blank_line", "blank line")
     try:
         event = _DECODER.decode(line)
     except msgspec.ValidationError:
-        return _parse_lenient(line)
+        return _parse_lenient(line, on_bad)
     except msgspec.DecodeError as exc:
         raise BadInput("invalid_json", f"invalid JSON: {_short(exc)}") from None
     if event.kind != "Event":
-        return _parse_lenient(line)
+        return _parse_lenient(line, on_bad)
     event.raw = line
     _check_event(event)
     return event
@@ -52,7 +56,7 @@ def parse_document(data: bytes) -> list[AuditEvent | BadInput]:
     return list(_walk(value))
 
 
-def _parse_lenient(line: bytes) -> AuditEvent | list[AuditEvent]:
+def _parse_lenient(line: bytes, on_bad: Callable[[BadInput], None] | None) -> AuditEvent | list[AuditEvent]:
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -62,10 +66,13 @@ def _parse_lenient(line: bytes) -> AuditEvent | list[AuditEvent]:
     if not isinstance(value, dict | list):
         raise BadInput("not_object", f"{NOT_AN_EVENT}: a JSON {type(value).__name__}, not an object")
     results = list(_walk(value))
-    for item in results:
-        if isinstance(item, BadInput):
-            raise item
-    return [item for item in results if isinstance(item, AuditEvent)]
+    events = [item for item in results if isinstance(item, AuditEvent)]
+    errors = [item for item in results if isinstance(item, BadInput)]
+    if errors and not events:
+        raise errors[0]
+    for error in errors if on_bad is not None else ():
+        on_bad(error)
+    return events
 
 
 def _walk(value: Any) -> Any:
