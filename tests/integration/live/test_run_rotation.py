@@ -27,7 +27,7 @@ def test_sigkill_restarts_under_rotation_lose_nothing(tmp_path: Path) -> None:
     for stop in (*KILL_AT, TOTAL):
         while n < stop:
             if n - detector.delivered() > MAX_LAG:
-                wait_for(lambda: n - detector.delivered() <= MAX_LAG // 2, 120, f"detector to catch up at {n}")
+                wait_for(lambda n=n: n - detector.delivered() <= MAX_LAG // 2, 120, f"detector to catch up at {n}")
             writer.write(event_line(n))
             n += 1
         if stop == TOTAL:
