@@ -109,7 +109,8 @@ def _add_run_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
         sub.add_argument("--output", metavar="NAME", help="only this output")
     outbox = commands.add_parser("outbox", help="inspect and act on undelivered alerts")
     outbox.add_argument("action", choices=("list", "retry", "purge"))
-    outbox.add_argument("seqs", nargs="*", type=int, metavar="SEQ", help="only these rows")
+    outbox.add_argument("--seq", dest="seqs", action="append", type=int, metavar="SEQ",
+                        help="only this row (repeatable); see `outbox list`")
     outbox.add_argument("--config", metavar="FILE")
     outbox.add_argument("--state-dir", metavar="DIR")
     outbox.add_argument("--output", metavar="NAME")

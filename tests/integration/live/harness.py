@@ -41,18 +41,20 @@ def event_line(n: int, stage: str = "ResponseComplete") -> bytes:
 class Detector:
     """A `detector run` child process with its config, state and alert file in `root`."""
 
-    def __init__(self, root: Path, rules: str = CATCH_ALL, **config: Any) -> None:
+    def __init__(self, root: Path, rules: str | list[str] = CATCH_ALL, **config: Any) -> None:
+        """`rules` is the text of a rules file to write, or a list of existing rules files."""
         self.root = root
         (root / "log").mkdir(exist_ok=True)
         self.log = root / "log" / "audit.log"
         self.alerts = root / "alerts.jsonl"
         self.stderr = root / "detector.stderr"
         rules_file = root / "rules.yaml"
-        rules_file.write_text(rules)
+        rules_file.write_text(rules if isinstance(rules, str) else "")
         self.rules = rules_file
+        rule_paths = [str(rules_file)] if isinstance(rules, str) else rules
         settings: dict[str, Any] = {
             "file": str(self.log), "state_dir": str(root / "state"), "start_at": "beginning",
-            "rules": [str(rules_file)], "poll_interval": 0.1, "checkpoint_interval": 0.2, "log_format": "json",
+            "rules": rule_paths, "poll_interval": 0.1, "checkpoint_interval": 0.2, "log_format": "json",
             "outputs": [{"name": "file", "type": "file", "path": str(self.alerts), "fsync": False}],
         }
         settings.update(config)

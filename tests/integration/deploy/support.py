@@ -1,0 +1,43 @@
+"""Shared helpers of the deployment tests: paths, YAML loading, finding external tools."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+DEPLOY = REPO / "deploy"
+KUBE = DEPLOY / "kubernetes"
+SYSTEMD = DEPLOY / "systemd"
+
+# The keys of `detector run`'s configuration file (config.yaml), as the run contract lists them.
+CONFIG_KEYS = frozenset({
+    "file", "state_dir", "start_at", "rules", "rule_matching", "min_priority", "trusted_proxies",
+    "internal_networks", "max_line_bytes", "watch", "poll_interval", "log_format", "log_level",
+    "cluster_name", "outputs", "throttle", "outbox", "metrics",
+})
+
+# Where the image puts the shipped rules (a link into the installed package; see Dockerfile).
+IMAGE_SHIPPED_RULES = "/opt/detector/rules"
+
+
+def load_yaml(path: Path) -> Any:
+    """One YAML document."""
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def load_documents(path: Path) -> list[Any]:
+    """Every non-empty document of a YAML file."""
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
+
+
+def find_tool(name: str) -> str | None:
+    """An executable installed beside the running interpreter (the venv) or on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    return shutil.which(name)
