@@ -152,6 +152,9 @@ def test_readyz_fails_until_the_audit_log_is_open(detector_without_log: Detector
     """Not ready while the audit log does not exist (the DaemonSet then shows the pod not ready); ready once it does."""
     port = detector_without_log.port
     wait_for(lambda: get(port, "/healthz")[0] == 200, "/healthz")
-    assert get(port, "/readyz")[0] == 503
+    time.sleep(1.0)  # past startup: the state must hold for as long as the file is missing
+    for _ in range(10):
+        assert get(port, "/readyz")[0] == 503
+        time.sleep(0.1)
     detector_without_log.log.touch(mode=0o600)
     wait_for(lambda: get(port, "/readyz")[0] == 200, "/readyz after the log appeared", timeout=10)
