@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,7 +78,8 @@ class LiveRunner:
         lock = _lock_state_dir(state_dir)
         server = self._metrics_server()
         try:
-            with open_delivery(self.delivery_settings, state_dir, self._on_delivery_event) as delivery:
+            with open_delivery(self.delivery_settings, state_dir, self._on_delivery_event,
+                               hostname=alert_hostname()) as delivery:
                 self._follow(delivery)
         finally:
             if server is not None:
@@ -119,7 +121,6 @@ class LiveRunner:
                       poll_interval=self.config.poll_interval, on_event=self._on_source_event)
         log.info("started", file=self.config.file, state_dir=self.config.state_dir, rules=len(self.ruleset.active),
                  resume=resume is not None, watch=waker.mode)
-        self.metrics.input_open = True
         next_housekeeping = 0.0
         try:
             while not self.flags.stop:
@@ -130,6 +131,7 @@ class LiveRunner:
                 if now >= next_housekeeping:
                     self._housekeeping(delivery, follower, now)
                     next_housekeeping = now + 1.0
+                self.metrics.input_open = follower.is_open
                 if len(lines) < BATCH_LINES and not self.flags.stop:
                     waker.wait(WAIT_SECONDS)
                 self.metrics.beat()
@@ -269,6 +271,12 @@ class LiveRunner:
         if event.kind is EventKind.RETRY:
             self.metrics.alerts.labels(event.output or "-", "failed").inc()
         log_event(event)
+
+
+def alert_hostname() -> str:
+    """The `hostname` of alerts: in a DaemonSet the node's name (its pod's own host name is the
+    pod name), else the machine's host name."""
+    return os.environ.get("DETECTOR_HOSTNAME") or os.environ.get("NODE_NAME") or socket.gethostname()
 
 
 def _location(line: Line) -> Location:

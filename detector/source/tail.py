@@ -58,6 +58,7 @@ EVENTS = (
     "backup_resumed",  # path, offset, compressed: the saved position was found in a backup
     "backup_opened",  # path, compressed: a backup newer than the last file read, read in full
     "data_lost",  # path, identity, bytes_lost (None if unknown), reason (see _lose callers)
+    "gap_possible",  # path, identity, backups_left: a rotated file was pruned before we noticed: we lag
     "file_missing",  # path
     "file_appeared",  # path (read from its beginning)
     "torn_line",  # path, bytes: a file ended inside a line (also sent to on_bad)
@@ -169,6 +170,11 @@ class Follower:
         return self._pos
 
     @property
+    def is_open(self) -> bool:
+        """A file is open for reading (False while the log is missing or cannot be opened)."""
+        return self._cur is not None and not self._closed
+
+    @property
     def lost_bytes(self) -> int:
         """Bytes known to be lost (truncated before read, backups pruned before read); a lower bound."""
         return self._lost
@@ -250,15 +256,26 @@ class Follower:
         `held` was opened before `backups` were listed; if it was rotated in between, its own
         backup and anything newer are in the list, and must come after it, not before.
         """
-        held_stamp = None
-        if held is not None:
-            held_stamp = next((b.stamp for b in backups if b.log is not None and (b.dev, b.inode) == (
-                held.dev, held.ino)), None)
-        self._queue = [b for b in backups if (after is None or b.stamp > after) and (
-            held_stamp is None or b.stamp < held_stamp)]
+        newer = [b for b in backups if after is None or b.stamp > after]
+        held_stamp = self._stamp_of_held(newer, held) if held is not None and newer else None
+        self._queue = [b for b in newer if held_stamp is None or b.stamp < held_stamp]
         if self._next is not None:
             self._next.close()
         self._next = held
+
+    @staticmethod
+    def _stamp_of_held(backups: list[Backup], held: OpenFile) -> str | None:
+        """The stamp of `held` if it is among `backups` (rotated since we opened it), else None."""
+        head = b""
+        for backup in backups:
+            if backup.log is not None:
+                if (backup.dev, backup.inode) == (held.dev, held.ino):
+                    return backup.stamp
+                continue
+            head = head or held.read_head(FINGERPRINT_BYTES)  # compressed already: by its first bytes
+            if head and read_gz_head(backup.gz or "", len(head)) == head:
+                return backup.stamp
+        return None
 
     def _open_next(self) -> bool:
         """Open the next file to read: a listed backup, the held file, else look again. False if none."""
@@ -387,6 +404,11 @@ class Follower:
         held = self._open_path()
         backups = self._names.scan(self._mark)  # f itself is newer than what we have read
         self._locate(f, backups)
+        if f.stamp is None and backups:
+            # Pruned before we saw it rotated: we hold it, but files made after it may have been
+            # pruned unseen too (lumberjack prunes oldest first). We were at least MaxBackups behind.
+            self._event("gap_possible", {
+                "path": self._path, "identity": str(f.identity()), "backups_left": len(backups)})
         self._check_expected(backups, held)
         self._plan(backups, f.stamp or self._mark, held)
 

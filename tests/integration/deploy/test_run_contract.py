@@ -146,8 +146,6 @@ def test_run_serves_probes_alerts_reloads_and_stops_in_time(detector: Detector) 
         json.loads(line)  # log_format json: every stderr line is one JSON object
 
 
-@pytest.mark.xfail(strict=True, reason="contract gap: /readyz reports input_open while the audit log is missing "
-                   "(also when it is unreadable: open_failed is logged, /readyz stays 200)")
 def test_readyz_fails_until_the_audit_log_is_open(detector_without_log: Detector) -> None:
     """Not ready while the audit log does not exist (the DaemonSet then shows the pod not ready); ready once it does."""
     port = detector_without_log.port
