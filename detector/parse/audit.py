@@ -70,8 +70,9 @@ def _parse_lenient(line: bytes, on_bad: Callable[[BadInput], None] | None) -> Au
     errors = [item for item in results if isinstance(item, BadInput)]
     if errors and not events:
         raise errors[0]
-    for error in errors if on_bad is not None else ():
-        on_bad(error)
+    if on_bad is not None:
+        for error in errors:
+            on_bad(error)
     return events
 
 
