@@ -13,7 +13,7 @@ from pathlib import Path
 
 from detector.alert.format import to_json_line, to_text_line
 from detector.alert.model import Alert
-from detector.alert.settings import DeliverySettings, parse_delivery
+from detector.alert.settings import DeliverySettings, parse_delivery, parse_outbox
 from detector.config import DEFAULT_FILE, DEFAULT_STATE_DIR, RunConfig, apply, load_config
 from detector.engine import Engine, diagnose_line
 from detector.errors import BadInput, DetectorError, Location, RuleLoadError
@@ -222,8 +222,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return apply(config, flags, "command line") if flags else config
 
 
-def delivery_settings(config: RunConfig, default_stdout: bool = True) -> DeliverySettings:
-    outputs = config.outputs if config.outputs else ([{"name": "stdout", "type": "stdout"}] if default_stdout else [])
+def delivery_settings(config: RunConfig) -> DeliverySettings:
+    outputs = config.outputs or [{"name": "stdout", "type": "stdout"}]
     raw = {"outputs": outputs, "throttle": config.throttle, "outbox": config.outbox,
            "cluster_name": config.cluster_name}
     return parse_delivery(raw, Location(config.source))
@@ -250,9 +250,10 @@ def cmd_send_test_alert(args: argparse.Namespace) -> int:
     config = run_config(args)
     settings = delivery_settings(config)
     from detector.alert.admin import sample_alert  # noqa: PLC0415
+    from detector.live import alert_hostname  # noqa: PLC0415
 
     results = send_test_alert(settings.outputs, only=args.output,
-                              alert=sample_alert(cluster_name=config.cluster_name))
+                              alert=sample_alert(hostname=alert_hostname(), cluster_name=config.cluster_name))
     for result in results:
         print(f"{result.name}: {'OK' if result.ok else 'FAILED'} {result.detail}".rstrip())
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
@@ -262,8 +263,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from detector.alert import admin  # noqa: PLC0415
 
     config = run_config(args)
-    settings = delivery_settings(config, default_stdout=False)
-    box = admin.open_outbox(config.state_dir, settings.outbox)
+    # Only the outbox settings: inspecting the outbox needs no output credentials.
+    box = admin.open_outbox(config.state_dir, parse_outbox(config.outbox, "outbox", Location(config.source)))
     try:
         seqs = args.seqs or None
         if args.action == "list":

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from detector.errors import ConfigError, Location
+from detector.metrics import parse_listen
 from detector.rules.model import Priority
 
 DEFAULT_FILE = "/var/log/kubernetes/audit/audit.log"
@@ -43,7 +44,7 @@ class RunConfig:
     outputs: Any = None
     throttle: Any = None
     outbox: Any = None
-    metrics: Any = None
+    metrics: dict[str, str] | None = None
     source: str = field(default="<defaults>", compare=False)
 
 
@@ -90,8 +91,10 @@ def apply(config: RunConfig, values: dict[str, Any], where: str) -> RunConfig:
 
 
 def _validate(key: str, value: Any, where: str) -> Any:
+    if key == "metrics":
+        return _metrics(value, where)
     if key in _RAW:
-        return value  # outputs/throttle/outbox/metrics: validated by their owners
+        return value  # outputs/throttle/outbox: validated by the alert stage
     check = _CHECKS.get(key)
     if key in _CHOICES:
         check = _choice(_CHOICES[key])
@@ -100,6 +103,22 @@ def _validate(key: str, value: Any, where: str) -> Any:
         return check(value)
     except ValueError as exc:
         raise ConfigError(f"{key}: {exc}", Location(where)) from None
+
+
+def _metrics(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError("metrics: must be a mapping like {listen: \"0.0.0.0:9477\"}", Location(where))
+    unknown = set(value) - {"listen"}
+    if unknown:
+        raise ConfigError(f"metrics: unknown key {sorted(unknown)[0]!r} (known: listen)", Location(where))
+    listen = value.get("listen")
+    if listen is None:
+        return {}
+    try:
+        parse_listen(str(listen))
+    except ValueError as exc:
+        raise ConfigError(f"metrics.listen: {exc}", Location(where)) from None
+    return {"listen": str(listen)}
 
 
 def _choice(choices: tuple[str, ...]) -> Any:

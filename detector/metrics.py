@@ -7,6 +7,7 @@ standard library's HTTP server on a daemon thread.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,8 @@ class Metrics:
                                  registry=r)
         self.rotations = Counter("detector_rotations", "Log rotations followed", registry=r)
         self.bytes_lost = Counter("detector_bytes_lost", "Log bytes lost before they could be read", registry=r)
+        self.data_losses = Counter("detector_data_loss_events", "Times log data was lost (size known or not)",
+                                   registry=r)
         self.matches = Counter("detector_rule_matches", "Rule matches, by rule", ["rule"], registry=r)
         self.evaluation = Histogram("detector_evaluation_seconds", "Time to parse and evaluate one batch of lines",
                                     registry=r, buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
@@ -36,6 +39,7 @@ class Metrics:
                               "(sent, failed, retried, dead_lettered, dropped, suppressed)",
                               ["output", "result"], registry=r)
         self.outbox_depth = Gauge("detector_outbox_pending", "Alerts waiting in the outbox", registry=r)
+        self.outbox_dead = Gauge("detector_outbox_dead_letters", "Alerts in the dead-letter table", registry=r)
         self.outbox_oldest = Gauge("detector_outbox_oldest_seconds", "Age of the oldest pending alert", registry=r)
         self.checkpoint_age = Gauge("detector_checkpoint_age_seconds", "Seconds since the last checkpoint",
                                     registry=r)
@@ -77,6 +81,18 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `:port` (all addresses); ValueError with a clear message."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, [ipv6]:port or :port, got {listen!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # an empty host: the operator asked for all addresses
 
 
 def _handler(metrics: Metrics, stale_after: float) -> type[BaseHTTPRequestHandler]:

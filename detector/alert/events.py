@@ -49,16 +49,16 @@ def log_event(event: DeliveryEvent) -> None:
                                 ("reason", event.reason)) if v not in (None, "")}
     match event.kind:
         case EventKind.DELIVERED:
-            _log.debug("alert delivered", **fields)
+            _log.debug("alert_delivered", **fields)
         case EventKind.RETRY:
-            _log.warning("alert delivery failed, will retry", **fields)
+            _log.warning("alert_retry_scheduled", **fields)
         case EventKind.DEAD:
-            _log.error("alert delivery failed permanently, dead-lettered", **fields)
+            _log.error("alert_dead_lettered", **fields)
         case EventKind.DROPPED:
-            _log.error("ALERTS DROPPED", count=event.count, **fields)
+            _log.error("ALERTS_DROPPED", count=event.count, **fields)
         case EventKind.SUPPRESSED:
-            _log.info("similar alerts suppressed", count=event.count, **fields)
+            _log.info("alerts_suppressed", count=event.count, **fields)
         case EventKind.WORKER_ERROR:
-            _log.error("delivery worker error", **fields)
+            _log.error("delivery_worker_error", **fields)
         case _:
             raise AssertionError(f"unhandled event kind {event.kind}")

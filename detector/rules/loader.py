@@ -86,8 +86,9 @@ def load_rules(paths: Iterable[str | Path], options: LoadOptions | None = None) 
     ruleset, diagnostics = check_rules(paths, options)
     errors = [d for d in diagnostics if d.is_error]
     if errors:
-        error = RuleLoadError(f"{errors[0]}" + (f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""),
-                              errors[0].location)
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+        error = RuleLoadError(f"error {first.code.code}: {first.message}{more}", first.location)
         error.diagnostics = errors  # type: ignore[attr-defined]
         raise error
     return ruleset

@@ -272,7 +272,7 @@ class Follower:
                 if (backup.dev, backup.inode) == (held.dev, held.ino):
                     return backup.stamp
                 continue
-            head = head or held.read_head(FINGERPRINT_BYTES)  # compressed already: by its first bytes
+            head = head or _settled(held.read_head(FINGERPRINT_BYTES))  # compressed already: by its first bytes
             if head and read_gz_head(backup.gz or "", len(head)) == head:
                 return backup.stamp
         return None
@@ -434,7 +434,7 @@ class Follower:
             return
         try:
             if (f.dev, f.ino) == (st.st_dev, st.st_ino):
-                self._expect = _Seen(f.dev, f.ino, f.read_head(FINGERPRINT_BYTES))
+                self._expect = _Seen(f.dev, f.ino, _settled(f.read_head(FINGERPRINT_BYTES)))
         finally:
             f.close()
 
@@ -531,6 +531,13 @@ class Follower:
         if not self._missing:
             self._missing = True
             self._event("file_missing", {"path": self._path})
+
+
+def _settled(head: bytes) -> bytes:
+    """`head` if it can tell files apart: a whole first line, or the full fingerprint length
+    (a big event's first KiB holds its auditID). A line still being written could be the
+    start of any event (their first ~80 bytes are alike): b"", i.e. "cannot tell"."""
+    return head if len(head) >= FINGERPRINT_BYTES or b"\n" in head else b""
 
 
 def _stat(path: str) -> os.stat_result | None:
