@@ -69,19 +69,45 @@ def check_ruleset(rules: Iterable[CompiledRule], policy: AuditPolicy) -> list[Ru
 
 
 def check_rule(rule: CompiledRule, policy: AuditPolicy) -> RuleReport:
-    """The verdict for one rule, with the reasons for every blind spot."""
-    keys = constraints(rule.condition, key_of=_policy_key)
-    need, reader = required_level(rule.condition)
-    stages = keys.get("stage")
-    results = [(request, policy.decide(request)) for request in _requests(keys, _policy_namespaces(policy))]
-    problems = {request: _problem(request, decision, need, reader, stages) for request, decision in results}
+    """The verdict for one rule, with the reasons for every blind spot.
+
+    The condition is split into its alternatives (`a or b`, also inside `and`) so that the
+    requests asked about are ones a branch can really match: a rule on "pods/ephemeralcontainers,
+    or workloads" must not ask about "cronjobs/ephemeralcontainers"."""
+    problems: dict[Request, str | None] = {}
+    named = False
+    for branch in branches(rule.condition):
+        keys = constraints(branch, key_of=_policy_key)
+        named = named or "resource" in keys or "verb" in keys
+        need, reader = required_level(branch)
+        stages = keys.get("stage")
+        for request in _requests(keys, _policy_namespaces(policy)):
+            problem = _problem(request, policy.decide(request), need, reader, stages)
+            if problems.get(request, "") is not None:  # a request some branch can see stays seen
+                problems[request] = problem
     blind = [r for r, p in problems.items() if p is not None]
-    if len(blind) < len(results):
-        named = "resource" in keys or "verb" in keys
+    if len(blind) < len(problems):
         if blind and named:
             return RuleReport(rule.name, rule.enabled, Verdict.PARTIAL, _unique(problems[r] for r in blind))
         return RuleReport(rule.name, rule.enabled, Verdict.OK, ())
     return RuleReport(rule.name, rule.enabled, Verdict.BLIND, _unique(problems[r] for r in blind))
+
+
+def branches(node: Node, limit: int = 64) -> list[Node]:
+    """The alternatives of a condition (its disjunctive form), or `[node]` past `limit`."""
+    match node:
+        case Or(items):
+            out = [b for item in items for b in branches(item, limit)]
+            return out if len(out) <= limit else [node]
+        case And(items):
+            combos: list[list[Node]] = [[]]
+            for item in items:
+                combos = [c + [b] for c in combos for b in branches(item, limit)]
+                if len(combos) > limit:
+                    return [node]
+            return [And(tuple(c)) for c in combos]
+        case _:
+            return [node]
 
 
 def _problem(request: Request, decision: Decision, need: Level, reader: str | None,
