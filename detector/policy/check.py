@@ -102,7 +102,7 @@ def branches(node: Node, limit: int = 64) -> list[Node]:
         case And(items):
             combos: list[list[Node]] = [[]]
             for item in items:
-                combos = [c + [b] for c in combos for b in branches(item, limit)]
+                combos = [[*c, b] for c in combos for b in branches(item, limit)]
                 if len(combos) > limit:
                     return [node]
             return [And(tuple(c)) for c in combos]
@@ -117,8 +117,9 @@ def _problem(request: Request, decision: Decision, need: Level, reader: str | No
     if decision.level is Level.NONE:
         return f"{what} is not logged (level None, {rule})"
     if decision.level < need:
+        field = reader if reader is None or len(reader) <= 60 else reader[:57] + "..."
         return (f"{what} is logged at {decision.level.label} ({rule}) but the rule reads "
-                f"{'response' if need is Level.REQUEST_RESPONSE else 'request'} bodies ({reader})")
+                f"{'response' if need is Level.REQUEST_RESPONSE else 'request'} bodies ({field})")
     if stages is not None and all(s in decision.omit_stages for s in stages if s is not None):
         omitted = ", ".join(sorted(s for s in stages if s is not None))
         return f"{what}: stage {omitted} is omitted ({rule})"
