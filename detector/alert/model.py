@@ -11,8 +11,9 @@ import functools
 import hashlib
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from detector.parse.extract import epoch_nanos
 from detector.rules.model import FieldValue, Match
@@ -20,9 +21,12 @@ from detector.rules.model import FieldValue, Match
 _ID_NAMESPACE = uuid.UUID("6d1f0a7e-3c2b-5e4f-9a8b-7c6d5e4f3a2b")
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One alert, ready to be encoded by any sink."""
+class Alert(msgspec.Struct, frozen=True, gc=False):
+    """One alert, ready to be encoded by any sink.
+
+    A frozen msgspec Struct rather than a frozen dataclass: one is built per match, and the
+    dataclass's field-by-field `object.__setattr__` made construction the costliest step of
+    turning a match into an alert."""
 
     id: str
     time: str

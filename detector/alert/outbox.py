@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ STATUSES = (PENDING, DELIVERED, DEAD, DROPPED)
 HELD = (PENDING, DEAD)  # rows that carry an alert body and count against max_rows
 DROPPED_KEY = "outbox.dropped"
 DEFAULT_SETTINGS = OutboxSettings()
-_ALERT_FIELDS = tuple(f.name for f in fields(Alert))
+_ALERT_FIELDS = Alert.__struct_fields__
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivery (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

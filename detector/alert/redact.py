@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote
+
+import msgspec
 
 from detector.alert.model import Alert
 from detector.event import AuditEvent
@@ -79,7 +80,7 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
         fields = {k: _replace_in(v, scan) for k, v in fields.items()}
         if _leaks(message, redacted):
             message, output = WITHHELD, output[: len(output) - len(alert.message)] + WITHHELD
-    return dataclasses.replace(alert, output_fields=fields, message=message, output=output)
+    return msgspec.structs.replace(alert, output_fields=fields, message=message, output=output)
 
 
 def is_secret_event(event: AuditEvent) -> bool:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from detector.errors import Location
 from detector.event import AuditEvent
 from detector.rules.ast import Node
@@ -98,9 +100,10 @@ Predicate = Callable[[AuditEvent], bool]
 FieldValue = str | list[str] | None
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
-    """A rule that matched an event, with its output rendered: what the alert stage receives."""
+class Match(msgspec.Struct, frozen=True, gc=False):
+    """A rule that matched an event, with its output rendered: what the alert stage receives.
+
+    (A frozen Struct, not a dataclass: one is built per match, on the hot path.)"""
 
     rule: str
     priority: Priority

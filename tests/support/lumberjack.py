@@ -221,7 +221,8 @@ def compress_log_file(src: str, dst: str) -> None:
         os.close(fd)
         os.chown(dst, info.st_uid, info.st_gid)
         try:
-            with open(dst, "wb") as target, gzip.GzipFile(filename="", fileobj=target, mode="wb", compresslevel=6, mtime=0) as gz:
+            with open(dst, "wb") as target, gzip.GzipFile(  # Go: default level (6), no name, zero mtime
+                    filename="", fileobj=target, mode="wb", compresslevel=6, mtime=0) as gz:
                 shutil.copyfileobj(source, gz)
         except BaseException:
             os.remove(dst)
