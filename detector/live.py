@@ -68,7 +68,8 @@ class LiveRunner:
         self.metrics.rules_loaded.set(len(self.ruleset.active))
         self.metrics.ready = True
         self._rule_mtimes = self._mtimes()
-        self._pending: Position | None = None
+        self._pending: Position | None = None  # handled but not yet checkpointed
+        self._committed: Position | None = None
         self._last_commit = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -191,10 +192,14 @@ class LiveRunner:
                 delivery.submit(alerts)
             return
         delivery.submit(alerts, {CHECKPOINT_KEY: self._pending.to_bytes()})
-        self._pending = None
+        self._committed, self._pending = self._pending, None
         self._last_commit = now
 
     def _housekeeping(self, delivery: Delivery, follower: Follower, now: float) -> None:
+        # Also checkpoint where the follower stands when no line moved it (a new file after a
+        # rotation, a first file opened): a resume then starts from the right file.
+        if self._pending is None and follower.position is not None and follower.position != self._committed:
+            self._pending = follower.position
         self._commit(delivery, [])
         delivery.stage.tick()
         self.metrics.lag_bytes.set(follower.lag_bytes)
