@@ -3,12 +3,12 @@ dies on one bad line."""
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from detector.alert.model import Alert, alert_from_match
+from detector.alert.build import AlertBuilder
+from detector.alert.model import Alert
 from detector.errors import BadInput, Location
 from detector.event import AuditEvent
 from detector.parse.audit import parse_document, parse_line
@@ -42,7 +42,8 @@ class Engine:
         self.ruleset = ruleset
         self.on_alert = on_alert
         self.on_bad_input = on_bad
-        self.hostname = hostname or socket.gethostname()
+        # The same enrichment and redaction as `detector run`: no Secret data in any output.
+        self.build = AlertBuilder(hostname)
         self.stats = Stats()
 
     def report_bad(self, error: BadInput) -> None:
@@ -86,7 +87,7 @@ class Engine:
     def process_event(self, event: AuditEvent) -> list[Alert]:
         """Evaluate one event; returns (and emits) its alerts."""
         self.stats.events += 1
-        alerts = [alert_from_match(m, self.hostname) for m in self.ruleset.evaluate(event)]
+        alerts = [self.build(m) for m in self.ruleset.evaluate(event)]
         for alert in alerts:
             self.stats.alerts[alert.rule] += 1
             self.on_alert(alert)
@@ -94,7 +95,7 @@ class Engine:
 
     def _alert(self, matches: Iterable[object]) -> None:
         for match in matches:
-            alert = alert_from_match(match, self.hostname)  # type: ignore[arg-type]
+            alert = self.build(match)  # type: ignore[arg-type]
             self.stats.alerts[alert.rule] += 1
             self.on_alert(alert)
 
