@@ -13,6 +13,7 @@ from typing import Any
 
 from detector.errors import BadInput, Location
 from detector.source.openfile import OpenFile
+from detector.source.partial import PartialLine
 from detector.source.position import Position
 
 OnBad = Callable[[BadInput], None]
@@ -41,26 +42,20 @@ _set_identity, _set_offset, _set_pos_path = _pos.identity.__set__, _pos.offset._
 class LineSplitter:
     """The line in progress of the current file, and the loop that cuts blocks into lines."""
 
-    __slots__ = ("_limit", "_on_bad", "_parts", "_size", "_skipping")
+    __slots__ = ("_limit", "_on_bad", "_partial")
 
     def __init__(self, limit: int, on_bad: OnBad) -> None:
         self._limit = limit
         self._on_bad = on_bad
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._skipping = False  # inside an over-long line, or a line begun before we started
+        self._partial = PartialLine(limit)
 
     def skip_current_line(self) -> None:
         """The next bytes finish a line that began before reading started: drop them silently."""
-        self._skipping = True
+        self._partial.skip()
 
     def drop(self) -> int:
         """Forget the line in progress (its file ended); return how many bytes of it were held."""
-        size = self._size
-        self._parts.clear()
-        self._size = 0
-        self._skipping = False
-        return size
+        return self._partial.drop()
 
     def split(self, f: OpenFile, data: bytes, out: list[Line]) -> None:
         """Append the lines completed by `data` (just read from `f`) to `out`; keep the rest."""
@@ -75,7 +70,7 @@ class LineSplitter:
         """The hot loop: per line a length check, a CR check, a blank check and two objects."""
         limit, path, lineno, ident = self._limit, f.path, f.lineno, f.identity()
         raw_len = len(pieces[0])
-        first = self._complete(pieces[0])
+        first = self._partial.complete(pieces[0])
         if first is None:  # the end of a skipped line
             if lineno is not None:
                 lineno += 1
@@ -107,28 +102,9 @@ class LineSplitter:
             out.append(line)
         f.lineno = lineno
 
-    def _complete(self, piece: bytes) -> bytes | None:
-        """The whole line that `piece` (up to a newline) ends, or None if it was being skipped."""
-        if self._skipping:
-            self._skipping = False
-            return None
-        if not self._parts:
-            return piece
-        line = b"".join([*self._parts, piece])
-        self._parts.clear()
-        self._size = 0
-        return line
-
     def _keep(self, f: OpenFile, tail: bytes) -> None:
         """Hold the start of a line until its newline; past the limit, report it and skip the rest."""
-        if self._skipping or not tail:
-            return
-        self._parts.append(tail)
-        self._size += len(tail)
-        if self._size > self._limit:
-            self._parts.clear()
-            self._size = 0
-            self._skipping = True
+        if self._partial.add(tail):
             self._on_bad(too_long(f.path, None if f.lineno is None else f.lineno + 1, self._limit))
 
 

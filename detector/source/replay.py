@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from detector.errors import BadInput, Location, SourceError
+from detector.source.partial import PartialLine
 
 OnBad = Callable[[BadInput], None]
 Diagnose = Callable[[bytes], str | None]
@@ -229,7 +230,7 @@ def _read_lines(
     builds the record; everything else happens once per block.
     """
     lineno = 0  # complete lines so far
-    partial = _Partial(limit)
+    partial = PartialLine(limit)
     try:
         for block in blocks:
             pieces = block.split(b"\n")
@@ -263,51 +264,6 @@ def _read_lines(
         return
     if last := partial.rest():
         _report_unterminated(last, Location(name, lineno + 1), on_bad, diagnose)
-
-
-class _Partial:
-    """The unfinished line at the end of the blocks read so far, bounded by `limit` bytes.
-
-    A line that grows past `limit` is dropped at once and its remaining bytes are skipped
-    up to its newline, so an over-long line is never held whole.
-    """
-
-    __slots__ = ("_limit", "_parts", "_size", "_skipping")
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._skipping = False
-
-    def add(self, tail: bytes) -> bool:
-        """Keep `tail` (a line start without its newline); True when that makes the line over-long."""
-        if self._skipping or not tail:
-            return False
-        self._parts.append(tail)
-        self._size += len(tail)
-        if self._size <= self._limit:
-            return False
-        self._parts.clear()
-        self._size = 0
-        self._skipping = True
-        return True
-
-    def complete(self, piece: bytes) -> bytes | None:
-        """The whole line that `piece` (up to a newline) ends, or None if it was over-long."""
-        if self._skipping:
-            self._skipping = False
-            return None
-        if not self._parts:
-            return piece
-        line = b"".join([*self._parts, piece])
-        self._parts.clear()
-        self._size = 0
-        return line
-
-    def rest(self) -> bytes:
-        """What is left at the end of input: a final line without its newline, or b""."""
-        return b"".join(self._parts)
 
 
 def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
