@@ -15,6 +15,7 @@ import orjson
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
+STARTED: list[subprocess.Popen[bytes]] = []  # killed after each test by conftest.py, even on failure
 
 CATCH_ALL = """\
 - rule: Every Event
@@ -67,6 +68,7 @@ class Detector:
         with self.stderr.open("ab") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "detector", "run", "--config", str(self.config),
                                           *extra], stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+        STARTED.append(self.proc)
 
     def wait_started(self, timeout: float = 60) -> None:
         """Until this run has logged `started` (its follower is positioned)."""
