@@ -29,6 +29,11 @@ _QUERY_VALUE = re.compile(rf"(?i)(?P<key>[?&][\w.-]*(?:{_SECRET_WORDS})[\w.-]*=)
 _ANCHOR = re.compile("token|pass|pwd|secret|key|auth|credential|bearer|basic", re.IGNORECASE)
 
 
+def might_hold_secret(text: str) -> bool:
+    """Cheap pre-check: does `text` contain a credential-looking word at all?"""
+    return _ANCHOR.search(text) is not None
+
+
 def mask_secrets(text: str) -> str:
     """Replace the value that follows a credential-looking flag or key with `****`."""
     if not text:

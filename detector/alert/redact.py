@@ -35,7 +35,7 @@ import msgspec
 
 from detector.alert.model import Alert
 from detector.event import AuditEvent
-from detector.redact import mask_secrets
+from detector.redact import mask_secrets, might_hold_secret
 
 REDACTED = "<redacted: secret data>"
 WITHHELD = "<output withheld: it showed data of a Secret>"
@@ -60,10 +60,12 @@ _TRANSFORMER = re.compile(r"^[a-z0-9]+\((.*)\)$")
 
 def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
     """The alert with Secret data and credentials removed (see the module docstring)."""
+    secret_event = is_secret_event(event)
+    if not secret_event and not any(_may_need_masking(v) for v in alert.output_fields.values()):
+        return alert  # the common case: nothing to mask, nothing to copy
     fields = dict(alert.output_fields)
     replacements: dict[str, str] = {}
     redacted: list[str] = []
-    secret_event = is_secret_event(event)
     if secret_event:
         for key, value in fields.items():
             if value is not None and not is_safe_field(key):
@@ -165,6 +167,14 @@ def _rendered_forms(value: Any) -> list[str]:
         return ["(" + ",".join(items) + ")", *items]
     text = str(value)
     return [text] if text else []
+
+
+def _may_need_masking(value: Any) -> bool:
+    if isinstance(value, str):
+        return "%" in value or might_hold_secret(value)
+    if isinstance(value, list):
+        return any(_may_need_masking(v) for v in value)
+    return False
 
 
 def _mask_value(value: Any, replacements: dict[str, str]) -> Any:
