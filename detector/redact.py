@@ -26,7 +26,9 @@ _QUERY_VALUE = re.compile(rf"(?i)(?P<key>[?&][\w.-]*(?:{_SECRET_WORDS})[\w.-]*=)
 
 # Every pattern below needs one of these words; most texts have none, and a substring test is
 # far cheaper than the patterns (this runs on every field of every alert).
-_ANCHOR = re.compile("token|pass|pwd|secret|key|auth|credential|bearer|basic", re.IGNORECASE)
+# ...followed, like every pattern requires, by a separator and a value: `secrets` alone (a
+# resource name) or `ServiceAccount token` at the end of a text need no masking work.
+_ANCHOR = re.compile(r"(?i)(?:token|pass|pwd|secret|key|auth|credential|bearer|basic)[\w.-]*(?:\s*[=:]|\s+\S)")
 
 
 def might_hold_secret(text: str) -> bool:

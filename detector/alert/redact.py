@@ -60,7 +60,9 @@ _TRANSFORMER = re.compile(r"^[a-z0-9]+\((.*)\)$")
 
 def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
     """The alert with Secret data and credentials removed (see the module docstring)."""
-    secret_event = is_secret_event(event)
+    # Secret data only ever travels in request/response objects: a Secret event logged at
+    # Metadata level carries none, and needs only the credential masking below.
+    secret_event = _has_body(event) and is_secret_event(event)
     if not secret_event and not any(_may_need_masking(v) for v in alert.output_fields.values()):
         return alert  # the common case: nothing to mask, nothing to copy
     fields = dict(alert.output_fields)
@@ -83,6 +85,14 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
         if _leaks(message, redacted):
             message, output = WITHHELD, output[: len(output) - len(alert.message)] + WITHHELD
     return msgspec.structs.replace(alert, output_fields=fields, message=message, output=output)
+
+
+def _has_body(event: AuditEvent) -> bool:
+    if event.parsed_body is not None:
+        body = event.parsed_body
+        return body.get("requestObject") is not None or body.get("responseObject") is not None
+    raw = event.raw
+    return not raw or b'"requestObject"' in raw or b'"responseObject"' in raw
 
 
 def is_secret_event(event: AuditEvent) -> bool:
