@@ -90,16 +90,17 @@ class RuleIndex:
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         self._rules = [(rule, [(KEYS.index(k), v) for k, v in rule.constraints.items() if k in KEYS])
                        for rule in rules]
-        self._memo: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
+        # Keys seen so far -> their candidates; read directly by Ruleset.evaluate (hot path).
+        self.known: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
 
     def candidates(self, key: tuple[str | None, ...]) -> tuple[CompiledRule, ...]:
-        found = self._memo.get(key)
+        found = self.known.get(key)
         if found is None:
             found = tuple(rule for rule, checks in self._rules
                           if all(key[position] in allowed for position, allowed in checks))
-            if len(self._memo) >= _MEMO_LIMIT:
-                self._memo.clear()
-            self._memo[key] = found
+            if len(self.known) >= _MEMO_LIMIT:
+                self.known.clear()
+            self.known[key] = found
         return found
 
 

@@ -31,12 +31,15 @@ class Ruleset:
         self.active = tuple(r for r in self.rules if r.enabled and r.priority <= min_priority)
         self._index = RuleIndex(self.active)
         self._first = matching is RuleMatching.FIRST
-        self._candidates = self._index.candidates
+        self._known = self._index.known
 
     def evaluate(self, event: AuditEvent) -> Sequence[Match]:
         """The matches of one event, in rule order."""
         ref = event.objectRef
-        candidates = self._candidates((event.stage, event.verb, ref.resource, ref.subresource))
+        key = (event.stage, event.verb, ref.resource, ref.subresource)
+        candidates = self._known.get(key)
+        if candidates is None:
+            candidates = self._index.candidates(key)
         if not candidates:
             return _NO_MATCHES
         matches: list[Match] | None = None
