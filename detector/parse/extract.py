@@ -127,10 +127,10 @@ def epoch_nanos(timestamp: str, parsed: datetime) -> int:
     memoised on its text; the API server's own form (`...:SS.ffffffZ`) takes a short path.
     """
     if len(timestamp) == 27 and timestamp[26] == "Z" and timestamp[19] == ".":
-        return _seconds(timestamp[:19], parsed) * 1_000_000_000 + int(timestamp[20:26]) * 1000
+        return epoch_seconds(timestamp[:19], parsed) * 1_000_000_000 + int(timestamp[20:26]) * 1000
     found = _FRACTION.match(timestamp, 19)
     digits, zone = ("", 19) if found is None else (found.group(1), found.end())
-    seconds = _seconds(timestamp[:19] + timestamp[zone:], parsed)
+    seconds = epoch_seconds(timestamp[:19] + timestamp[zone:], parsed)
     return seconds * 1_000_000_000 + int((digits + "000000000")[:9])
 
 
@@ -138,7 +138,9 @@ _FRACTION = re.compile(r"\.(\d*)")
 _SECONDS: dict[str, int] = {}
 
 
-def _seconds(key: str, parsed: datetime) -> int:
+def epoch_seconds(key: str, parsed: datetime) -> int:
+    """Whole seconds since the epoch of `parsed`, memoised on `key` (its text up to the seconds
+    plus its zone)."""
     seconds = _SECONDS.get(key)
     if seconds is None:
         seconds = round(parsed.timestamp() - parsed.microsecond / 1_000_000)

@@ -25,6 +25,7 @@ from detector.parse.extract import (
     Value,
     as_text,
     epoch_nanos,
+    epoch_seconds,
     get_path,
     image_repository,
     json_pointer,
@@ -336,9 +337,16 @@ def _json_obj(ev: AuditEvent) -> Value:
 
 
 def _rawtime(ev: AuditEvent) -> Value:
-    if ev.time is None or ev.stageTimestamp is None:
+    ts, parsed = ev.stageTimestamp, ev.time
+    if ts is None or parsed is None:
         return None
-    return str(epoch_nanos(ev.stageTimestamp, ev.time))
+    # Evaluated on every event by rules such as Falco's `jevt.rawtime exists`: the API server's
+    # own form `...:SS.ffffffZ` is spelled out without big-integer arithmetic.
+    if len(ts) == 27 and ts[26] == "Z" and ts[19] == ".":
+        seconds = epoch_seconds(ts[:19], parsed)
+        if seconds > 0:
+            return f"{seconds}{ts[20:26]}000"
+    return str(epoch_nanos(ts, parsed))
 
 
 def _compile_jmespath(arg: Any) -> Any:
