@@ -1,0 +1,749 @@
+#!/usr/bin/env python3
+"""Benchmark of `detector run` (the real subprocess) following a log written by lumberjack.
+
+    .venv/bin/python bench/live.py [--only latency,throughput,soak,delivery] [--seconds N]
+                                   [--soak-seconds N] [--events N] [--rate R] [--keep] [--check]
+
+latency     2,000 events/s for --seconds through lumberjack (1 MB, 10 backups, gzip); every 50th
+            event is a probe matched by a bench rule whose alert goes to a `file` output; latency
+            = the alert line seen in the alert file - the event written. Baseline: a trivial
+            `tail -F` in Python, timed by the same observer.
+throughput  --events realistic events (bench/generate.py, shipped rules) written at --rate
+            (default 50,000/s); events/s evaluated and the lag at 25/50/75/100%. Baselines: the
+            raw write rate, `detector scan` of the same content, `detector run` catching up on the
+            pre-written file.
+soak        2,000 events/s for --soak-seconds; VmRSS every second: start/mid/end/peak, slope.
+            Baseline: the `tail -F` follower's RSS, on the same log at the same time.
+delivery    --events at --rate with 2% probes = 1,000 alerts/s to a webhook on 127.0.0.1 (its own
+            process): events/s with vs without the webhook output, and match -> delivered latency.
+
+See bench/README.md for the targets and how each number is taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livekit import (
+    PROBE_RULE,
+    PROBE_RULES_YAML,
+    REPO,
+    Children,
+    CpuMeter,
+    Detector,
+    Pacer,
+    RssSampler,
+    Writer,
+    cycle_lines,
+    load_average,
+    probe_line,
+    python,
+    read_times,
+    wait_until,
+)
+
+BENCH_OUT = REPO / "bench" / "out"
+SHIPPED_RULES = str(REPO / "rules")
+PROBE_EVERY = 50  # 2% of the events are probes
+PACED_RATE = 2_000  # events/s of the latency and soak runs
+TARGET_P99_MS = 20.0
+TARGET_CPU_PERCENT = 10.0
+TARGET_EVENTS_PER_S = 50_000
+TARGET_RSS_MB = 60.0
+TARGET_FLAT_MB_PER_MIN = 0.1  # RSS slope over the second half of the soak
+TARGET_DELIVERY_DROP = 0.10
+TARGET_DELIVERY_P99_MS = 50.0
+LAG_SLACK_SECONDS = 0.5  # lag may wobble by half a second of events and still count as flat
+SCENARIOS = ("latency", "throughput", "soak", "delivery")
+Outputs = Callable[[Path], list[dict[str, Any]]]  # the `outputs` config of a run, given its directory
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One target: what was measured, next to its baseline, and whether it passed."""
+
+    scenario: str
+    target: str
+    measured: str
+    baseline: str
+    passed: bool
+    load: str
+
+
+@dataclass(slots=True)
+class Context:
+    args: argparse.Namespace
+    source: Path  # pre-generated realistic events
+    children: Children = field(default_factory=Children)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def scenario_dir(self, name: str) -> Path:
+        BENCH_OUT.mkdir(exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix=f"live-{name}-", dir=BENCH_OUT))
+        for sub in ("log", "alerts", "results"):
+            (root / sub).mkdir()
+        (root / "probe.yaml").write_text(PROBE_RULES_YAML)
+        return root
+
+    def cleanup(self, root: Path) -> None:
+        if not self.args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------- the writing
+
+
+@dataclass(slots=True)
+class Written:
+    count: int = 0
+    started: float = 0.0
+    ended: float = 0.0
+    cpu: float = 0.0  # the bench process (writer + mill thread) while writing
+    probes: dict[int, float] = field(default_factory=dict)  # seq -> time its write returned
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else 0.0
+
+
+def events(source: Path, probe_every: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(seq, line, is_probe): the realistic stream with every `probe_every`-th event a probe."""
+    lines = cycle_lines(source)
+    for seq in itertools.count():
+        if probe_every and seq % probe_every == 0:
+            yield seq, probe_line(seq), True
+        else:
+            yield seq, next(lines), False
+
+
+def write_paced(writer: Writer, stream: Iterator[tuple[int, bytes, bool]], rate: float, count: int,
+                milestone: Callable[[int], None] | None = None) -> Written:
+    """Write `count` events at `rate`/s (0: as fast as possible), one lumberjack write each;
+    `milestone(i)` runs after 25/50/75/100% of them."""
+    marks = {math.ceil(count * q / 4) for q in (1, 2, 3, 4)} if milestone else set()
+    pacer = Pacer(rate)
+    cpu0 = time.process_time()
+    done = Written(started=time.monotonic())
+    for i, (seq, line, probe) in enumerate(itertools.islice(stream, count)):
+        if rate:
+            pacer.pace(i)
+        writer.write(line)
+        if probe:
+            done.probes[seq] = time.monotonic()
+        if i + 1 in marks and milestone:
+            milestone(i + 1)
+    done.ended, done.count, done.cpu = time.monotonic(), count, time.process_time() - cpu0
+    return done
+
+
+# ------------------------------------------------------------------------------------------ stats
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (nan when empty)."""
+    if not sorted_values:
+        return math.nan
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
+
+
+def slope_per_minute(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MB) samples, in MB/min."""
+    if len(samples) < 2:
+        return math.nan
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_v = sum(v for _, v in samples) / n
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    cov = sum((t - mean_t) * (v - mean_v) for t, v in samples)
+    return 60.0 * cov / var if var else math.nan
+
+
+@dataclass(slots=True)
+class Latency:
+    """Probe latencies of one run, in ms."""
+
+    values: list[float]
+    missing: int
+    worst: list[tuple[float, float]] = field(default_factory=list)  # (s into the run, ms), slowest first
+
+    @classmethod
+    def of(cls, written: dict[int, float], seen: dict[int, float]) -> Latency:
+        timed = [(t, (seen[s] - t) * 1000) for s, t in written.items() if s in seen]
+        start = min(written.values(), default=0.0)
+        worst = sorted(((t - start, ms) for t, ms in timed), key=lambda item: -item[1])[:8]
+        return cls(sorted(ms for _, ms in timed), len(written) - len(timed), worst)
+
+    def slowest(self) -> str:
+        """When the slowest probes were written: periodic stalls show up as a pattern here."""
+        return ", ".join(f"{ms:.0f} ms at {at:.1f} s" for at, ms in self.worst)
+
+    def p(self, q: float) -> float:
+        return percentile(self.values, q)
+
+    def cells(self) -> str:
+        return (f"{len(self.values) + self.missing:>7} {self.missing:>7} {self.p(0.5):>7.2f} {self.p(0.95):>7.2f} "
+                f"{self.p(0.99):>7.2f} {self.values[-1] if self.values else math.nan:>8.2f}")
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+# --------------------------------------------------------------------------------- paced runs
+
+
+@dataclass(slots=True)
+class PacedResult:
+    label: str
+    latency: Latency
+    cpu: CpuMeter
+    written: Written
+    load: str
+    rss: list[tuple[float, float]] = field(default_factory=list)
+    rss_peak: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What the probes go through: the detector (to its alert file) or the tail baseline."""
+
+    label: str
+    pid: int
+    watched: Path  # where its probe lines appear
+    detector: Detector | None = None
+
+
+def start_tail(ctx: Context, root: Path) -> Subject:
+    """The baseline follower of root/log/audit.log, appending probe lines to root/tail/probes.log."""
+    log, out = root / "log" / "audit.log", root / "tail" / "probes.log"
+    log.touch()
+    out.parent.mkdir(exist_ok=True)
+    proc = ctx.children.helper("tail", str(log), str(out))
+    wait_until(out.exists, 30, "the tail baseline to start")
+    return Subject("baseline: tail -F in Python", proc.pid, out)
+
+
+def start_detector(ctx: Context, root: Path, outputs: Outputs | None = None, probes: bool = True) -> Subject:
+    alerts = root / "alerts" / "alerts.jsonl"
+    rules = [SHIPPED_RULES, str(root / "probe.yaml")] if probes else [SHIPPED_RULES]
+    file_only = [{"name": "file", "type": "file", "path": str(alerts), "fsync": False}]
+    extra = {"outbox": {"synchronous": ctx.args.outbox_sync}} if ctx.args.outbox_sync else None
+    detector = Detector(root, rules, outputs(root) if outputs else file_only, ctx.args.src, extra)
+    return Subject("detector run", detector.start(ctx.children), alerts, detector)
+
+
+def start_observer(ctx: Context, watched: Path, results: Path) -> None:
+    ctx.children.helper("observe", str(watched), str(results))
+    wait_until(results.exists, 30, "the observer to start")
+
+
+def paced_run(ctx: Context, kind: str, seconds: float, tail_beside: bool = False) -> list[PacedResult]:
+    """Write PACED_RATE events/s for `seconds`, 1 in PROBE_EVERY a probe, timed through the
+    detector or (kind "tail") the baseline. `tail_beside`: the baseline also follows the same log
+    (for its RSS); its row comes first."""
+    root = ctx.scenario_dir(kind)
+    try:
+        with ctx.children.scope():
+            subject = start_detector(ctx, root) if kind == "detector" else start_tail(ctx, root)
+            subjects = [start_tail(ctx, root), subject] if tail_beside else [subject]
+            results = root / "results" / "seen.log"
+            start_observer(ctx, subject.watched, results)
+            return measure_paced(ctx, root, subjects, seconds, results)
+    finally:
+        ctx.cleanup(root)
+
+
+def measure_paced(ctx: Context, root: Path, subjects: list[Subject], seconds: float,
+                  results: Path) -> list[PacedResult]:
+    sampler = RssSampler([s.pid for s in subjects])
+    meters = [CpuMeter(s.pid) for s in subjects]
+    writer = Writer(root / "log" / "audit.log")
+    sampler.start()
+    for meter in meters:
+        meter.start()
+    written = write_paced(writer, events(ctx.source, PROBE_EVERY), PACED_RATE, int(PACED_RATE * seconds))
+    for meter in meters:
+        meter.stop()
+    load = load_average()
+    writer.close()
+    wait_for_probes(results, written.probes, timeout=5.0)
+    sampler.stop()
+    out = []
+    for subject, meter in zip(subjects, meters, strict=True):
+        timed = subject is subjects[-1]  # the observer watches the last subject only
+        latency = Latency.of(written.probes, read_times(results)) if timed else Latency([], 0)
+        result = PacedResult(subject.label, latency, meter, written, load, sampler.samples[subject.pid],
+                             sampler.peak[subject.pid])
+        if subject.detector is not None:
+            result.notes = subject.detector.warnings()[:5]
+        out.append(result)
+    return out
+
+
+def wait_for_probes(results: Path, probes: dict[int, float], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(read_times(results)) < len(probes):
+        time.sleep(0.1)
+
+
+# -------------------------------------------------------------------------------- 1. latency
+
+
+def scenario_latency(ctx: Context) -> None:
+    seconds = ctx.args.seconds
+    print(f"\n== latency: {PACED_RATE:,} events/s for {seconds:g} s, 1 probe in {PROBE_EVERY}, lumberjack "
+          f"1 MB / 10 backups / gzip; load before: {load_average()}", flush=True)
+    base = paced_run(ctx, "tail", seconds)[0]
+    det = paced_run(ctx, "detector", seconds)[0]
+    print_latency_table([base, det])
+    p99, cpu = det.latency.p(0.99), det.cpu.percent
+    ctx.verdicts.append(Verdict(
+        "latency", f"p99 write->alert <= {TARGET_P99_MS:g} ms", f"{p99:.2f} ms ({det.latency.missing} missing)",
+        f"{base.latency.p(0.99):.2f} ms", p99 <= TARGET_P99_MS and det.latency.missing == 0, det.load))
+    ctx.verdicts.append(Verdict(
+        "latency", f"CPU <= {TARGET_CPU_PERCENT:g}% of a core at {PACED_RATE:,}/s", f"{cpu:.1f}%",
+        f"{base.cpu.percent:.1f}%", cpu <= TARGET_CPU_PERCENT, det.load))
+
+
+def print_latency_table(results: list[PacedResult]) -> None:
+    header = (f"{'row':<34} {'probes':>7} {'missing':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>8} "
+              f"{'CPU %':>6} {'runq %':>6} {'RSS MB':>6}  load 1/5/15 at end")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(f"{r.label:<34} {r.latency.cells()} {r.cpu.percent:>6.1f} {r.cpu.runq_percent:>6.1f} "
+              f"{r.rss_peak:>6.1f}  {r.load}")
+        if r.latency.worst:
+            print(f"    slowest: {r.latency.slowest()}")
+        for note in r.notes:
+            print(f"    detector log: {note[:200]}")
+    w = results[-1].written
+    print(f"  written: {w.count:,} events at {fmt_rate(w.rate)}/s; writer (bench process) CPU "
+          f"{100 * w.cpu / w.seconds:.0f}% of a core")
+
+
+# ----------------------------------------------------------------------------------- 3. soak
+
+
+def scenario_soak(ctx: Context) -> None:
+    seconds = ctx.args.soak_seconds
+    print(f"\n== soak: {PACED_RATE:,} events/s for {seconds:g} s, VmRSS every second; load before: "
+          f"{load_average()}", flush=True)
+    base, det = paced_run(ctx, "detector", seconds, tail_beside=True)
+    print_soak_table([base, det])
+    half = [s for s in det.rss if s[0] >= det.rss[-1][0] / 2] if det.rss else []
+    slope = slope_per_minute(half)
+    base_half = [s for s in base.rss if s[0] >= base.rss[-1][0] / 2] if base.rss else []
+    ctx.verdicts.append(Verdict("soak", f"peak RSS <= {TARGET_RSS_MB:g} MB", f"{det.rss_peak:.1f} MB",
+                                f"{base.rss_peak:.1f} MB", det.rss_peak <= TARGET_RSS_MB, det.load))
+    ctx.verdicts.append(Verdict(
+        "soak", f"flat: slope (2nd half) <= {TARGET_FLAT_MB_PER_MIN:g} MB/min", f"{slope:+.3f} MB/min",
+        f"{slope_per_minute(base_half):+.3f} MB/min", abs(slope) <= TARGET_FLAT_MB_PER_MIN, det.load))
+
+
+def rss_point(samples: list[tuple[float, float]], where: float) -> float:
+    return samples[min(len(samples) - 1, int(where * len(samples)))][1] if samples else math.nan
+
+
+def print_soak_table(results: list[PacedResult]) -> None:
+    header = (f"{'row':<40} {'start MB':>8} {'mid MB':>7} {'end MB':>7} {'peak MB':>8} {'MB/min':>8} "
+              f"{'2nd half':>8} {'CPU %':>6} {'p99 ms':>7}  load 1/5/15 at end")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        half = [s for s in r.rss if r.rss and s[0] >= r.rss[-1][0] / 2]
+        p99 = f"{r.latency.p(0.99):>7.2f}" if r.latency.values else f"{'-':>7}"
+        cpu = f"{r.cpu.percent:>6.1f}" if r.cpu.wall else f"{'-':>6}"
+        print(f"{r.label:<40} {rss_point(r.rss, 0):>8.1f} {rss_point(r.rss, 0.5):>7.1f} {rss_point(r.rss, 1):>7.1f} "
+              f"{r.rss_peak:>8.1f} {slope_per_minute(r.rss):>+8.3f} {slope_per_minute(half):>+8.3f} {cpu} {p99}"
+              f"  {r.load}")
+        if r.latency.worst:
+            print(f"    slowest: {r.latency.slowest()}")
+        for note in r.notes:
+            print(f"    detector log: {note[:200]}")
+
+
+# ----------------------------------------------------------------------------- 2. throughput
+
+
+@dataclass(slots=True)
+class Mark:
+    """The detector's progress when the writer had written `written` events."""
+
+    written: int
+    at: float
+    evaluated: float
+    lag_bytes: float
+    lost_bytes: float
+
+    @property
+    def lag(self) -> float:
+        return self.written - self.evaluated
+
+
+@dataclass(slots=True)
+class LiveResult:
+    label: str
+    written: Written
+    marks: list[Mark]
+    cpu: CpuMeter
+    load: str
+    drained: float = 0.0  # seconds after the last write until every event was evaluated (nan: never)
+    evaluated: float = 0.0
+    latency: Latency | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sustained(self) -> float:
+        """events/s evaluated between the 25% and the 100% marks."""
+        first, last = self.marks[0], self.marks[-1]
+        return (last.evaluated - first.evaluated) / (last.at - first.at) if last.at > first.at else math.nan
+
+    @property
+    def lag_grew(self) -> bool:
+        slack = self.written.rate * LAG_SLACK_SECONDS
+        return any(m.lag > self.marks[0].lag + slack for m in self.marks[1:]) or self.marks[-1].lost_bytes > 0
+
+
+def progress(detector: Detector, written: int) -> Mark:
+    metrics = detector.metrics()
+    return Mark(written, time.monotonic(), metrics.get("detector_events_total", 0.0),
+                metrics.get("detector_lag_bytes", 0.0), metrics.get("detector_bytes_lost_total", 0.0))
+
+
+def drain(detector: Detector, total: int, stall: float = 15.0) -> tuple[float, float]:
+    """Wait until `total` events are evaluated; (seconds it took or nan, events evaluated)."""
+    start = last_change = time.monotonic()
+    seen = -1.0
+    while True:
+        evaluated = detector.metrics().get("detector_events_total", 0.0)
+        now = time.monotonic()
+        if evaluated >= total:
+            return now - start, evaluated
+        if evaluated != seen:
+            seen, last_change = evaluated, now
+        elif now - last_change > stall:
+            return math.nan, evaluated
+        time.sleep(0.05)
+
+
+@dataclass(frozen=True, slots=True)
+class LivePlan:
+    """One `detector run` under a writer: its row label, the write rate, probes and outputs."""
+
+    label: str
+    rate: float  # events/s; 0: as fast as possible
+    probe_every: int = 0  # 0: no probes and no probe rule
+    outputs: Outputs | None = None  # None: one `file` output (fsync: false)
+    arrivals: Path | None = None  # the webhook receiver's log of probe arrivals
+
+
+def live_run(ctx: Context, plan: LivePlan) -> LiveResult:
+    """`detector run` while --events events are written; its progress at 25/50/75/100%."""
+    root = ctx.scenario_dir("live")
+    try:
+        with ctx.children.scope():
+            subject = start_detector(ctx, root, plan.outputs, probes=plan.probe_every > 0)
+            return measure_live(ctx, root, plan, subject)
+    finally:
+        ctx.cleanup(root)
+
+
+def measure_live(ctx: Context, root: Path, plan: LivePlan, subject: Subject) -> LiveResult:
+    detector = subject.detector
+    assert detector is not None
+    marks: list[Mark] = []
+    cpu = CpuMeter(subject.pid)
+    writer = Writer(root / "log" / "audit.log")
+    cpu.start()
+    written = write_paced(writer, events(ctx.source, plan.probe_every), plan.rate, ctx.args.events,
+                          lambda n: marks.append(progress(detector, n)))
+    cpu.stop()
+    load = load_average()
+    writer.close()
+    result = LiveResult(plan.label, written, marks, cpu, load)
+    result.drained, result.evaluated = drain(detector, ctx.args.events)
+    if plan.arrivals is not None:
+        wait_for_probes(plan.arrivals, written.probes, timeout=30.0)
+        result.latency = Latency.of(written.probes, read_times(plan.arrivals))
+    result.notes = detector.warnings()[:5]
+    return result
+
+
+@dataclass(slots=True)
+class Simple:
+    """A baseline row: events over wall time, and CPU time."""
+
+    label: str
+    events: int
+    seconds: float
+    cpu: float
+    load: str
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def raw_write(ctx: Context, count: int) -> Simple:
+    root = ctx.scenario_dir("write")
+    try:
+        writer = Writer(root / "log" / "audit.log")
+        cpu0 = time.process_time()
+        written = write_paced(writer, events(ctx.source, 0), 0, count)
+        cpu = time.process_time() - cpu0
+        writer.close()
+        return Simple("raw write (lumberjack 1 MB, gzip, 10 bk)", count, written.seconds, cpu, load_average())
+    finally:
+        ctx.cleanup(root)
+
+
+def scan(ctx: Context, count: int) -> Simple:
+    argv = [python(), "-m", "detector", "scan", "--format", "json", "--rules", SHIPPED_RULES, str(ctx.source)]
+    start = time.monotonic()
+    proc = ctx.children.start(argv, cwd=ctx.args.src)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    ctx.children.procs.remove(proc)
+    label = "detector scan (same content)" + ("" if proc.returncode == 0 else f" FAILED rc={proc.returncode}")
+    return Simple(label, count, seconds, usage.ru_utime + usage.ru_stime, load_average())
+
+
+def catch_up(ctx: Context, count: int) -> Simple:
+    """`detector run` started on the whole file already written (no writer, no rotation)."""
+    root = ctx.scenario_dir("catchup")
+    try:
+        log = root / "log" / "audit.log"
+        try:
+            os.link(ctx.source, log)
+        except OSError:
+            shutil.copyfile(ctx.source, log)
+        with ctx.children.scope():
+            subject = start_detector(ctx, root, probes=False)
+            assert subject.detector is not None
+            cpu = CpuMeter(subject.pid)
+            cpu.start()
+            seconds, evaluated = drain(subject.detector, count)
+            cpu.stop()
+        return Simple("detector run, catch-up (file pre-written)", int(evaluated), seconds, cpu.cpu, load_average())
+    finally:
+        ctx.cleanup(root)
+
+
+def scenario_throughput(ctx: Context) -> None:
+    count, rate = ctx.args.events, ctx.args.rate
+    print(f"\n== throughput: {count:,} events at {fmt_rate(rate) if rate else 'max'}/s, shipped rules, lumberjack "
+          f"1 MB / 10 backups / gzip; load before: {load_average()}", flush=True)
+    baselines = [raw_write(ctx, count), scan(ctx, count), catch_up(ctx, count)]
+    live = live_run(ctx, LivePlan(f"detector run, live @ {fmt_rate(rate) if rate else 'max'}/s", rate))
+    print_throughput_table(baselines, live)
+    sustained = live.sustained
+    scan_rate = baselines[1].rate
+    ctx.verdicts.append(Verdict(
+        "throughput", f">= {TARGET_EVENTS_PER_S:,} events/s sustained", f"{fmt_rate(sustained)}/s",
+        f"scan {fmt_rate(scan_rate)}/s, write {fmt_rate(baselines[0].rate)}/s",
+        sustained >= TARGET_EVENTS_PER_S * 0.99, live.load))  # 1%: the writer's pacing granularity
+    lags = ", ".join(f"{m.lag:,.0f}" for m in live.marks)
+    ctx.verdicts.append(Verdict("throughput", "no lag growth (events behind at 25/50/75/100%)", lags,
+                                f"lost {live.marks[-1].lost_bytes:,.0f} B", not live.lag_grew, live.load))
+
+
+def print_throughput_table(baselines: list[Simple], live: LiveResult) -> None:
+    header = (f"{'row':<44} {'events':>10} {'elapsed s':>9} {'events/s':>9} {'CPU s':>7} {'events/CPU-s':>12}"
+              f"  load 1/5/15 at end")
+    print(header)
+    print("-" * len(header))
+    for b in baselines:
+        cpu_rate = b.events / b.cpu if b.cpu else math.nan
+        print(f"{b.label:<44} {b.events:>10,} {b.seconds:>9.2f} {fmt_rate(b.rate):>9} {b.cpu:>7.2f} "
+              f"{fmt_rate(cpu_rate):>12}  {b.load}")
+    w = live.written
+    cpu_rate = live.marks[-1].evaluated / live.cpu.cpu if live.cpu.cpu else math.nan
+    print(f"{live.label:<44} {int(live.evaluated):>10,} {w.seconds:>9.2f} {fmt_rate(live.sustained):>9} "
+          f"{live.cpu.cpu:>7.2f} {fmt_rate(cpu_rate):>12}  {live.load}")
+    print(f"  writer achieved {fmt_rate(w.rate)}/s using {100 * w.cpu / w.seconds:.0f}% of a core; detector CPU "
+          f"{live.cpu.percent:.0f}% of a core, its main thread waited for a CPU {live.cpu.runq_percent:.0f}% of "
+          f"the time; all evaluated {live.drained:.2f} s after the last write")
+    for m in live.marks:
+        print(f"  at {m.written:>10,} written: {m.evaluated:>12,.0f} evaluated, lag {m.lag:>9,.0f} events "
+              f"(detector_lag_bytes {m.lag_bytes / 1e6:7.2f} MB), lost {m.lost_bytes:,.0f} B")
+    for note in live.notes:
+        print(f"    detector log: {note[:200]}")
+
+
+# ------------------------------------------------------------------------------- 4. delivery
+
+
+def webhook_outputs(url: str | None) -> Outputs:
+    """The file output for the shipped rules' alerts, plus (with a url) the webhook for the probes."""
+
+    def outputs(root: Path) -> list[dict[str, Any]]:
+        rest = {"name": "file", "type": "file", "path": str(root / "alerts" / "alerts.jsonl"), "fsync": False,
+                "exclude_rules": [PROBE_RULE]}
+        if url is None:
+            return [rest]
+        return [{"name": "hook", "type": "webhook", "url": url, "include_rules": [PROBE_RULE]}, rest]
+
+    return outputs
+
+
+def start_receiver(ctx: Context, root: Path) -> tuple[str, Path]:
+    port_file, arrivals = root / "results" / "port", root / "results" / "arrivals.log"
+    ctx.children.helper("receive", str(port_file), str(arrivals))
+    wait_until(lambda: port_file.exists() and port_file.read_text().strip() != "", 30, "the receiver")
+    return f"http://127.0.0.1:{port_file.read_text().strip()}/falco", arrivals
+
+
+def with_webhook(ctx: Context, rate: float, probe_every: int) -> LiveResult:
+    root = ctx.scenario_dir("receiver")
+    try:
+        with ctx.children.scope():
+            url, arrivals = start_receiver(ctx, root)
+            plan = LivePlan("with the webhook output", rate, probe_every, webhook_outputs(url), arrivals)
+            return live_run(ctx, plan)
+    finally:
+        ctx.cleanup(root)
+
+
+def scenario_delivery(ctx: Context) -> None:
+    rate = ctx.args.rate
+    probe_every = max(1, round(rate / ctx.args.alerts_per_s)) if rate else PROBE_EVERY
+    print(f"\n== delivery: {ctx.args.events:,} events at {fmt_rate(rate) if rate else 'max'}/s, 1 in {probe_every} "
+          f"a probe alert to a webhook; load before: {load_average()}", flush=True)
+    without = live_run(ctx, LivePlan("without the webhook output", rate, probe_every, webhook_outputs(None)))
+    hooked = with_webhook(ctx, rate, probe_every)
+    print_delivery_table([without, hooked])
+    drop = 1 - hooked.sustained / without.sustained if without.sustained else math.nan
+    assert hooked.latency is not None
+    p99, missing = hooked.latency.p(0.99), hooked.latency.missing
+    ctx.verdicts.append(Verdict(
+        "delivery", f"events/s drop with webhook <= {TARGET_DELIVERY_DROP:.0%}",
+        f"{fmt_rate(hooked.sustained)}/s (drop {drop:.1%})", f"{fmt_rate(without.sustained)}/s without",
+        drop <= TARGET_DELIVERY_DROP, hooked.load))
+    ctx.verdicts.append(Verdict(
+        "delivery", f"p99 match->delivered <= {TARGET_DELIVERY_P99_MS:g} ms", f"{p99:.1f} ms ({missing} missing)",
+        f"p50 {hooked.latency.p(0.5):.1f} ms", p99 <= TARGET_DELIVERY_P99_MS and missing == 0, hooked.load))
+
+
+def print_delivery_table(results: list[LiveResult]) -> None:
+    header = (f"{'row':<28} {'events/s':>9} {'CPU %':>6} {'runq %':>6} {'events/CPU-s':>12} {'probes':>7} "
+              f"{'missing':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>8} {'lag end':>9}"
+              "  load 1/5/15 at end")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        cpu_rate = r.marks[-1].evaluated / r.cpu.cpu if r.cpu.cpu else math.nan
+        cells = r.latency.cells() if r.latency else f"{len(r.written.probes):>7} {'-':>7} " + " ".join(
+            f"{'-':>7}" for _ in range(3)) + f" {'-':>8}"
+        print(f"{r.label:<28} {fmt_rate(r.sustained):>9} {r.cpu.percent:>6.0f} {r.cpu.runq_percent:>6.0f} "
+              f"{fmt_rate(cpu_rate):>12} {cells} "
+              f"{r.marks[-1].lag:>9,.0f}  {r.load}")
+        if r.latency and r.latency.worst:
+            print(f"    slowest: {r.latency.slowest()}")
+        for note in r.notes:
+            print(f"    detector log: {note[:200]}")
+
+
+# ------------------------------------------------------------------------------------ the report
+
+
+def print_verdicts(verdicts: list[Verdict]) -> bool:
+    header = f"{'scenario':<10} {'target':<48} {'detector':<28} {'baseline':<36} {'result':<6}  load 1/5/15"
+    print("\n" + header)
+    print("-" * len(header))
+    for v in verdicts:
+        print(f"{v.scenario:<10} {v.target:<48} {v.measured:<28} {v.baseline:<36} "
+              f"{'PASS' if v.passed else 'FAIL':<6}  {v.load}")
+    passed = all(v.passed for v in verdicts)
+    print(f"RESULT: {'PASS' if passed else 'FAIL'}")
+    return passed
+
+
+def ensure_source(events: int, path: Path | None) -> Path:
+    source = (path or BENCH_OUT / f"audit-{events}.log").resolve()
+    if not source.exists():
+        print(f"generating {events:,} events into {source} ...", flush=True)
+        BENCH_OUT.mkdir(exist_ok=True)
+        cmd = [python(), str(REPO / "bench" / "generate.py"), "--events", str(events), "--out", str(source)]
+        subprocess.run(cmd, check=True, cwd=REPO)
+    with source.open("rb") as fh:  # warm the page cache: the writer then reads from memory
+        while fh.read(1 << 24):
+            pass
+    return source
+
+
+def parse_only(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown scenarios {unknown}; choose from {','.join(SCENARIOS)}")
+    return names
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", type=parse_only, default=list(SCENARIOS), help="e.g. latency,soak (default all)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="latency run length (default 60)")
+    parser.add_argument("--soak-seconds", type=float, default=600.0, help="soak run length (default 600)")
+    parser.add_argument("--events", type=int, default=1_000_000,
+                        help="events per throughput/delivery run (default 1,000,000)")
+    parser.add_argument("--rate", type=float, default=float(TARGET_EVENTS_PER_S),
+                        help="events/s of the throughput and delivery runs (default 50,000; 0: as fast as possible)")
+    parser.add_argument("--alerts-per-s", type=float, default=1_000.0,
+                        help="probe alerts/s of the delivery runs (default 1,000: 1 event in rate/1,000)")
+    parser.add_argument("--file", type=Path, help="pre-generated events (default bench/out/audit-<events>.log)")
+    parser.add_argument("--src", type=Path, default=REPO,
+                        help="run `python -m detector` from this tree (default: the repository; e.g. a patched copy)")
+    parser.add_argument("--outbox-sync", choices=("full", "normal"),
+                        help="set the detector's outbox.synchronous (default: the detector's own default)")
+    parser.add_argument("--keep", action="store_true", help="keep each scenario's directory under bench/out")
+    parser.add_argument("--check", action="store_true", help="exit 1 unless every target is met")
+    return parser.parse_args(argv)
+
+
+RUNNERS: dict[str, Callable[[Context], None]] = {
+    "latency": scenario_latency, "throughput": scenario_throughput, "soak": scenario_soak,
+    "delivery": scenario_delivery,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(143))  # run the `finally` below
+    ctx = Context(args, ensure_source(args.events, args.file))
+    sync = f" (outbox.synchronous: {args.outbox_sync})" if args.outbox_sync else ""
+    print(f"events: {ctx.source}; detector: {args.src}{sync}; cpus: {os.cpu_count()}; python: {python()}; "
+          f"load: {load_average()}")
+    try:
+        for name in args.only:
+            RUNNERS[name](ctx)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        ctx.children.stop_all()
+    passed = print_verdicts(ctx.verdicts)
+    return 1 if args.check and not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,496 @@
+#!/usr/bin/env python3
+"""Plumbing of bench/live.py: child processes, the lumberjack writer, /proc readings, metrics.
+
+Also the helper processes themselves, each run as `python bench/livekit.py ROLE ...` (a plain
+subprocess: one pid to stop, no multiprocessing magic):
+
+    tail FILE OUT       the baseline: a trivial `tail -F` in Python (inotify on the directory,
+                        reopen on rotation) appending every probe line it reads to OUT
+    observe FILE OUT    watches FILE (an alert file, or tail's OUT) with inotify and appends
+                        `seq monotonic-time` to OUT the first time a probe's sequence number shows up
+    receive PORTFILE OUT  a keep-alive HTTP receiver on 127.0.0.1 appending `seq monotonic-time`
+                        per request (the webhook target); writes its port to PORTFILE
+
+Every time is CLOCK_MONOTONIC (`time.monotonic()`), one clock for every process of the machine.
+A helper is stopped with SIGTERM; it flushes what it recorded and exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # for tests.support.lumberjack, the faithful writer
+
+from tests.support.lumberjack import Lumberjack  # noqa: E402
+
+PROBE_USER = "latency-probe"
+PROBE_MARK = PROBE_USER.encode()
+PROBE_RULE = "Latency Probe"
+PROBE_ID = re.compile(rb"00000000-0000-4000-8000-(\d{12})")
+PROBE_RULES_YAML = f"""\
+- rule: {PROBE_RULE}
+  desc: marker events written by bench/live.py; the auditID carries a sequence number
+  condition: ka.user.name = {PROBE_USER}
+  output: probe %ka.auditid
+  priority: INFORMATIONAL
+  source: k8s_audit
+"""
+_PROBE_HEAD, _PROBE_TAIL = orjson.dumps({
+    "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": "@ID@",
+    "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces/default/pods/probe-0", "verb": "get",
+    "user": {"username": PROBE_USER, "groups": ["system:authenticated"]}, "sourceIPs": ["10.0.0.1"],
+    "userAgent": "bench/live", "objectRef": {"resource": "pods", "namespace": "default", "name": "probe-0",
+                                             "apiVersion": "v1"},
+    "responseStatus": {"metadata": {}, "code": 200},
+    "requestReceivedTimestamp": "2025-01-01T10:00:00.000000Z", "stageTimestamp": "2025-01-01T10:00:00.000100Z",
+}).split(b"@ID@")
+
+
+def python() -> str:
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def probe_line(seq: int) -> bytes:
+    """A small audit event by the probe user whose auditID ends in `seq`."""
+    return b"%s00000000-0000-4000-8000-%012d%s\n" % (_PROBE_HEAD, seq, _PROBE_TAIL)
+
+
+# ------------------------------------------------------------------------------------ child processes
+
+
+class Children:
+    """Every process the bench starts; `stop_all()` (in a `finally`) leaves none behind."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], stderr: Path | None = None, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+        with open(stderr or os.devnull, "ab") as err:
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=err)
+        self.procs.append(proc)
+        return proc
+
+    def helper(self, *args: str) -> subprocess.Popen[bytes]:
+        return self.start([python(), str(Path(__file__).resolve()), *args])
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(ValueError):
+            self.procs.remove(proc)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc, timeout=10.0)
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Stop the processes started inside the block (newest first) when it ends."""
+        mark = len(self.procs)
+        try:
+            yield
+        finally:
+            for proc in reversed(self.procs[mark:]):
+                self.stop(proc)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ------------------------------------------------------------------------------------------- /proc
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads) from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MB from /proc/<pid>/status."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            key, value = line.split(":", 1)
+            values[key] = int(value.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_delay(pid: int) -> float:
+    """Seconds the main thread of `pid` spent runnable but waiting for a CPU (schedstat field 2)."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+class CpuMeter:
+    """CPU of a process between `start()` and `stop()`, as % of one core, and how long its main
+    thread waited for a CPU while runnable (high: the machine, not the process, was the limit)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cpu0 = self.t0 = self.delay0 = self.cpu = self.wall = self.delay = 0.0
+
+    def start(self) -> None:
+        self.cpu0, self.delay0, self.t0 = cpu_seconds(self.pid), run_delay(self.pid), time.monotonic()
+
+    def stop(self) -> None:
+        self.cpu, self.wall = cpu_seconds(self.pid) - self.cpu0, time.monotonic() - self.t0
+        self.delay = run_delay(self.pid) - self.delay0
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.cpu / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def runq_percent(self) -> float:
+        return 100.0 * self.delay / self.wall if self.wall > 0 else 0.0
+
+
+class RssSampler(threading.Thread):
+    """VmRSS of some processes every `interval` seconds, as (elapsed s, MB) per pid."""
+
+    def __init__(self, pids: list[int], interval: float = 1.0) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.pids, self.interval = pids, interval
+        self.samples: dict[int, list[tuple[float, float]]] = {pid: [] for pid in pids}
+        self.peak: dict[int, float] = dict.fromkeys(pids, 0.0)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.done.is_set():
+            for pid in self.pids:
+                with contextlib.suppress(OSError, KeyError):
+                    rss, hwm = rss_mb(pid)
+                    self.samples[pid].append((time.monotonic() - start, rss))
+                    self.peak[pid] = max(self.peak[pid], hwm)
+            self.done.wait(self.interval)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
+# ------------------------------------------------------------------------------------- the writer
+
+
+class UniqueClock:
+    """Real UTC time, but strictly 1 ms apart at least: at 50 rotations/s two backups would
+    otherwise get the same millisecond stamp (lumberjack would rename over the older one)."""
+
+    def __init__(self) -> None:
+        self.last = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.last = max(datetime.now(UTC), self.last + timedelta(milliseconds=1))
+        return self.last
+
+
+class Writer:
+    """kube-apiserver's audit writer: lumberjack, one write per event, and the mill (prune +
+    gzip) on its own thread after each rotation, as lumberjack runs it on a goroutine."""
+
+    def __init__(self, path: Path, max_size_mb: int = 1, max_backups: int = 10, compress: bool = True) -> None:
+        self.lj = Lumberjack(path, max_size=max_size_mb, max_backups=max_backups, compress=compress,
+                             clock=UniqueClock(), mill="manual")
+        self._seen = 0
+        self._kick = threading.Event()
+        self._closed = False
+        self._mill = threading.Thread(target=self._run_mill, name="lumberjack-mill", daemon=True)
+        self._mill.start()
+
+    def write(self, line: bytes) -> None:
+        self.lj.write(line)
+        if self.lj.rotations != self._seen:
+            self._seen = self.lj.rotations
+            self._kick.set()
+
+    def close(self) -> None:
+        self.lj.close()
+        self._closed = True
+        self._kick.set()
+        self._mill.join()
+
+    def _run_mill(self) -> None:
+        while True:
+            self._kick.wait()
+            self._kick.clear()
+            if self._closed:
+                return
+            with contextlib.suppress(OSError):  # a backup pruned under us: the next run sees the rest
+                self.lj.run_mill()
+
+
+def cycle_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a pre-generated log, over and over (reading a cached file costs ~0.3 us a line)."""
+    while True:
+        with path.open("rb", buffering=1 << 20) as fh:
+            yield from fh
+
+
+class Pacer:
+    """Holds a loop to `rate` iterations/s, checking the clock every ~1 ms worth of iterations."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.every = max(1, int(rate // 1000)) if rate > 0 else 1 << 30
+        self.start = time.monotonic()
+
+    def pace(self, i: int) -> None:
+        if i % self.every:
+            return
+        ahead = self.start + i / self.rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+# ------------------------------------------------------------------------------------- the detector
+
+
+class Detector:
+    """A `python -m detector run --config` child with its config, log dir and state in `root`."""
+
+    def __init__(self, root: Path, rules: list[str], outputs: list[dict[str, Any]], src: Path = REPO,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.root = root
+        self.src = src  # `python -m detector` runs from here: the repository, or another tree to compare
+        self.log = root / "log" / "audit.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.touch()
+        self.stderr = root / "detector.stderr"
+        self.port = free_port()
+        config = {"file": str(self.log), "state_dir": str(root / "state"), "start_at": "beginning",
+                  "rules": rules, "outputs": outputs, "log_format": "json",
+                  "metrics": {"listen": f"127.0.0.1:{self.port}"}, **(extra or {})}
+        self.config = root / "config.yaml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, children: Children, timeout: float = 60.0) -> int:
+        self.proc = children.start([python(), "-m", "detector", "run", "--config", str(self.config)],
+                                   stderr=self.stderr, cwd=self.src)
+        wait_until(self._started, timeout, "detector run to start")
+        return self.proc.pid
+
+    def _started(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"detector run exited with {self.proc.returncode}: {self.last_error()}")
+        return '"event": "started"' in self.stderr.read_text(errors="replace")
+
+    def metrics(self) -> dict[str, float]:
+        """The unlabelled samples of /metrics, plus labelled ones under their full text."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    def warnings(self) -> list[str]:
+        """Log lines at warning level or above (data_lost, torn lines, delivery failures...)."""
+        lines = self.stderr.read_text(errors="replace").splitlines() if self.stderr.exists() else []
+        return [line for line in lines if '"level": "warning"' in line or '"level": "error"' in line]
+
+    def last_error(self) -> str:
+        lines = [line for line in self.stderr.read_text(errors="replace").splitlines() if line.strip()]
+        return lines[-1][:300] if lines else "no stderr"
+
+
+# ------------------------------------------------------------------------- helpers: inotify, roles
+
+IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
+
+
+class Inotify:
+    """The directory watch of a helper: `wait()` returns once something in it changed."""
+
+    def __init__(self, directory: Path) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        mask = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+        if self.fd < 0 or libc.inotify_add_watch(self.fd, os.fsencode(directory), mask) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify on {directory}")
+
+    def wait(self, timeout: float) -> None:
+        select.select([self.fd], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.fd, 65536):
+                pass
+
+
+def _exit_on_sigterm() -> None:
+    signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(0))
+
+
+def _read_new(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _write_probes(sink: int, lines: list[bytes]) -> None:
+    probes = [line for line in lines if PROBE_MARK in line]
+    if probes:
+        os.write(sink, b"\n".join(probes) + b"\n")
+
+
+def _replaced(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False  # between lumberjack's rename and its create: look again on the next wake
+
+
+def role_tail(path: Path, out: Path) -> None:
+    """The baseline: follow `path` like `tail -F` and append every probe line to `out`."""
+    watch = Inotify(path.parent)
+    sink = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # its existence says "ready"
+    fd, partial = os.open(path, os.O_RDONLY), b""
+    while True:
+        lines = (partial + _read_new(fd)).split(b"\n")
+        partial = lines.pop()
+        _write_probes(sink, lines)
+        if _replaced(path, fd):
+            # lumberjack closed the old file before renaming it: one more read drains it
+            _write_probes(sink, (partial + _read_new(fd)).split(b"\n")[:-1])
+            os.close(fd)
+            fd, partial = os.open(path, os.O_RDONLY), b""
+            continue
+        watch.wait(0.25)
+
+
+def role_observe(path: Path, out: Path) -> None:
+    """Append `seq monotonic-time` to `out` the first time each probe seq appears in `path`."""
+    watch = Inotify(path.parent)
+    seen: set[int] = set()
+    fd: int | None = None
+    partial = b""
+    with out.open("a") as log:  # its existence says "ready"
+        log.flush()
+        while True:
+            if fd is None and path.exists():
+                fd = os.open(path, os.O_RDONLY)
+            if fd is not None:
+                data = partial + _read_new(fd)
+                now = time.monotonic()
+                complete = data.rfind(b"\n") + 1
+                partial = data[complete:]
+                for match in PROBE_ID.finditer(data, 0, complete):
+                    seq = int(match.group(1))
+                    if seq not in seen:
+                        seen.add(seq)
+                        log.write(f"{seq} {now}\n")
+                log.flush()
+            watch.wait(0.25)
+
+
+def role_receive(port_file: Path, out: Path) -> None:
+    """The webhook receiver: HTTP/1.1 keep-alive, `seq arrival-time` per probe alert."""
+    log = out.open("a", buffering=1)
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            now = time.monotonic()
+            match = PROBE_ID.search(body)
+            if match:
+                with lock:
+                    log.write(f"{int(match.group(1))} {now}\n")
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    port_file.write_text(str(server.server_address[1]))
+    try:
+        server.serve_forever(0.1)
+    finally:
+        log.close()
+
+
+def read_times(path: Path) -> dict[int, float]:
+    """`seq time` lines written by observe/receive (the first time per seq wins)."""
+    times: dict[int, float] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            seq, _, at = line.partition(" ")
+            if at:
+                times.setdefault(int(seq), float(at))
+    return times
+
+
+ROLES: dict[str, Callable[[Path, Path], None]] = {"tail": role_tail, "observe": role_observe,
+                                                   "receive": role_receive}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] not in ROLES:
+        print(f"usage: livekit.py {{{','.join(ROLES)}}} PATH OUT", file=sys.stderr)
+        return 2
+    _exit_on_sigterm()
+    with contextlib.suppress(KeyboardInterrupt):
+        ROLES[argv[0]](Path(argv[1]), Path(argv[2]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
