@@ -1,27 +1,10 @@
-#!/usr/bin/env python3
-"""Plumbing of bench/live.py: child processes, the lumberjack writer, /proc readings, metrics.
-
-Also the helper processes themselves, each run as `python bench/livekit.py ROLE ...` (a plain
-subprocess: one pid to stop, no multiprocessing magic):
-
-    tail FILE OUT       the baseline: a trivial `tail -F` in Python (inotify on the directory,
-                        reopen on rotation) appending every probe line it reads to OUT
-    observe FILE OUT    watches FILE (an alert file, or tail's OUT) with inotify and appends
-                        `seq monotonic-time` to OUT the first time a probe's sequence number shows up
-    receive PORTFILE OUT  a keep-alive HTTP receiver on 127.0.0.1 appending `seq monotonic-time`
-                        per request (the webhook target); writes its port to PORTFILE
-
-Every time is CLOCK_MONOTONIC (`time.monotonic()`), one clock for every process of the machine.
-A helper is stopped with SIGTERM; it flushes what it recorded and exits 0.
-"""
+"""Plumbing of bench/live.py: child processes, /proc readings, the lumberjack writer, the
+`detector run` child and its metrics. The helper processes live in livehelpers.py."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import re
-import select
 import signal
 import socket
 import subprocess
@@ -31,12 +14,12 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
+from livehelpers import PROBE_USER
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -44,10 +27,7 @@ if str(REPO) not in sys.path:
 
 from tests.support.lumberjack import Lumberjack  # noqa: E402
 
-PROBE_USER = "latency-probe"
-PROBE_MARK = PROBE_USER.encode()
 PROBE_RULE = "Latency Probe"
-PROBE_ID = re.compile(rb"00000000-0000-4000-8000-(\d{12})")
 PROBE_RULES_YAML = f"""\
 - rule: {PROBE_RULE}
   desc: marker events written by bench/live.py; the auditID carries a sequence number
@@ -94,7 +74,8 @@ class Children:
         return proc
 
     def helper(self, *args: str) -> subprocess.Popen[bytes]:
-        return self.start([python(), str(Path(__file__).resolve()), *args])
+        """`python bench/livehelpers.py ROLE ...`"""
+        return self.start([python(), str(Path(__file__).resolve().parent / "livehelpers.py"), *args])
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
         """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
@@ -345,127 +326,6 @@ class Detector:
         return lines[-1][:300] if lines else "no stderr"
 
 
-# ------------------------------------------------------------------------- helpers: inotify, roles
-
-IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
-
-
-class Inotify:
-    """The directory watch of a helper: `wait()` returns once something in it changed."""
-
-    def __init__(self, directory: Path) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        mask = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
-        if self.fd < 0 or libc.inotify_add_watch(self.fd, os.fsencode(directory), mask) < 0:
-            raise OSError(ctypes.get_errno(), f"inotify on {directory}")
-
-    def wait(self, timeout: float) -> None:
-        select.select([self.fd], [], [], timeout)
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.fd, 65536):
-                pass
-
-
-def _exit_on_sigterm() -> None:
-    signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(0))
-
-
-def _read_new(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _write_probes(sink: int, lines: list[bytes]) -> None:
-    probes = [line for line in lines if PROBE_MARK in line]
-    if probes:
-        os.write(sink, b"\n".join(probes) + b"\n")
-
-
-def _replaced(path: Path, fd: int) -> bool:
-    try:
-        return os.stat(path).st_ino != os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return False  # between lumberjack's rename and its create: look again on the next wake
-
-
-def role_tail(path: Path, out: Path) -> None:
-    """The baseline: follow `path` like `tail -F` and append every probe line to `out`."""
-    watch = Inotify(path.parent)
-    sink = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # its existence says "ready"
-    fd, partial = os.open(path, os.O_RDONLY), b""
-    while True:
-        lines = (partial + _read_new(fd)).split(b"\n")
-        partial = lines.pop()
-        _write_probes(sink, lines)
-        if _replaced(path, fd):
-            # lumberjack closed the old file before renaming it: one more read drains it
-            _write_probes(sink, (partial + _read_new(fd)).split(b"\n")[:-1])
-            os.close(fd)
-            fd, partial = os.open(path, os.O_RDONLY), b""
-            continue
-        watch.wait(0.25)
-
-
-def role_observe(path: Path, out: Path) -> None:
-    """Append `seq monotonic-time` to `out` the first time each probe seq appears in `path`."""
-    watch = Inotify(path.parent)
-    seen: set[int] = set()
-    fd: int | None = None
-    partial = b""
-    with out.open("a") as log:  # its existence says "ready"
-        log.flush()
-        while True:
-            if fd is None and path.exists():
-                fd = os.open(path, os.O_RDONLY)
-            if fd is not None:
-                data = partial + _read_new(fd)
-                now = time.monotonic()
-                complete = data.rfind(b"\n") + 1
-                partial = data[complete:]
-                for match in PROBE_ID.finditer(data, 0, complete):
-                    seq = int(match.group(1))
-                    if seq not in seen:
-                        seen.add(seq)
-                        log.write(f"{seq} {now}\n")
-                log.flush()
-            watch.wait(0.25)
-
-
-def role_receive(port_file: Path, out: Path) -> None:
-    """The webhook receiver: HTTP/1.1 keep-alive, `seq arrival-time` per probe alert."""
-    log = out.open("a", buffering=1)
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            now = time.monotonic()
-            match = PROBE_ID.search(body)
-            if match:
-                with lock:
-                    log.write(f"{int(match.group(1))} {now}\n")
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    port_file.write_text(str(server.server_address[1]))
-    try:
-        server.serve_forever(0.1)
-    finally:
-        log.close()
-
 
 def read_times(path: Path) -> dict[int, float]:
     """`seq time` lines written by observe/receive (the first time per seq wins)."""
@@ -476,21 +336,3 @@ def read_times(path: Path) -> dict[int, float]:
             if at:
                 times.setdefault(int(seq), float(at))
     return times
-
-
-ROLES: dict[str, Callable[[Path, Path], None]] = {"tail": role_tail, "observe": role_observe,
-                                                   "receive": role_receive}
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in ROLES:
-        print(f"usage: livekit.py {{{','.join(ROLES)}}} PATH OUT", file=sys.stderr)
-        return 2
-    _exit_on_sigterm()
-    with contextlib.suppress(KeyboardInterrupt):
-        ROLES[argv[0]](Path(argv[1]), Path(argv[2]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
