@@ -152,9 +152,10 @@ class LiveRunner:
         alerts: list[Alert] = []
         evaluate = self.ruleset.evaluate
         event: AuditEvent | None = None
+        count = 0
         for line in lines:
             for event in self._events(line):
-                self.metrics.events.inc()
+                count += 1
                 try:
                     matches = evaluate(event)
                 except Exception as exc:  # one event must never stop the daemon; reported loudly
@@ -163,6 +164,7 @@ class LiveRunner:
                 for match in matches:
                     self.metrics.matches.labels(match.rule).inc()
                 alerts += delivery.alerts_for(matches) if matches else ()
+        self.metrics.events.inc(count)
         self.metrics.lines.inc(len(lines))
         self.metrics.evaluation.observe(time.perf_counter() - started)
         self._pending = lines[-1].position
@@ -303,9 +305,7 @@ def _loggable(fields: dict[str, object]) -> dict[str, Any]:
 
 
 def _outbox_depth(delivery: Delivery) -> tuple[int, int, float]:
-    counts = delivery.outbox.counts()
-    pending = sum(n for (_output, status), n in counts.items() if status == "pending")
-    dead = sum(n for (_output, status), n in counts.items() if status == "dead")
+    pending, dead = delivery.outbox.held_counts()
     return pending, dead, delivery.outbox.oldest_pending_age()
 
 

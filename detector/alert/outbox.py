@@ -348,6 +348,13 @@ class Outbox:
             tx.execute("UPDATE delivery SET status = 'delivered', body = NULL, updated_at = ?, "
                        "attempts = attempts + 1, last_error = NULL WHERE seq = ?", (self.clock(), seq))
 
+    def mark_delivered_many(self, seqs: Sequence[int]) -> None:
+        """`mark_delivered` for several rows in one transaction."""
+        now = self.clock()
+        with self._write() as tx:
+            tx.db.executemany("UPDATE delivery SET status = 'delivered', body = NULL, updated_at = ?, "
+                              "attempts = attempts + 1, last_error = NULL WHERE seq = ?", [(now, seq) for seq in seqs])
+
     def schedule_retry(self, seq: int, next_attempt_at: float, error: str) -> None:
         with self._write() as tx:
             tx.execute("UPDATE delivery SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
@@ -372,6 +379,13 @@ class Outbox:
         """(output, status) -> rows."""
         return {(o, s): n for o, s, n in self._db().execute(
             "SELECT output, status, COUNT(*) FROM delivery GROUP BY output, status ORDER BY output, status")}
+
+    def held_counts(self) -> tuple[int, int]:
+        """(pending, dead) rows of all outputs, read through the partial index on held rows: never
+        a scan of the delivered/dropped tombstones, which are kept `dedup_seconds` and outnumber them."""
+        rows = dict(self._db().execute(
+            f"SELECT status, COUNT(*) FROM delivery WHERE {_HELD_SQL} GROUP BY status").fetchall())
+        return int(rows.get(PENDING, 0)), int(rows.get(DEAD, 0))
 
     def oldest_pending_age(self) -> float:
         """Seconds since the oldest pending row was enqueued (0 when nothing is pending)."""

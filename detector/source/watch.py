@@ -1,11 +1,17 @@
 """Wake the follower when its file may have changed: inotify on the directory, or polling.
 
 The directory is watched, not the file: the file is renamed away at each rotation. Events are
-filtered by name (the live file and its backups) and only set a flag: the watchdog threads
-never read, the follower does all I/O on its own thread (STYLE.md §13). When inotify cannot be
-used (no inotify, instance or watch limits: watchdog raises on start) `mode="auto"` falls back
+filtered by name (the live file and its backups) and only set a flag: watchdog's reader thread
+never reads the file, the follower does all I/O on its own thread (STYLE.md §13). When inotify
+cannot be used (no inotify, instance or watch limits: watchdog raises) `mode="auto"` falls back
 to polling the file's stat. A deleted or replaced directory is noticed (inotify reports the
 deletion; a periodic check catches a rename) and watched again once it exists.
+
+Coalescing: the API server writes one event per write(2), so a busy log raises thousands of
+IN_MODIFY a second. We use watchdog's inotify reader (`InotifyFD`) without its observer and
+event-queue threads, and our callback holds the reader until the follower has taken the
+wake-up: meanwhile the kernel merges the identical IN_MODIFY events still queued into one, so a
+busy log costs one inotify read per wake-up (at most 1/min_interval a second), not one per write.
 
 `wait()` only says "look now"; after it the caller runs `Follower.read()` until it returns
 fewer lines than it asked for.
@@ -17,18 +23,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
-from watchdog.events import (
-    DirDeletedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD
 
 from detector.errors import Location, SourceError
 from detector.source.backups import BackupNames
@@ -37,9 +34,11 @@ OnEvent = Callable[[str, dict[str, object]], None]
 Mode = Literal["auto", "inotify", "poll"]
 
 RECHECK_SECONDS = 1.0  # inotify mode: how often to check that the watched directory is still the one at the path
+HOLD_SECONDS = 1.0  # longest the reader is held for an unclaimed wake-up (the follower is busy reading)
 # Not IN_OPEN / IN_CLOSE_NOWRITE / IN_ACCESS: the follower's own reads would wake it.
-_EVENT_TYPES: list[type[FileSystemEvent]] = [
-    FileModifiedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent, DirDeletedEvent]
+_MASK = (InotifyConstants.IN_MODIFY | InotifyConstants.IN_CLOSE_WRITE | InotifyConstants.IN_CREATE
+         | InotifyConstants.IN_DELETE | InotifyConstants.IN_MOVED_FROM | InotifyConstants.IN_MOVED_TO
+         | InotifyConstants.IN_DELETE_SELF | InotifyConstants.IN_MOVE_SELF)
 
 WAKER_EVENTS = (
     "watch_started",  # path (the directory), mode ("inotify" | "poll")
@@ -61,27 +60,50 @@ def _signature(path: str) -> tuple[int, ...] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-class _Handler(FileSystemEventHandler):
-    """Runs on watchdog's thread: filter by name, set the flag, nothing else."""
+class _DirectoryWatch:
+    """watchdog's inotify reader on one directory; `on_event` and friends run on its thread."""
 
-    def __init__(self, names: BackupNames, directory: str, changed: threading.Event,
+    def __init__(self, directory: str, names: BackupNames, changed: threading.Event,
                  lost: threading.Event) -> None:
         self._names = names
-        self._directory = directory
         self._changed = changed
         self._lost = lost
+        self._claimed = threading.Event()
+        self._reader = InotifyFD()  # our own instance, not the process-wide shared one
+        try:
+            self._reader.add_callback(os.fsencode(directory), _MASK, self, "detector")
+        except BaseException:
+            self._reader.close()
+            raise
+        self._reader.start()
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        src = os.fsdecode(event.src_path)
-        if event.is_directory:
-            if src == self._directory:  # the watched directory itself was deleted
-                self._lost.set()
-                self._changed.set()
-            return
-        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-        if self._names.is_related(os.path.basename(src)) or (
-                dest and self._names.is_related(os.path.basename(dest))):
+    def on_event(self, event: InotifyEvent) -> None:
+        if event.is_delete_self or event.is_move_self:  # the watched directory itself went away
+            self._lost.set()
             self._changed.set()
+        elif not event.is_directory and self._names.is_related(os.fsdecode(event.name)):
+            self._changed.set()
+            # Hold the reader until the follower claims this wake-up: writes in the meantime
+            # merge into one queued IN_MODIFY in the kernel instead of costing a read each.
+            self._claimed.wait(HOLD_SECONDS)
+            self._claimed.clear()
+
+    def on_watch_deleted(self, wd: int) -> None:
+        self._lost.set()
+        self._changed.set()
+
+    def on_queue_overflow(self) -> None:
+        self._changed.set()  # events were dropped: look at everything
+
+    def claimed(self) -> None:
+        """The follower took the wake-up: release the reader (from the follower's thread)."""
+        self._claimed.set()
+
+    def close(self) -> None:
+        self._claimed.set()
+        self._reader.stop()  # closes the inotify instance, which ends the reader's loop
+        if self._reader.is_alive():
+            self._reader.join()
 
 
 class Waker:
@@ -101,7 +123,7 @@ class Waker:
         self._changed = threading.Event()
         self._lost = threading.Event()
         self._closed = threading.Event()  # also what we sleep on, so close() interrupts a wait
-        self._observer: Any = None
+        self._observer: _DirectoryWatch | None = None
         self._watched: tuple[int, int] | None = None  # (dev, inode) of the watched directory
         self._next_check = 0.0
         self._last_return = float("-inf")
@@ -127,7 +149,7 @@ class Waker:
         return False
 
     def close(self) -> None:
-        """Stop watching; the watchdog threads are stopped and joined."""
+        """Stop watching; watchdog's reader thread is stopped and joined."""
         self._closed.set()
         self._changed.set()
         self._disarm()
@@ -171,6 +193,8 @@ class Waker:
         if pause > 0:
             self._closed.wait(pause)  # coalesce: a busy log costs at most 1/min_interval wake-ups a second
         self._changed.clear()
+        if self._observer is not None:
+            self._observer.claimed()
         self._sig = _signature(self._path) if self._observer is None else self._sig
         self._last_return = time.monotonic()
         return not self._closed.is_set()
@@ -188,15 +212,9 @@ class Waker:
         if identity is None:
             return False  # not there (yet): poll until it is
         self._lost.clear()
-        handler = _Handler(self._names, self._directory, self._changed, self._lost)
-        observer: Any = None
         try:
-            observer = InotifyObserver()
-            observer.schedule(handler, self._directory, recursive=False, event_filter=_EVENT_TYPES)
-            observer.start()
+            observer = _DirectoryWatch(self._directory, self._names, self._changed, self._lost)
         except OSError as exc:
-            if observer is not None:
-                observer.stop()
             if self._requested == "inotify":
                 raise SourceError(f"cannot watch with inotify: {exc}", Location(self._directory)) from None
             self.mode = "poll"
@@ -211,7 +229,5 @@ class Waker:
         observer, self._observer = self._observer, None
         self._watched = None
         if observer is not None:
-            observer.stop()
-            if observer.is_alive():
-                observer.join()
+            observer.close()
         self._sig = _signature(self._path)
