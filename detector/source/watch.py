@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD
+from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD, Mask
 
 from detector.errors import Location, SourceError
 from detector.source.backups import BackupNames
@@ -71,7 +71,7 @@ class _DirectoryWatch:
         self._claimed = threading.Event()
         self._reader = InotifyFD()  # our own instance, not the process-wide shared one
         try:
-            self._reader.add_callback(os.fsencode(directory), _MASK, self, CallbackId(0))
+            self._reader.add_callback(os.fsencode(directory), Mask(_MASK), self, CallbackId(0))
         except BaseException:
             self._reader.close()
             raise
