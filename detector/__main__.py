@@ -4,4 +4,5 @@ import sys
 
 from detector.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when multiprocessing's spawn imports the parent's main module
+    sys.exit(main())

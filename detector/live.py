@@ -11,6 +11,7 @@ from the last committed position, so an event is either fully handed over or rea
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ from detector.alert.stage import Delivery, open_delivery
 from detector.config import RunConfig
 from detector.errors import BadInput, ConfigError, DetectorError, Location, RuleLoadError
 from detector.event import AuditEvent
+from detector.logs import configure_logging
 from detector.metrics import Metrics, MetricsServer
 from detector.parse.audit import parse_line
 from detector.rules.loader import rule_files
@@ -79,9 +81,10 @@ class LiveRunner:
         server = self._metrics_server()
         try:
             delivery = open_delivery(self.delivery_settings, state_dir, self._on_delivery_event,
-                                     hostname=alert_hostname())
-            delivery.start()
+                                     hostname=alert_hostname(), child_setup=functools.partial(
+                                         configure_logging, self.config.log_format, self.config.log_level))
             try:
+                delivery.start()
                 self._follow(delivery)
             finally:
                 # Unsent alerts stay pending in the outbox and go out after the next start.

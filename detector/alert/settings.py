@@ -145,6 +145,7 @@ class OutboxSettings:
     retry_max_seconds: float = 300.0
     max_retry_after_seconds: float = 900.0  # cap on a server's Retry-After
     synchronous: str = "full"  # full | normal (see outbox.py)
+    dispatch: str = "auto"  # thread | process | auto: a child process when a network output is configured
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +326,7 @@ def parse_outbox(raw: object, where: str = "outbox", location: Location | None =
         retry_max_seconds=f.number("retry_max_seconds", d.retry_max_seconds, minimum=0.001),
         max_retry_after_seconds=f.number("max_retry_after_seconds", d.max_retry_after_seconds),
         synchronous=f.choice("synchronous", ("full", "normal"), d.synchronous),
+        dispatch=f.choice("dispatch", ("auto", "thread", "process"), d.dispatch),
     )
     if settings.retry_max_seconds < settings.retry_initial_seconds:
         f.fail("must be >= retry_initial_seconds", "retry_max_seconds")

@@ -12,8 +12,10 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
+from typing import Protocol
 
 from detector.alert.build import AlertBuilder
+from detector.alert.courier import CourierProcess, wants_process
 from detector.alert.dispatch import Dispatcher
 from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
 from detector.alert.model import Alert
@@ -63,6 +65,16 @@ class AlertStage:
                                         count=count if isinstance(count, int) else 0))
 
 
+class Dispatching(Protocol):
+    """What the stage needs of a dispatcher: in-process threads (`Dispatcher`) or a child (`CourierProcess`)."""
+
+    def start(self) -> None: ...
+
+    def notify(self) -> None: ...
+
+    def stop(self, timeout: float = 30.0) -> bool: ...
+
+
 class Delivery:
     """Everything `detector run` needs for alerts, assembled from the settings.
 
@@ -71,12 +83,14 @@ class Delivery:
     """
 
     def __init__(self, settings: DeliverySettings, outbox: Outbox, sinks: Mapping[str, Sink],
-                 on_event: OnEvent = log_event, *, hostname: str | None = None, poll_interval: float = 1.0) -> None:
+                 on_event: OnEvent = log_event, *, hostname: str | None = None, poll_interval: float = 1.0,
+                 dispatcher: Dispatching | None = None) -> None:
         self.settings = settings
         self.outbox = outbox
         self.sinks = dict(sinks)
         self.build = AlertBuilder(hostname, settings.cluster_name)
-        self.dispatcher = Dispatcher(outbox, self.sinks, on_event, poll_interval=poll_interval)
+        self.dispatcher: Dispatching = dispatcher or Dispatcher(outbox, self.sinks, on_event,
+                                                                poll_interval=poll_interval)
         self.stage = AlertStage(outbox, Throttle(settings.throttle), self.dispatcher.notify, on_event)
 
     def alerts_for(self, matches: Sequence[Match]) -> list[Alert]:
@@ -108,10 +122,16 @@ class Delivery:
 
 def open_delivery(settings: DeliverySettings, state_dir: str | os.PathLike[str], on_event: OnEvent = log_event,
                   *, hostname: str | None = None, sinks: Mapping[str, Sink] | None = None,
-                  poll_interval: float = 1.0) -> Delivery:
-    """Open the outbox in `state_dir` and build one sink per output (or use `sinks`)."""
+                  poll_interval: float = 1.0, child_setup: Callable[[], None] | None = None) -> Delivery:
+    """Open the outbox in `state_dir` and build one sink per output (or use `sinks`); with
+    `outbox.dispatch` calling for it, the outputs live in a child process instead (its
+    `child_setup` runs first there, e.g. to configure logging), started by `Delivery.start`."""
     router = Router({output.name: output.route for output in settings.outputs})
     outbox = Outbox.in_state_dir(state_dir, settings.outbox, router, on_event)
+    if sinks is None and wants_process(settings):
+        courier = CourierProcess(settings, os.fspath(state_dir), on_event, poll_interval=poll_interval,
+                                 setup=child_setup)
+        return Delivery(settings, outbox, {}, on_event, hostname=hostname, dispatcher=courier)
     try:
         built = dict(sinks) if sinks is not None else build_sinks(list(settings.outputs))
     except BaseException:

@@ -1,0 +1,210 @@
+"""Delivery in a child process: the network outputs get a core (and a GIL) of their own.
+
+An HTTP request through requests costs ~0.4 ms of CPU here, so 1,000 alerts/s to a webhook need
+~45% of a core. In the evaluating process those sends and the evaluation would share one GIL:
+measured, the webhook fell seconds behind while evaluation kept 50,000 events/s to itself.
+The outbox is already the hand-over point (SQLite in WAL mode, safe across processes), so the
+dispatcher simply runs in a child started with `spawn` (no fork of a threaded process):
+
+* parent -> child, `wake`: "new rows" nudges (never blocking: a full pipe already means the
+  child has nudges to read; it also polls the outbox) and a final "stop";
+* child -> parent, `events`: first "ready" or the startup error, then every `DeliveryEvent`,
+  which the parent logs and counts exactly as it does for in-process workers.
+
+The child ends when told, on SIGTERM, or when the parent is gone (EOF on `wake`, e.g. after a
+SIGKILL): pending rows stay in the outbox for the next start, as with threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import FrameType
+
+from detector.alert.dispatch import Dispatcher
+from detector.alert.events import DeliveryEvent, OnEvent
+from detector.alert.outbox import Outbox
+from detector.alert.route import Router
+from detector.alert.settings import DeliverySettings
+from detector.alert.sinks import build_sinks
+from detector.errors import ConfigError
+
+NETWORK_OUTPUTS = frozenset({"slack", "sns", "webhook"})
+START_TIMEOUT = 60.0  # building sinks imports slack-sdk/boto3: seconds on a cold, busy node
+_NUDGE, _STOP, _READY = b"n", b"s", "ready"
+
+
+def wants_process(settings: DeliverySettings) -> bool:
+    """`outbox.dispatch`: `process`, `thread`, or `auto` (a process when a network output is configured)."""
+    mode = settings.outbox.dispatch
+    if mode == "auto":
+        return any(output.kind in NETWORK_OUTPUTS for output in settings.outputs)
+    return mode == "process"
+
+
+class CourierProcess:
+    """The parent's handle on the child: `start`, `notify`, `stop`, like `Dispatcher`."""
+
+    def __init__(self, settings: DeliverySettings, state_dir: str, on_event: OnEvent, *,
+                 poll_interval: float = 1.0, setup: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.state_dir = state_dir
+        self.on_event = on_event
+        self.poll_interval = poll_interval
+        self.setup = setup
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._wake: Connection | None = None
+        self._events: Connection | None = None
+        self._relay: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        """Start the child and wait until its outputs are built; ConfigError if they cannot be."""
+        ctx = multiprocessing.get_context("spawn")
+        wake_r, wake_w = ctx.Pipe(duplex=False)
+        events_r, events_w = ctx.Pipe(duplex=False)
+        spec = _ChildSpec(self.settings, self.state_dir, self.poll_interval, self.setup)
+        process = ctx.Process(target=_child_main, name="detector-courier", daemon=False,
+                              args=(spec, wake_r, events_w))
+        process.start()
+        wake_r.close()
+        events_w.close()
+        self._process, self._wake, self._events = process, wake_w, events_r
+        first = _first_message(events_r)
+        if first != _READY:
+            self._reap(timeout=5.0)
+            raise ConfigError(f"delivery: {first}")
+        os.set_blocking(wake_w.fileno(), False)  # notify() must never wait on the child
+        self._relay = threading.Thread(target=self._relay_events, name="detector-courier-events", daemon=True)
+        self._relay.start()
+
+    def notify(self) -> None:
+        """New rows are in the outbox (never blocks; the child also polls)."""
+        if self._wake is None:
+            return
+        with contextlib.suppress(OSError):  # full: nudges are already queued; gone: stop() reports it
+            self._wake.send_bytes(_NUDGE)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Ask the child to finish its in-flight sends and exit; True if it did in time."""
+        if self._wake is not None:
+            try:
+                os.set_blocking(self._wake.fileno(), True)
+                self._wake.send_bytes(_STOP)
+            except OSError:
+                pass
+        stopped = self._reap(timeout)
+        if self._relay is not None:
+            self._relay.join(1.0)  # the child is gone: its events pipe is at EOF
+        return stopped
+
+    def _reap(self, timeout: float) -> bool:
+        process, self._process = self._process, None
+        for conn in (self._wake,):
+            if conn is not None:
+                conn.close()
+        self._wake = None
+        if process is None:
+            return True
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()  # in-flight sends are repeated by the next start (at least once)
+            process.join(5.0)
+            return False
+        return True
+
+    def _relay_events(self) -> None:
+        events = self._events
+        assert events is not None
+        while True:
+            try:
+                event = events.recv()
+            except (EOFError, OSError):
+                break
+            if isinstance(event, DeliveryEvent):
+                self.on_event(event)
+        events.close()
+
+
+def _first_message(events: Connection) -> object:
+    try:
+        if not events.poll(START_TIMEOUT):
+            return f"the delivery process did not start within {START_TIMEOUT:g} s"
+        return events.recv()
+    except (EOFError, OSError):
+        return "the delivery process exited while starting (see its error above)"
+
+
+# -- the child -------------------------------------------------------------------------------
+class _Stop(Exception):
+    """Raised by the child's SIGTERM handler to leave its wait on the parent."""
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise _Stop
+
+
+@dataclass(frozen=True, slots=True)
+class _ChildSpec:
+    """What the child is started with (pickled by `spawn`; secrets travel only on this pipe)."""
+
+    settings: DeliverySettings
+    state_dir: str
+    poll_interval: float
+    setup: Callable[[], None] | None
+
+
+def _child_main(spec: _ChildSpec, wake: Connection, events: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    signal.signal(signal.SIGTERM, _on_sigterm)  # a stop of the whole group (systemd, docker): finish and go
+    if spec.setup is not None:
+        spec.setup()
+    send_lock = threading.Lock()
+
+    def send(message: object) -> None:
+        with send_lock, contextlib.suppress(OSError):  # the parent is gone: the wait below sees EOF
+            events.send(message)
+
+    settings = spec.settings
+    try:
+        router = Router({output.name: output.route for output in settings.outputs})
+        outbox = Outbox.in_state_dir(spec.state_dir, settings.outbox, router, send)
+        sinks = build_sinks(list(settings.outputs))
+    except Exception as exc:  # a one-line reason for the parent, which exits 2 with it
+        send(str(exc) or type(exc).__name__)
+        return
+    dispatcher = Dispatcher(outbox, sinks, send, poll_interval=spec.poll_interval)
+    try:
+        dispatcher.start()
+        send(_READY)
+        _serve(wake, dispatcher)
+    except _Stop:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough
+        dispatcher.stop(timeout=10.0)
+        for sink in sinks.values():
+            sink.close()
+        outbox.close()
+        events.close()
+
+
+def _serve(wake: Connection, dispatcher: Dispatcher) -> None:
+    """Relay nudges until told to stop or the parent is gone."""
+    while True:
+        try:
+            message = wake.recv_bytes()
+        except (EOFError, OSError):
+            return
+        if message == _STOP:
+            return
+        dispatcher.notify()
