@@ -95,8 +95,8 @@ class Receiver:
     """The receiver in its own process (no GIL shared with the detector side)."""
 
     def __init__(self, state: Path) -> None:
-        self.port: Synchronized[int] = multiprocessing.Value("i", 0)  # type: ignore[assignment]
-        self.count: Synchronized[int] = multiprocessing.Value("i", 0)  # type: ignore[assignment]
+        self.port: Synchronized[int] = multiprocessing.Value("i", 0)
+        self.count: Synchronized[int] = multiprocessing.Value("i", 0)
         self.log = state / "arrivals.log"
         self.process = multiprocessing.Process(target=serve, args=(self.port, self.count, str(self.log)), daemon=True)
         self.process.start()

@@ -20,11 +20,13 @@ from livekit import (
     Children,
     CpuMeter,
     Detector,
+    GoWriter,
     Pacer,
     RssSampler,
     Writer,
     cycle_lines,
     load_average,
+    make_writer,
     probe_line,
     read_times,
     wait_until,
@@ -100,7 +102,7 @@ def events(source: Path, probe_every: int) -> Iterator[tuple[int, bytes, bool]]:
             yield seq, next(lines), False
 
 
-def write_paced(writer: Writer, stream: Iterator[tuple[int, bytes, bool]], rate: float, count: int,
+def write_paced(writer: Writer | GoWriter, stream: Iterator[tuple[int, bytes, bool]], rate: float, count: int,
                 milestone: Callable[[int], None] | None = None) -> Written:
     """Write `count` events at `rate`/s (0: as fast as possible), one lumberjack write each;
     `milestone(i)` runs after 25/50/75/100% of them."""
@@ -109,10 +111,12 @@ def write_paced(writer: Writer, stream: Iterator[tuple[int, bytes, bool]], rate:
     cpu0 = time.process_time()
     done = Written(started=time.monotonic())
     for i, (seq, line, probe) in enumerate(itertools.islice(stream, count)):
-        if rate:
+        if rate and not i % pacer.every:
+            writer.flush()  # what is due is written before the pacer sleeps
             pacer.pace(i)
         writer.write(line)
         if probe:
+            writer.flush()  # a probe's time is when it reaches the file's writer
             done.probes[seq] = time.monotonic()
         if i + 1 in marks and milestone:
             milestone(i + 1)
@@ -242,7 +246,7 @@ def measure_paced(ctx: Context, root: Path, subjects: list[Subject], seconds: fl
                   results: Path) -> list[PacedResult]:
     sampler = RssSampler([s.pid for s in subjects])
     meters = [CpuMeter(s.pid) for s in subjects]
-    writer = Writer(root / "log" / "audit.log")
+    writer = make_writer(ctx.args.writer, root / "log" / "audit.log")
     sampler.start()
     for meter in meters:
         meter.start()
@@ -344,6 +348,7 @@ class LivePlan:
     probe_every: int = 0  # 0: no probes and no probe rule
     outputs: Outputs | None = None  # None: one `file` output (fsync: false)
     arrivals: Path | None = None  # the webhook receiver's log of probe arrivals
+    compress: bool = True  # lumberjack's Compress (gzip of each backup, by the writer)
 
 
 def live_run(ctx: Context, plan: LivePlan) -> LiveResult:
@@ -362,7 +367,7 @@ def measure_live(ctx: Context, root: Path, plan: LivePlan, subject: Subject) -> 
     assert detector is not None
     marks: list[Mark] = []
     cpu = CpuMeter(subject.pid)
-    writer = Writer(root / "log" / "audit.log")
+    writer = make_writer(ctx.args.writer, root / "log" / "audit.log", compress=plan.compress)
     cpu.start()
     written = write_paced(writer, events(ctx.source, plan.probe_every), plan.rate, ctx.args.events,
                           lambda n: marks.append(progress(detector, n)))
