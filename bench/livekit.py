@@ -352,7 +352,7 @@ class Detector:
         self.stderr = root / "detector.stderr"
         self.port = free_port()
         config = {"file": str(self.log), "state_dir": str(root / "state"), "start_at": "beginning",
-                  "rules": rules, "outputs": outputs, "log_format": "json",
+                  "rules": rules, "outputs": outputs, "log_format": "json", "log_level": os.environ.get("BENCH_LOG_LEVEL", "info"),
                   "metrics": {"listen": f"127.0.0.1:{self.port}"}, **(extra or {})}
         self.config = root / "config.yaml"
         self.config.write_text(yaml.safe_dump(config))

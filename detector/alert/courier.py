@@ -4,7 +4,9 @@ An HTTP request through requests costs ~0.4 ms of CPU here, so 1,000 alerts/s to
 ~45% of a core. In the evaluating process those sends and the evaluation would share one GIL:
 measured, the webhook fell seconds behind while evaluation kept 50,000 events/s to itself.
 The outbox is already the hand-over point (SQLite in WAL mode, safe across processes), so the
-dispatcher simply runs in a child started with `spawn` (no fork of a threaded process):
+dispatcher simply runs in a child, `python -m detector.alert.courier` (a fresh interpreter, not a
+fork of a threaded process; its settings, secrets included, arrive pickled on its stdin, never in
+its argv or environment):
 
 * parent -> child, `wake`: "new rows" nudges (never blocking: a full pipe already means the
   child has nudges to read; it also polls the outbox) and a final "stop";
@@ -18,13 +20,15 @@ SIGKILL): pending rows stay in the outbox for the next start, as with threads.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import FrameType
 
 from detector.alert.dispatch import Dispatcher
@@ -58,7 +62,7 @@ class CourierProcess:
         self.on_event = on_event
         self.poll_interval = poll_interval
         self.setup = setup
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._wake: Connection | None = None
         self._events: Connection | None = None
         self._relay: threading.Thread | None = None
@@ -69,21 +73,31 @@ class CourierProcess:
 
     def start(self) -> None:
         """Start the child and wait until its outputs are built; ConfigError if they cannot be."""
-        ctx = multiprocessing.get_context("spawn")
-        wake_r, wake_w = ctx.Pipe(duplex=False)
-        events_r, events_w = ctx.Pipe(duplex=False)
-        spec = _ChildSpec(self.settings, self.state_dir, self.poll_interval, self.setup)
-        process = ctx.Process(target=_child_main, name="detector-courier", daemon=False,
-                              args=(spec, wake_r, events_w))
-        process.start()
-        wake_r.close()
-        events_w.close()
-        self._process, self._wake, self._events = process, wake_w, events_r
-        first = _first_message(events_r)
+        wake_r, wake_w = os.pipe()
+        events_r, events_w = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(wake_r), str(events_w)], stdin=subprocess.PIPE,
+                pass_fds=(wake_r, events_w), env=_child_environment(), close_fds=True)
+        except OSError as exc:
+            for fd in (wake_r, wake_w, events_r, events_w):
+                os.close(fd)
+            raise ConfigError(f"delivery: cannot start the delivery process: {exc}") from None
+        os.close(wake_r)
+        os.close(events_w)
+        self._process = process
+        self._wake = Connection(wake_w, readable=False)
+        self._events = Connection(events_r, writable=False)
+        assert process.stdin is not None
+        with contextlib.suppress(OSError):  # a child that died at once: reported just below
+            process.stdin.write(pickle.dumps((self.settings, self.state_dir, self.poll_interval, self.setup)))
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        first = _first_message(self._events)
         if first != _READY:
             self._reap(timeout=5.0)
             raise ConfigError(f"delivery: {first}")
-        os.set_blocking(wake_w.fileno(), False)  # notify() must never wait on the child
+        os.set_blocking(wake_w, False)  # notify() must never wait on the child
         self._relay = threading.Thread(target=self._relay_events, name="detector-courier-events", daemon=True)
         self._relay.start()
 
@@ -115,10 +129,11 @@ class CourierProcess:
         self._wake = None
         if process is None:
             return True
-        process.join(timeout)
-        if process.is_alive():
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
             process.kill()  # in-flight sends are repeated by the next start (at least once)
-            process.join(5.0)
+            process.wait(5.0)
             return False
         return True
 
@@ -153,36 +168,34 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise _Stop
 
 
-@dataclass(frozen=True, slots=True)
-class _ChildSpec:
-    """What the child is started with (pickled by `spawn`; secrets travel only on this pipe)."""
-
-    settings: DeliverySettings
-    state_dir: str
-    poll_interval: float
-    setup: Callable[[], None] | None
+def _child_environment() -> dict[str, str]:
+    """The parent's environment (AWS's chain, proxies, CA bundles) plus where `detector` is, so
+    that `-m` finds the same package even when it runs from a source tree."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
-def _child_main(spec: _ChildSpec, wake: Connection, events: Connection) -> None:
+def _child_main(settings: DeliverySettings, state_dir: str, poll_interval: float,
+                setup: Callable[[], None] | None, *, wake: Connection, events: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     signal.signal(signal.SIGTERM, _on_sigterm)  # a stop of the whole group (systemd, docker): finish and go
-    if spec.setup is not None:
-        spec.setup()
+    if setup is not None:
+        setup()
     send_lock = threading.Lock()
 
     def send(message: object) -> None:
         with send_lock, contextlib.suppress(OSError):  # the parent is gone: the wait below sees EOF
             events.send(message)
 
-    settings = spec.settings
     try:
         router = Router({output.name: output.route for output in settings.outputs})
-        outbox = Outbox.in_state_dir(spec.state_dir, settings.outbox, router, send)
+        outbox = Outbox.in_state_dir(state_dir, settings.outbox, router, send)
         sinks = build_sinks(list(settings.outputs))
     except Exception as exc:  # a one-line reason for the parent, which exits 2 with it
         send(str(exc) or type(exc).__name__)
         return
-    dispatcher = Dispatcher(outbox, sinks, send, poll_interval=spec.poll_interval)
+    dispatcher = Dispatcher(outbox, sinks, send, poll_interval=poll_interval)
     try:
         dispatcher.start()
         send(_READY)
@@ -208,3 +221,19 @@ def _serve(wake: Connection, dispatcher: Dispatcher) -> None:
         if message == _STOP:
             return
         dispatcher.notify()
+
+
+def main(argv: list[str]) -> int:
+    """`python -m detector.alert.courier WAKE_FD EVENTS_FD`, started by `CourierProcess` only;
+    the pickled (settings, state_dir, poll_interval, setup) come on stdin from the parent."""
+    wake = Connection(int(argv[0]), writable=False)
+    events = Connection(int(argv[1]), readable=False)
+    # Unpickling is only safe from a trusted writer: stdin is a pipe from our parent, nothing else.
+    settings, state_dir, poll_interval, setup = pickle.load(sys.stdin.buffer)
+    sys.stdin.close()
+    _child_main(settings, state_dir, poll_interval, setup, wake=wake, events=events)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
