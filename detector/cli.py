@@ -15,7 +15,7 @@ from detector.alert.format import to_json_line, to_text_line
 from detector.alert.model import Alert
 from detector.alert.settings import DeliverySettings, parse_delivery, parse_outbox
 from detector.config import DEFAULT_FILE, DEFAULT_STATE_DIR, RunConfig, apply, load_config
-from detector.engine import Engine, diagnose_line
+from detector.engine import Engine, diagnose_line, freeze_heap
 from detector.errors import BadInput, DetectorError, Location, RuleLoadError
 from detector.logs import configure_logging
 from detector.parse.fields import FIELDS
@@ -160,6 +160,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         def emit(alert: Alert) -> None:
             out.write(to_text_line(alert).encode())
     engine = Engine(ruleset, emit, _print_bad)
+    freeze_heap()
     for path in args.inputs:
         engine.run(read_records(path, engine.report_bad, args.max_line_bytes, diagnose=diagnose_line))
     out.flush()

@@ -3,6 +3,7 @@ dies on one bad line."""
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -14,6 +15,18 @@ from detector.event import AuditEvent
 from detector.parse.audit import parse_document, parse_line
 from detector.rules.ruleset import Ruleset
 from detector.source.replay import Record
+
+
+def freeze_heap() -> None:
+    """Take everything alive now (modules, compiled rules, regexes, clients) out of the garbage
+    collector's scans. At tens of thousands of events a second the collector runs constantly,
+    and a full pass over ~50,000 long-lived objects stalled the loop ~16 ms, every alert behind
+    it too; afterwards it only looks at what is new. Call it again after replacing the rules:
+    the previous frozen set is unfrozen and collected first, so a reload leaks nothing."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
 
 AlertSink = Callable[[Alert], None]
 BadInputSink = Callable[[BadInput], None]

@@ -29,6 +29,7 @@ from detector.alert.model import Alert
 from detector.alert.settings import DeliverySettings
 from detector.alert.stage import Delivery, open_delivery
 from detector.config import RunConfig
+from detector.engine import freeze_heap
 from detector.errors import BadInput, ConfigError, DetectorError, Location, RuleLoadError
 from detector.event import AuditEvent
 from detector.logs import configure_logging
@@ -85,6 +86,7 @@ class LiveRunner:
                                          configure_logging, self.config.log_format, self.config.log_level))
             try:
                 delivery.start()
+                freeze_heap()
                 self._follow(delivery)
             finally:
                 # Unsent alerts stay pending in the outbox and go out after the next start.
@@ -241,6 +243,7 @@ class LiveRunner:
             self.metrics.reloads.labels("failed").inc()
             return
         self.ruleset = ruleset
+        freeze_heap()
         self.metrics.rules_loaded.set(len(ruleset.active))
         self.metrics.reloads.labels("ok").inc()
         log.info("rules_reloaded", reason=why, rules=len(ruleset.active))

@@ -6,6 +6,7 @@ commands) and the alert stage (which redacts payloads) need it.
 
 from __future__ import annotations
 
+import functools
 import re
 
 MASK = "****"
@@ -33,6 +34,19 @@ _ANCHOR = re.compile(r"(?i)(?:token|pass|pwd|secret|key|auth|credential|bearer|b
 
 def might_hold_secret(text: str) -> bool:
     """Cheap pre-check: does `text` contain a credential-looking word at all?"""
+    if len(text) <= _MEMO_MAX_CHARS:
+        return _might_hold_secret_memo(text)
+    return _ANCHOR.search(text) is not None
+
+
+# Alert fields repeat (user names, namespaces, verbs, user agents): a bounded memo answers the
+# repeats in ~0.1 us instead of a case-insensitive search, for short values only (the memo must
+# not pin large strings).
+_MEMO_MAX_CHARS = 256
+
+
+@functools.lru_cache(maxsize=4096)
+def _might_hold_secret_memo(text: str) -> bool:
     return _ANCHOR.search(text) is not None
 
 

@@ -20,6 +20,7 @@ SIGKILL): pending rows stay in the outbox for the next start, as with threads.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -198,6 +199,7 @@ def _child_main(settings: DeliverySettings, state_dir: str, poll_interval: float
     dispatcher = Dispatcher(outbox, sinks, send, poll_interval=poll_interval)
     try:
         dispatcher.start()
+        gc.freeze()  # what exists now lives as long as the process: keep it out of collections
         send(_READY)
         _serve(wake, dispatcher)
     except _Stop:

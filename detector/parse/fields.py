@@ -34,7 +34,16 @@ from detector.parse.extract import (
     texts,
     walk_values,
 )
-from detector.parse.fieldspec import ArgKind, Extractor, FieldOptions, FieldSpec, FieldType, attribute, const
+from detector.parse.fieldspec import (
+    ArgKind,
+    Extractor,
+    FieldOptions,
+    FieldSpec,
+    FieldType,
+    attribute,
+    const,
+    with_presence,
+)
 from detector.redact import mask_secrets
 
 
@@ -347,6 +356,15 @@ def _rawtime(ev: AuditEvent) -> Value:
         if seconds > 0:
             return f"{seconds}{ts[20:26]}000"
     return str(epoch_nanos(ts, parsed))
+
+
+def _has_rawtime(ev: AuditEvent) -> Value:
+    """Not None exactly when `_rawtime` is not: Falco's rules test `jevt.rawtime exists` on
+    every event, and this answers it without spelling out the nanoseconds."""
+    return ev.stageTimestamp if ev.time is not None else None
+
+
+with_presence(_rawtime, _has_rawtime)
 
 
 def _compile_jmespath(arg: Any) -> Any:

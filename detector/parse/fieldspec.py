@@ -61,6 +61,21 @@ def attribute(path: str) -> Extractor:
     return getter
 
 
+# Extractors whose `exists` has a cheaper test than computing the value (see `presence_of`).
+_PRESENCE: dict[Any, Extractor] = {}
+
+
+def with_presence(extractor: Extractor, presence: Extractor) -> Extractor:
+    """Declare that `presence(ev) is not None` exactly when `extractor(ev) is not None`."""
+    _PRESENCE[extractor] = presence
+    return extractor
+
+
+def presence_of(extractor: Extractor) -> Extractor | None:
+    """The cheaper existence test of `extractor`, if one was declared."""
+    return _PRESENCE.get(extractor)
+
+
 def attribute_path(extractor: Extractor) -> str | None:
     """The attribute path of an extractor made by `attribute`, else None."""
     return _ATTRIBUTE_PATHS.get(extractor) if isinstance(extractor, attrgetter) else None

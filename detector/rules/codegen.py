@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detector.parse.fieldspec import FieldType, attribute_path
+from detector.parse.fieldspec import FieldType, attribute_path, presence_of
 from detector.rules.ast import And, Check, FieldRef, Node, Not, Or
 from detector.rules.compiler import Compiler, flatten
 from detector.rules.model import Predicate
@@ -60,6 +60,9 @@ class _Generator:
     def inline(self, check: Check) -> str | None:
         """Source for a simple check, or None to use its closure."""
         bound = self.compiler.bind(check.lhs)
+        if check.op == "exists" and (present := presence_of(bound.get)) is not None:
+            self.compiler.check(check)
+            return f"({self.bind(present, 'g')}(ev) is not None)"
         if bound.numeric or bound.type is FieldType.IPADDR:
             return None
         path = attribute_path(bound.get)

@@ -15,7 +15,7 @@ from detector.errors import ConditionSyntaxError
 from detector.event import AuditEvent
 from detector.parse.extract import Value
 from detector.parse.fields import FIELDS
-from detector.parse.fieldspec import ArgKind, Extractor, FieldOptions, FieldSpec, FieldType
+from detector.parse.fieldspec import ArgKind, Extractor, FieldOptions, FieldSpec, FieldType, presence_of
 from detector.rules import operators
 from detector.rules.ast import And, Check, FieldExpr, FieldRef, MacroRef, Node, Not, Or, Transform, field_text
 from detector.rules.diagnostics import Code
@@ -143,7 +143,8 @@ class Compiler:
         lhs = self.bind(check.lhs)
         op, rhs, get = check.op, check.rhs, lhs.get
         if op == "exists":
-            return lambda ev: get(ev) is not None
+            present = presence_of(get) or get
+            return lambda ev: present(ev) is not None
         if op in BYTE_OPS:
             raise CompileError(Code.BAD_OPERATOR, f"'{op}' operator not supported for string filters", check.pos)
         if lhs.is_list and op not in LIST_FIELD_OPS:

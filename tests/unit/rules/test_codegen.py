@@ -69,3 +69,17 @@ def test_constants_never_enter_generated_source() -> None:
     predicate = generate(node, Compiler())
     assert predicate(event({"verb": "get"})) is False
     assert predicate(event({"verb": "x) or __import__('os').system('false') or (1"})) is True
+
+
+def test_rawtime_exists_is_answered_without_the_value_and_agrees_with_it() -> None:
+    """Falco's `kevt` macro (`jevt.rawtime exists`) runs on every event: its cheap presence test
+    must say exactly what the field itself says, on both compile paths."""
+    node = parse_condition("jevt.rawtime exists and evt.rawtime exists")
+    compiler = Compiler()
+    closure, generated = compiler.compile(node), generate(node, compiler)
+    timed = event({})
+    untimed = AuditEvent(auditID="x")  # built directly: the parser rejects an event without a time
+    get = compiler.bind(parse_condition("jevt.rawtime exists").lhs).get  # type: ignore[attr-defined]
+    assert (get(timed) is not None, get(untimed) is not None) == (True, False)
+    assert (closure(timed), generated(timed)) == (True, True)
+    assert (closure(untimed), generated(untimed)) == (False, False)
