@@ -30,7 +30,6 @@ from detector.alert.settings import OutboxSettings
 from detector.alert.sink import DeliveryError, Sink
 
 _log = structlog.get_logger("detector.alert")
-WAL_CHECKPOINT_SECONDS = 1.0
 MARK_BATCH = 8  # delivered rows marked per transaction: at most this many repeats after a crash
 
 
@@ -123,20 +122,14 @@ class Dispatcher:
                           f"until the outbox's max age (or `detector outbox purge --output {output}`)"))
 
     def _housekeep(self) -> None:
-        """Checkpoint the outbox's WAL every second (no committer does: see `Outbox._db`), and
-        apply its bounds every `maintain_interval`."""
-        next_maintain = 0.0
         try:
             self.outbox.relax_sync()
             while not self._stop.is_set():
                 try:
-                    if time.monotonic() >= next_maintain:
-                        next_maintain = time.monotonic() + self.maintain_interval
-                        self.outbox.maintain()
-                    self.outbox.checkpoint_wal()
+                    self.outbox.maintain()
                 except sqlite3.Error as exc:
                     self.emit(DeliveryEvent(EventKind.WORKER_ERROR, error=f"outbox maintenance: {exc}"))
-                self._stop.wait(WAL_CHECKPOINT_SECONDS)
+                self._stop.wait(self.maintain_interval)
         finally:
             self.outbox.release()
 

@@ -164,10 +164,6 @@ class Outbox:
         if db is None:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA synchronous={self.settings.synchronous.upper()}")
-            # No connection checkpoints the WAL on commit (SQLite's default every 1,000 pages
-            # would stall whichever commit crosses it, often the engine's, for tens of ms):
-            # the dispatcher's housekeeper does it every second (`checkpoint_wal`).
-            db.execute("PRAGMA wal_autocheckpoint=0")
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
@@ -186,10 +182,6 @@ class Outbox:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-
-    def checkpoint_wal(self) -> None:
-        """Copy committed WAL pages into the database without waiting for readers (PASSIVE)."""
-        self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def relax_sync(self) -> None:
         """Commit this thread's marks without fsync (synchronous=NORMAL).

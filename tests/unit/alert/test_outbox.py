@@ -253,23 +253,6 @@ def test_an_undecodable_row_is_dead_lettered_not_fatal(outbox: Outbox) -> None:
     assert dead.seq == first.seq and dead.last_error == "stored alert cannot be decoded (KeyError)"
 
 
-def test_commits_never_checkpoint_the_wal_only_checkpoint_wal_does(outbox: Outbox) -> None:
-    """The engine's commit must not pay for a WAL checkpoint; the housekeeper's call copies it all."""
-    outbox.enqueue(make_alerts(200))
-    wal = Path(str(outbox.path) + "-wal")
-    grown = wal.stat().st_size
-    assert grown > 0
-    outbox.enqueue(make_alerts(200, start=200))
-    assert wal.stat().st_size > grown  # appended, never reset by an automatic checkpoint
-    outbox.checkpoint_wal()
-    reader = sqlite3.connect(outbox.path)
-    try:
-        busy, frames, copied = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    finally:
-        reader.close()
-    assert (busy, frames) == (0, copied)
-
-
 def test_held_counts_see_pending_and_dead_rows_only(outbox: Outbox) -> None:
     outbox.enqueue(make_alerts(3))
     rows = outbox.pending("all", 10)
