@@ -14,6 +14,7 @@ A server's Retry-After (429/503) replaces the computed delay, capped by `max_ret
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import threading
@@ -30,7 +31,8 @@ from detector.alert.settings import OutboxSettings
 from detector.alert.sink import DeliveryError, Sink
 
 _log = structlog.get_logger("detector.alert")
-MARK_BATCH = 8  # delivered rows marked per transaction: at most this many repeats after a crash
+MARK_BATCH = 8  # delivered rows marked per transaction, when the outbox is free
+MAX_UNMARKED = 64  # sent rows held unmarked at most (while the engine writes): repeats after a crash
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,7 @@ class _Worker(threading.Thread):
         self.sink = sink
         self.wake = threading.Event()
         self.rng = random.Random()
+        self.unmarked: list[tuple[PendingRow, float]] = []  # sent, not yet marked delivered (and when sent)
 
     def run(self) -> None:
         try:
@@ -156,16 +159,21 @@ class _Worker(threading.Thread):
                     self.d.emit(DeliveryEvent(EventKind.WORKER_ERROR, self.output, error=error))
                     self._sleep(self.d.poll_interval)
         finally:
+            with contextlib.suppress(Exception):  # the outbox's disk: the rows are sent again next start
+                self._mark(wait=True)
             self.d.outbox.release()
 
     def _round(self) -> None:
         """Send due rows until the output is empty, in backoff, or stopping; then wait."""
         self.wake.clear()
-        rows = self.d.outbox.pending(self.output, self.d.batch)
+        held = {row.seq for row, _ in self.unmarked}
+        rows = [row for row in self.d.outbox.pending(self.output, self.d.batch + len(held)) if row.seq not in held]
         if not rows:
+            if self.unmarked:
+                self._mark(wait=True)  # all that is left was sent: no reason to defer any more
+                return
             self.wake.wait(self.d.poll_interval)
             return
-        sent: list[PendingRow] = []
         try:
             for row in rows:
                 if self.d.stopping:
@@ -174,36 +182,41 @@ class _Worker(threading.Thread):
                 if wait > 0:
                     self._sleep(min(wait, self.d.poll_interval * 5))  # re-read: an operator may retry
                     return
-                if not self._deliver(row, sent):
+                if not self._deliver(row):
                     return
-                if len(sent) >= MARK_BATCH:
-                    self._mark(sent)
+                if len(self.unmarked) >= MARK_BATCH:
+                    self._mark(wait=len(self.unmarked) >= MAX_UNMARKED)
         finally:
-            self._mark(sent)
+            self._mark(wait=self.d.stopping)
 
-    def _mark(self, sent: list[PendingRow]) -> None:
-        """One transaction for the rows sent since the last mark (a crash before it repeats at
-        most MARK_BATCH alerts, at-least-once as before), then their DELIVERED events."""
-        if not sent:
+    def _mark(self, *, wait: bool) -> None:
+        """One transaction for the rows sent and not yet marked, then their DELIVERED events.
+        Without `wait` it is skipped while another connection (the engine) writes, and the
+        rows stay held in memory (never re-sent by this worker); a crash before the mark sends
+        them again (at least once, at most MAX_UNMARKED alerts, with their ids)."""
+        if not self.unmarked:
             return
-        self.d.outbox.mark_delivered_many([row.seq for row in sent])
-        now = self.d.clock()
-        for row in sent:
+        seqs = [row.seq for row, _ in self.unmarked]
+        if wait:
+            self.d.outbox.mark_delivered_many(seqs)
+        elif not self.d.outbox.try_mark_delivered_many(seqs):
+            return
+        for row, sent_at in self.unmarked:
             self.d.emit(DeliveryEvent(EventKind.DELIVERED, self.output, row.alert.id, row.alert.rule,
-                                      row.attempts + 1, latency=now - row.created_at))
-        sent.clear()
+                                      row.attempts + 1, latency=sent_at - row.created_at))
+        self.unmarked.clear()
 
     def _sleep(self, seconds: float) -> None:
         """Wait without waking for new rows (they queue behind the row in backoff)."""
         self.d.pause(seconds)
 
-    def _deliver(self, row: PendingRow, sent: list[PendingRow]) -> bool:
+    def _deliver(self, row: PendingRow) -> bool:
         """One attempt; True when the worker may go on to the next row."""
         try:
             self.sink.send(row.alert)
         except DeliveryError as exc:
             error = scrub(exc.message, self.sink.secrets)
-            self._mark(sent)  # the rows sent before this one are reported first
+            self._mark(wait=True)  # the rows sent before this one are reported first
             if not exc.retryable:
                 self.d.outbox.dead_letter(row.seq, error)
                 self.d.emit(DeliveryEvent(EventKind.DEAD, self.output, row.alert.id, row.alert.rule,
@@ -213,10 +226,10 @@ class _Worker(threading.Thread):
             return False
         except Exception as exc:  # a sink bug must not kill the worker and silently stall the output
             error = scrub(f"{type(exc).__name__}: {exc}", self.sink.secrets)
-            self._mark(sent)
+            self._mark(wait=True)
             self._schedule(row, error, None, EventKind.WORKER_ERROR)
             return False
-        sent.append(row)
+        self.unmarked.append((row, self.d.clock()))
         return True
 
     def _schedule(self, row: PendingRow, error: str, retry_after: float | None, kind: EventKind) -> None:

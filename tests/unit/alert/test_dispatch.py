@@ -225,3 +225,32 @@ def test_rows_of_an_output_no_longer_configured_are_reported(tmp_path: Path) -> 
     (event,) = events
     assert event.kind is EventKind.WORKER_ERROR and event.output == "gone" and event.count == 2
     assert "2 pending alerts for output 'gone', which is not configured" in (event.error or "")
+
+
+def test_sending_goes_on_while_another_process_writes_and_nothing_is_sent_twice(outbox: Outbox) -> None:
+    """With the engine holding the outbox's write lock, a worker neither waits for it nor
+    re-sends what it could not mark yet; once the lock is free every row is marked delivered."""
+    import sqlite3  # noqa: PLC0415
+
+    a = MemorySink("a")
+    events: list[DeliveryEvent] = []
+    d = dispatcher(outbox, a, events=events)
+    alerts = make_alerts(40)
+    outbox.enqueue(alerts)
+    engine = sqlite3.connect(outbox.path, isolation_level=None)
+    try:
+        engine.execute("BEGIN IMMEDIATE")  # another connection's write transaction in progress
+        started = time.monotonic()
+        assert outbox.try_mark_delivered_many([1]) is False
+        assert time.monotonic() - started < 1.0  # at once, not after the busy timeout
+        d.start()
+        wait_for(lambda: len(a.alerts) >= 40)  # every row sent while the lock is held
+        assert not [e for e in events if e.kind is EventKind.DELIVERED]
+        engine.execute("ROLLBACK")
+        wait_for(lambda: sum(e.kind is EventKind.DELIVERED for e in events) == 40)
+    finally:
+        engine.close()
+        assert d.stop(5)
+    assert a.ids() == [x.id for x in alerts]  # once each, in order
+    assert outbox.counts()[("a", "delivered")] == 40
+    assert ("a", "pending") not in outbox.counts()
