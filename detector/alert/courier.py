@@ -196,7 +196,7 @@ def _child_main(settings: DeliverySettings, state_dir: str, poll_interval: float
     except Exception as exc:  # a one-line reason for the parent, which exits 2 with it
         send(str(exc) or type(exc).__name__)
         return
-    dispatcher = Dispatcher(outbox, sinks, send, poll_interval=poll_interval)
+    dispatcher = Dispatcher(outbox, sinks, send, poll_interval=poll_interval, defer_marks=True)
     try:
         dispatcher.start()
         gc.freeze()  # what exists now lives as long as the process: keep it out of collections

@@ -32,7 +32,7 @@ from detector.alert.sink import DeliveryError, Sink
 
 _log = structlog.get_logger("detector.alert")
 MARK_BATCH = 8  # delivered rows marked per transaction, when the outbox is free
-MAX_UNMARKED = 64  # sent rows held unmarked at most (while the engine writes): repeats after a crash
+MAX_UNMARKED = 32  # sent rows held unmarked at most with defer_marks: repeats after a SIGKILL of the courier
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +60,14 @@ class Dispatcher:
 
     def __init__(self, outbox: Outbox, sinks: Mapping[str, Sink], on_event: OnEvent = log_event,
                  retry: RetryPolicy | None = None, *, poll_interval: float = 1.0,
-                 maintain_interval: float = 30.0, batch: int = 100, clock: Callable[[], float] = time.time) -> None:
+                 maintain_interval: float = 30.0, batch: int = 100, clock: Callable[[], float] = time.time,
+                 defer_marks: bool = False) -> None:
         self.outbox = outbox
+        # In another process than the engine (the courier), waiting for the outbox's write lock
+        # means sleeping in SQLite's busy handler (1, 2, 5... ms) behind each engine commit:
+        # there a worker sends on and marks when the lock is free. In the engine's process the
+        # lock is handed over at once, and marks are not deferred (fewer repeats after a crash).
+        self.defer_marks = defer_marks
         self.sinks = dict(sinks)
         self.on_event = on_event
         self.retry = retry or RetryPolicy.from_settings(outbox.settings)
@@ -185,9 +191,9 @@ class _Worker(threading.Thread):
                 if not self._deliver(row):
                     return
                 if len(self.unmarked) >= MARK_BATCH:
-                    self._mark(wait=len(self.unmarked) >= MAX_UNMARKED)
+                    self._mark(wait=not self.d.defer_marks or len(self.unmarked) >= MAX_UNMARKED)
         finally:
-            self._mark(wait=self.d.stopping)
+            self._mark(wait=not self.d.defer_marks or self.d.stopping)
 
     def _mark(self, *, wait: bool) -> None:
         """One transaction for the rows sent and not yet marked, then their DELIVERED events.
