@@ -32,6 +32,7 @@ from detector.alert.sink import DeliveryError, Sink
 
 _log = structlog.get_logger("detector.alert")
 MARK_BATCH = 8  # delivered rows marked per transaction, when the outbox is free
+MARK_RETRY_SECONDS = 0.005
 MAX_UNMARKED = 32  # sent rows held unmarked at most with defer_marks: repeats after a SIGKILL of the courier
 
 
@@ -176,7 +177,11 @@ class _Worker(threading.Thread):
         rows = [row for row in self.d.outbox.pending(self.output, self.d.batch + len(held)) if row.seq not in held]
         if not rows:
             if self.unmarked:
-                self._mark(wait=True)  # all that is left was sent: no reason to defer any more
+                # All sent: mark now if the outbox is free, else look again in a moment (new rows
+                # may come first) rather than sleep in SQLite's busy handler.
+                self._mark(wait=not self.d.defer_marks)
+                if self.unmarked:
+                    self.wake.wait(MARK_RETRY_SECONDS)
                 return
             self.wake.wait(self.d.poll_interval)
             return
