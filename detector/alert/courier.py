@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 
 from detector.alert.dispatch import Dispatcher
-from detector.alert.events import DeliveryEvent, OnEvent
+from detector.alert.events import DeliveryEvent, EventKind, OnEvent
 from detector.alert.outbox import Outbox
 from detector.alert.route import Router
 from detector.alert.settings import DeliverySettings
@@ -42,6 +42,7 @@ from detector.errors import ConfigError
 
 NETWORK_OUTPUTS = frozenset({"slack", "sns", "webhook"})
 START_TIMEOUT = 60.0  # building sinks imports slack-sdk/boto3: seconds on a cold, busy node
+RESTART_MIN_SECONDS, RESTART_MAX_SECONDS = 1.0, 60.0
 _NUDGE, _STOP, _READY = b"n", b"s", "ready"
 
 
@@ -54,7 +55,11 @@ def wants_process(settings: DeliverySettings) -> bool:
 
 
 class CourierProcess:
-    """The parent's handle on the child: `start`, `notify`, `stop`, like `Dispatcher`."""
+    """The parent's handle on the child: `start`, `notify`, `stop`, like `Dispatcher`.
+
+    A child that dies on its own (OOM killer, a bug) is reported and started again, with a
+    pause that doubles up to RESTART_MAX_SECONDS: until then its alerts wait in the outbox.
+    """
 
     def __init__(self, settings: DeliverySettings, state_dir: str, on_event: OnEvent, *,
                  poll_interval: float = 1.0, setup: Callable[[], None] | None = None) -> None:
@@ -66,14 +71,43 @@ class CourierProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._wake: Connection | None = None
         self._events: Connection | None = None
-        self._relay: threading.Thread | None = None
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        process = self._process
+        return process.pid if process is not None else None
 
     def start(self) -> None:
         """Start the child and wait until its outputs are built; ConfigError if they cannot be."""
+        self._spawn()
+        self._supervisor = threading.Thread(target=self._supervise, name="detector-courier", daemon=True)
+        self._supervisor.start()
+
+    def notify(self) -> None:
+        """New rows are in the outbox (never blocks; the child also polls)."""
+        wake = self._wake
+        if wake is None:
+            return
+        with contextlib.suppress(OSError):  # full: nudges are already queued; gone: being restarted
+            wake.send_bytes(_NUDGE)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Ask the child to finish its in-flight sends and exit; True if it did in time."""
+        self._stopping.set()
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                os.set_blocking(wake.fileno(), True)
+                wake.send_bytes(_STOP)
+        stopped = self._reap(timeout)
+        if self._supervisor is not None:
+            self._supervisor.join(2.0)  # the child is gone: its events pipe is at EOF
+        return stopped
+
+    # -- internals ------------------------------------------------------------------------
+    def _spawn(self) -> None:
         wake_r, wake_w = os.pipe()
         events_r, events_w = os.pipe()
         try:
@@ -86,48 +120,76 @@ class CourierProcess:
             raise ConfigError(f"delivery: cannot start the delivery process: {exc}") from None
         os.close(wake_r)
         os.close(events_w)
-        self._process = process
-        self._wake = Connection(wake_w, readable=False)
-        self._events = Connection(events_r, writable=False)
+        events = Connection(events_r, writable=False)
         assert process.stdin is not None
         with contextlib.suppress(OSError):  # a child that died at once: reported just below
             process.stdin.write(pickle.dumps((self.settings, self.state_dir, self.poll_interval, self.setup)))
         with contextlib.suppress(OSError):
             process.stdin.close()
-        first = _first_message(self._events)
+        self._process = process
+        first = _first_message(events)
         if first != _READY:
+            events.close()
+            os.close(wake_w)
             self._reap(timeout=5.0)
             raise ConfigError(f"delivery: {first}")
         os.set_blocking(wake_w, False)  # notify() must never wait on the child
-        self._relay = threading.Thread(target=self._relay_events, name="detector-courier-events", daemon=True)
-        self._relay.start()
+        self._events, self._wake = events, Connection(wake_w, readable=False)
 
-    def notify(self) -> None:
-        """New rows are in the outbox (never blocks; the child also polls)."""
-        if self._wake is None:
-            return
-        with contextlib.suppress(OSError):  # full: nudges are already queued; gone: stop() reports it
-            self._wake.send_bytes(_NUDGE)
-
-    def stop(self, timeout: float = 30.0) -> bool:
-        """Ask the child to finish its in-flight sends and exit; True if it did in time."""
-        if self._wake is not None:
+    def _supervise(self) -> None:
+        """Relay the child's events; when it dies unasked, report it and start another."""
+        pause = RESTART_MIN_SECONDS
+        while True:
+            events = self._events
+            if events is not None:
+                self._relay(events)
+            if self._stopping.is_set():
+                return
+            code = self._exit_code()
+            self.on_event(DeliveryEvent(EventKind.WORKER_ERROR, error=(
+                f"the delivery process exited unexpectedly ({code}); starting another in {pause:g} s")))
+            if self._stopping.wait(pause):
+                return
             try:
-                os.set_blocking(self._wake.fileno(), True)
-                self._wake.send_bytes(_STOP)
-            except OSError:
-                pass
-        stopped = self._reap(timeout)
-        if self._relay is not None:
-            self._relay.join(1.0)  # the child is gone: its events pipe is at EOF
-        return stopped
+                self._spawn()
+                pause = RESTART_MIN_SECONDS
+                if self._stopping.is_set():  # stop() came while this one started: it missed it
+                    self._reap(timeout=10.0)
+                    return
+            except ConfigError as exc:
+                self.on_event(DeliveryEvent(EventKind.WORKER_ERROR, error=str(exc)))
+                pause = min(pause * 2, RESTART_MAX_SECONDS)
+
+    def _relay(self, events: Connection) -> None:
+        while True:
+            try:
+                event = events.recv()
+            except (EOFError, OSError):
+                break
+            if isinstance(event, DeliveryEvent):
+                self.on_event(event)
+        events.close()
+        self._events = None
+
+    def _exit_code(self) -> str:
+        process, wake = self._process, self._wake
+        self._wake = None
+        if wake is not None:
+            wake.close()
+        if process is None:
+            return "not running"
+        try:
+            code = process.wait(5.0)
+        except subprocess.TimeoutExpired:
+            process.kill()  # its events pipe is closed: it cannot report anything any more
+            code = process.wait(5.0)
+        return f"signal {-code}" if code < 0 else f"exit code {code}"
 
     def _reap(self, timeout: float) -> bool:
         process, self._process = self._process, None
-        for conn in (self._wake,):
-            if conn is not None:
-                conn.close()
-        self._wake = None
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.close()
         if process is None:
             return True
         try:
@@ -137,18 +199,6 @@ class CourierProcess:
             process.wait(5.0)
             return False
         return True
-
-    def _relay_events(self) -> None:
-        events = self._events
-        assert events is not None
-        while True:
-            try:
-                event = events.recv()
-            except (EOFError, OSError):
-                break
-            if isinstance(event, DeliveryEvent):
-                self.on_event(event)
-        events.close()
 
 
 def _first_message(events: Connection) -> object:

@@ -123,3 +123,26 @@ def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
             parent.kill()
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+def test_a_child_that_dies_is_reported_and_replaced(tmp_path: Path) -> None:
+    """kill -9 of the delivery process: the parent says so, starts another, and alerts flow again."""
+    events: list[DeliveryEvent] = []
+    with Receiver() as receiver:
+        delivery = open_delivery(settings([{"name": "siem", "type": "webhook", "url": receiver.url}]),
+                                 tmp_path / "state", events.append, poll_interval=0.05)
+        assert isinstance(delivery.dispatcher, CourierProcess)
+        delivery.start()
+        try:
+            first = delivery.dispatcher.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            wait_for(lambda: any(e.kind is EventKind.WORKER_ERROR for e in events))
+            wait_for(lambda: delivery.dispatcher.pid not in (None, first))  # type: ignore[attr-defined]
+            delivery.submit(make_alerts(5))
+            wait_for(lambda: sum(e.kind is EventKind.DELIVERED for e in events) == 5)
+        finally:
+            assert delivery.close(10.0)
+    error = next(e.error for e in events if e.kind is EventKind.WORKER_ERROR)
+    assert error is not None and "exited unexpectedly (signal 9)" in error
+    assert len(receiver.accepted()) == 5
