@@ -17,7 +17,7 @@ from detector.alert.courier import CourierProcess, wants_process
 from detector.alert.dispatch import Dispatcher
 from detector.alert.events import DeliveryEvent, EventKind
 from detector.alert.settings import DeliverySettings, OutboxSettings, parse_outbox, parse_outputs
-from detector.alert.stage import open_delivery
+from detector.alert.stage import Delivery, open_delivery
 from detector.errors import ConfigError
 from tests.support.alertkit import make_alerts
 from tests.support.receiver import Receiver, free_port, wait_for
@@ -29,6 +29,14 @@ FAST = OutboxSettings(retry_initial_seconds=0.05, retry_max_seconds=0.2)
 def settings(outputs: list[dict[str, Any]], dispatch: str = "auto") -> DeliverySettings:
     outbox = OutboxSettings(retry_initial_seconds=0.05, retry_max_seconds=0.2, dispatch=dispatch)
     return DeliverySettings(outputs=tuple(parse_outputs(outputs, environ={})), outbox=outbox)
+
+
+def webhook_delivery(tmp_path: Path, receiver: Receiver, events: list[DeliveryEvent]) -> Delivery:
+    """A delivery to `receiver` whose outputs run in the child (`auto` with a webhook)."""
+    delivery = open_delivery(settings([{"name": "siem", "type": "webhook", "url": receiver.url}]),
+                             tmp_path / "state", events.append, poll_interval=0.05)
+    assert isinstance(delivery.dispatcher, CourierProcess)
+    return delivery
 
 
 def test_auto_uses_a_process_only_for_network_outputs(tmp_path: Path) -> None:
@@ -49,9 +57,7 @@ def test_alerts_go_out_from_the_child_and_its_events_come_back(tmp_path: Path) -
     """The webhook receives every alert in order; DELIVERED events reach the parent's callback."""
     events: list[DeliveryEvent] = []
     with Receiver() as receiver:
-        delivery = open_delivery(settings([{"name": "siem", "type": "webhook", "url": receiver.url}]),
-                                 tmp_path / "state", events.append, poll_interval=0.05)
-        assert isinstance(delivery.dispatcher, CourierProcess)
+        delivery = webhook_delivery(tmp_path, receiver, events)
         assert delivery.sinks == {}  # no HTTP client in the evaluating process
         delivery.start()
         try:
@@ -129,9 +135,7 @@ def test_a_child_that_dies_is_reported_and_replaced(tmp_path: Path) -> None:
     """kill -9 of the delivery process: the parent says so, starts another, and alerts flow again."""
     events: list[DeliveryEvent] = []
     with Receiver() as receiver:
-        delivery = open_delivery(settings([{"name": "siem", "type": "webhook", "url": receiver.url}]),
-                                 tmp_path / "state", events.append, poll_interval=0.05)
-        assert isinstance(delivery.dispatcher, CourierProcess)
+        delivery = webhook_delivery(tmp_path, receiver, events)
         delivery.start()
         try:
             first = delivery.dispatcher.pid
