@@ -214,7 +214,7 @@ def test_probes_and_resources() -> None:
     assert (port["name"], port["containerPort"]) == ("metrics", 9477)
     for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert c[probe]["httpGet"] == {"path": path, "port": "metrics"}, probe
-    assert c["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"},
+    assert c["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"},
                               "limits": {"cpu": "500m", "memory": "256Mi"}}
     assert pod_spec()["terminationGracePeriodSeconds"] > 5, "detector exits within 5 s of SIGTERM"
 
