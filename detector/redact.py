@@ -45,7 +45,7 @@ def might_hold_secret(text: str) -> bool:
 _MEMO_MAX_CHARS = 256
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _might_hold_secret_memo(text: str) -> bool:
     return _ANCHOR.search(text) is not None
 

@@ -19,6 +19,10 @@ Test = Callable[[str], bool]
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
+# Addresses remembered per CIDR check: enough for a cluster's nodes, pods and users, small
+# enough (~0.4 MB) that a stream of ever-new client addresses cannot grow memory for long.
+_CIDR_MEMO_LIMIT = 4096
+
 
 def ascii_lower(text: str) -> str:
     """C's tolower: ASCII letters only (Python's lower() also folds non-ASCII)."""
@@ -199,7 +203,7 @@ def ip_set_test(values: Iterable[str]) -> Test:
         known = memo.get(value)
         if known is None:
             known = _in_networks(value, networks)
-            if len(memo) > 65536:
+            if len(memo) >= _CIDR_MEMO_LIMIT:
                 memo.clear()
             memo[value] = known
         return known
