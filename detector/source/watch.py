@@ -36,7 +36,7 @@ Mode = Literal["auto", "inotify", "poll"]
 RECHECK_SECONDS = 1.0  # inotify mode: how often to check that the watched directory is still the one at the path
 # 15 ms between wake-ups. Each wake-up costs a round of inotify, stat, read and commit; at 2,000
 # events/s, 5 ms cost ~2 points of a core more than 10 ms, and 20 ms ~1 point less (measured),
-# while a line still reaches its alert in ~15 ms at p99 (bench/live.py, docs/performance.md).
+# while a line still reaches its alert in ~17 ms at p99 (bench/live.py, docs/performance.md).
 MIN_INTERVAL = 0.015
 HOLD_SECONDS = 1.0  # longest the reader is held for an unclaimed wake-up (the follower is busy reading)
 # Not IN_OPEN / IN_CLOSE_NOWRITE / IN_ACCESS: the follower's own reads would wake it.
