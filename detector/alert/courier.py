@@ -230,6 +230,7 @@ def _child_environment() -> dict[str, str]:
 def _child_main(settings: DeliverySettings, state_dir: str, poll_interval: float,
                 setup: Callable[[], None] | None, *, wake: Connection, events: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload (or a closed terminal) is the parent's business
     signal.signal(signal.SIGTERM, _on_sigterm)  # a stop of the whole group (systemd, docker): finish and go
     if setup is not None:
         setup()

@@ -150,3 +150,20 @@ def test_a_child_that_dies_is_reported_and_replaced(tmp_path: Path) -> None:
     error = next(e.error for e in events if e.kind is EventKind.WORKER_ERROR)
     assert error is not None and "exited unexpectedly (signal 9)" in error
     assert len(receiver.accepted()) == 5
+
+
+def test_sighup_to_the_child_is_ignored(tmp_path: Path) -> None:
+    """A closed terminal or a group-wide SIGHUP must not take delivery down (reloads are the parent's)."""
+    events: list[DeliveryEvent] = []
+    with Receiver() as receiver:
+        delivery = webhook_delivery(tmp_path, receiver, events)
+        delivery.start()
+        try:
+            pid = delivery.dispatcher.pid  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGHUP)
+            delivery.submit(make_alerts(3))
+            wait_for(lambda: sum(e.kind is EventKind.DELIVERED for e in events) == 3)
+            assert delivery.dispatcher.pid == pid  # type: ignore[attr-defined]
+            assert not [e for e in events if e.kind is EventKind.WORKER_ERROR]
+        finally:
+            assert delivery.close(10.0)
