@@ -146,8 +146,9 @@ class CourierProcess:
             if self._stopping.is_set():
                 return
             code = self._exit_code()
-            self.on_event(DeliveryEvent(EventKind.WORKER_ERROR, error=(
-                f"the delivery process exited unexpectedly ({code}); starting another in {pause:g} s")))
+            if code is not None:  # else the last start failed, and said why
+                self.on_event(DeliveryEvent(EventKind.WORKER_ERROR, error=(
+                    f"the delivery process exited unexpectedly ({code}); starting another in {pause:g} s")))
             if self._stopping.wait(pause):
                 return
             try:
@@ -157,8 +158,8 @@ class CourierProcess:
                     self._reap(timeout=10.0)
                     return
             except ConfigError as exc:
-                self.on_event(DeliveryEvent(EventKind.WORKER_ERROR, error=str(exc)))
                 pause = min(pause * 2, RESTART_MAX_SECONDS)
+                self.on_event(DeliveryEvent(EventKind.WORKER_ERROR, error=f"{exc}; trying again in {pause:g} s"))
 
     def _relay(self, events: Connection) -> None:
         while True:
@@ -171,13 +172,14 @@ class CourierProcess:
         events.close()
         self._events = None
 
-    def _exit_code(self) -> str:
+    def _exit_code(self) -> str | None:
+        """How the child ended (after reaping it); None if no child was running."""
         process, wake = self._process, self._wake
         self._wake = None
         if wake is not None:
             wake.close()
         if process is None:
-            return "not running"
+            return None
         try:
             code = process.wait(5.0)
         except subprocess.TimeoutExpired:
