@@ -207,10 +207,7 @@ class _Worker(threading.Thread):
         them again (at least once, at most MAX_UNMARKED alerts, with their ids)."""
         if not self.unmarked:
             return
-        seqs = [row.seq for row, _ in self.unmarked]
-        if wait:
-            self.d.outbox.mark_delivered_many(seqs)
-        elif not self.d.outbox.try_mark_delivered_many(seqs):
+        if not self.d.outbox.mark_delivered_many([row.seq for row, _ in self.unmarked], wait=wait):
             return
         for row, sent_at in self.unmarked:
             self.d.emit(DeliveryEvent(EventKind.DELIVERED, self.output, row.alert.id, row.alert.rule,

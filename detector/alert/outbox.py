@@ -79,6 +79,8 @@ CREATE VIEW IF NOT EXISTS dead_letter AS
     SELECT seq, output, alert_id, rule, attempts, updated_at, last_error FROM delivery WHERE status = 'dead';
 """
 _HELD_SQL = "status IN ('pending', 'dead')"
+_MARK_DELIVERED_SQL = ("UPDATE delivery SET status = 'delivered', body = NULL, updated_at = ?, "
+                       "attempts = attempts + 1, last_error = NULL WHERE seq = ?")
 _ROW_COLUMNS = ("seq, output, alert_id, rule, priority, status, attempts, created_at, updated_at, "
                 "next_attempt_at, last_error")
 
@@ -178,18 +180,29 @@ class Outbox:
         return db
 
     @contextmanager
-    def _write(self) -> Iterator[_Tx]:
+    def _write(self, *, wait: bool = True) -> Iterator[_Tx]:
         """One write transaction. Writers of this process queue on a lock first: SQLite's own
-        busy handler sleeps in steps of up to 100 ms, a lock hands over at once."""
+        busy handler sleeps in steps of up to 100 ms, a lock hands over at once. Without `wait`
+        it raises `OutboxBusy` at once while another writer (of any process) holds the database."""
         db = self._db()
-        with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
+        if not self._write_lock.acquire(blocking=wait):
+            raise OutboxBusy
+        try:
+            if not wait:
+                db.execute("PRAGMA busy_timeout=0")
             try:
-                yield _Tx(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                _begin(db, wait)
+                try:
+                    yield _Tx(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                if not wait:
+                    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        finally:
+            self._write_lock.release()
 
     def relax_sync(self) -> None:
         """Commit this thread's marks without fsync (synchronous=NORMAL).
@@ -353,46 +366,20 @@ class Outbox:
     def mark_delivered(self, seq: int) -> None:
         """The row's alert reached its output: keep only the tombstone."""
         with self._write() as tx:
-            tx.execute("UPDATE delivery SET status = 'delivered', body = NULL, updated_at = ?, "
-                       "attempts = attempts + 1, last_error = NULL WHERE seq = ?", (self.clock(), seq))
+            tx.execute(_MARK_DELIVERED_SQL, (self.clock(), seq))
 
-    def mark_delivered_many(self, seqs: Sequence[int]) -> None:
-        """`mark_delivered` for several rows in one transaction."""
+    def mark_delivered_many(self, seqs: Sequence[int], *, wait: bool = True) -> bool:
+        """`mark_delivered` for several rows in one transaction; True once written. Without
+        `wait`, False (nothing written) while another connection holds the write lock: a worker
+        then sends on and marks later, instead of sleeping in SQLite's busy handler (1, 2, 5...
+        ms) behind the engine's commit."""
         now = self.clock()
-        with self._write() as tx:
-            tx.db.executemany("UPDATE delivery SET status = 'delivered', body = NULL, updated_at = ?, "
-                              "attempts = attempts + 1, last_error = NULL WHERE seq = ?", [(now, seq) for seq in seqs])
-
-    def try_mark_delivered_many(self, seqs: Sequence[int]) -> bool:
-        """`mark_delivered_many` if the database's write lock is free now; False (nothing
-        written) if another connection holds it. A worker then sends on and marks later,
-        instead of sleeping in SQLite's busy handler (1, 2, 5... ms) behind the engine's commit."""
-        now = self.clock()
-        db = self._db()
-        if not self._write_lock.acquire(blocking=False):  # a writer of this process waits already
-            return False
         try:
-            db.execute("PRAGMA busy_timeout=0")
-            try:
-                try:
-                    db.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                        return False
-                    raise
-                try:
-                    db.executemany("UPDATE delivery SET status = 'delivered', body = NULL, updated_at = ?, "
-                                   "attempts = attempts + 1, last_error = NULL WHERE seq = ?",
-                                   [(now, seq) for seq in seqs])
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-                return True
-            finally:
-                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        finally:
-            self._write_lock.release()
+            with self._write(wait=wait) as tx:
+                tx.db.executemany(_MARK_DELIVERED_SQL, [(now, seq) for seq in seqs])
+        except OutboxBusy:
+            return False
+        return True
 
     def schedule_retry(self, seq: int, next_attempt_at: float, error: str) -> None:
         with self._write() as tx:
@@ -455,6 +442,20 @@ class Outbox:
             counts = self._drop(tx, where, args, self.clock(), "purged", count=False)
         self._held_estimate = None
         return sum(counts.values())
+
+
+class OutboxBusy(Exception):
+    """Another writer holds the outbox and the caller chose not to wait (`_write(wait=False)`)."""
+
+
+def _begin(db: sqlite3.Connection, wait: bool) -> None:
+    """BEGIN IMMEDIATE; without `wait`, a held database is `OutboxBusy`, not an error."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if not wait and exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise OutboxBusy from None
+        raise
 
 
 class _Tx:

@@ -243,7 +243,7 @@ def test_sending_goes_on_while_another_process_writes_and_nothing_is_sent_twice(
     try:
         engine.execute("BEGIN IMMEDIATE")  # another connection's write transaction in progress
         started = time.monotonic()
-        assert outbox.try_mark_delivered_many([1]) is False
+        assert outbox.mark_delivered_many([1], wait=False) is False
         assert time.monotonic() - started < 1.0  # at once, not after the busy timeout
         d.start()
         wait_for(lambda: len(a.alerts) >= 32)  # sent while the lock is held, up to MAX_UNMARKED
