@@ -174,17 +174,11 @@ class CourierProcess:
 
     def _exit_code(self) -> str | None:
         """How the child ended (after reaping it); None if no child was running."""
-        process, wake = self._process, self._wake
-        self._wake = None
-        if wake is not None:
-            wake.close()
+        process = self._process
         if process is None:
             return None
-        try:
-            code = process.wait(5.0)
-        except subprocess.TimeoutExpired:
-            process.kill()  # its events pipe is closed: it cannot report anything any more
-            code = process.wait(5.0)
+        self._reap(timeout=5.0)  # its events pipe is closed: if it lingers, it cannot report anything
+        code = process.returncode
         return f"signal {-code}" if code < 0 else f"exit code {code}"
 
     def _reap(self, timeout: float) -> bool:
