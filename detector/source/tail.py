@@ -27,6 +27,7 @@ cannot be returned go to `on_bad` as `BadInput` (`line_too_long`, `blank_line`, 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -50,6 +51,10 @@ __all__ = ["EVENTS", "FileIdentity", "Follower", "Line", "Position"]
 
 OnBad = Callable[[BadInput], None]
 OnEvent = Callable[[str, dict[str, object]], None]
+
+# A checkpointed file not among the backups is looked for this many times, this far apart,
+# before it counts as lost (see Follower._find_resumed).
+RESUME_LOOKS, RESUME_LOOK_SECONDS = 5, 0.2
 
 EVENTS = (
     "follow_started",  # path, offset, start ("end" | "beginning" | "resume")
@@ -222,8 +227,7 @@ class Follower:
             self._use(live, offset)
             self._event("follow_started", {"path": self._path, "offset": offset, "start": "resume"})
             return
-        backups = self._names.scan()
-        found = find_backup(backups, ident)
+        backups, found = self._find_resumed(ident)
         if found is not None:
             backup, compressed = found
             f = self._open_member(backup.gz if compressed else backup.log, backup.stamp, compressed)
@@ -242,6 +246,19 @@ class Follower:
         self._mark = stamp
         if pos.offset:
             self._lose(pos.path, str(ident), None, "resume_file_gone")
+
+    def _find_resumed(self, ident: FileIdentity) -> tuple[list[Backup], tuple[Backup, bool] | None]:
+        """The backups and the one that is the checkpointed file. Looked for a few times before
+        it counts as gone: a restart can land in lumberjack's compression, after the `.log`
+        went away but before the `.gz` written in its place holds its first bytes."""
+        for _ in range(RESUME_LOOKS - 1):
+            backups = self._names.scan()
+            found = find_backup(backups, ident)
+            if found is not None:
+                return backups, found
+            time.sleep(RESUME_LOOK_SECONDS)
+        backups = self._names.scan()
+        return backups, find_backup(backups, ident)
 
     def _stamp_of(self, path: str) -> str | None:
         if os.path.dirname(path) != os.path.dirname(self._path):

@@ -636,3 +636,39 @@ def test_lag_bytes_counts_what_is_written_but_unread(tmp_path: Path) -> None:
     assert 0 < follower.lag_bytes <= 400_000
     drain(follower)
     assert follower.lag_bytes == 0
+
+
+def test_resume_waits_out_a_backup_being_compressed(tmp_path: Path) -> None:
+    """A restart that lands inside lumberjack's compression (the `.log` gone, its `.gz` still
+    empty) finds the file once the `.gz` has its first bytes, and reports no loss."""
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    path = tmp_path / "audit.log"
+    writer = small_writer(path, max_size=300, compress=False)
+    write_all(writer, numbered(0, 5))
+    first = follow(path, Recorder(), start_at="beginning")
+    saved = first.read(2)[-1].position
+    first.close()
+    write_all(writer, numbered(5, 30))
+    [oldest] = [Path(p) for p in sorted(backups_of(path))[:1]]
+    content = oldest.read_bytes()
+    gz = Path(f"{oldest}.gz")
+    gz.write_bytes(b"")  # lumberjack has created the .gz and is about to fill it
+    oldest.unlink()
+
+    def finish_compression() -> None:
+        time.sleep(0.3)
+        gz.write_bytes(gzip.compress(content))
+
+    filler = threading.Thread(target=finish_compression)
+    filler.start()
+    rec = Recorder()
+    try:
+        got = data(drain(follow(path, rec, resume=saved)))
+    finally:
+        filler.join()
+    assert got == numbered(2, 30)
+    assert "data_lost" not in rec.names()
+    [resumed] = rec.fields("backup_resumed")
+    assert resumed["compressed"] is True
