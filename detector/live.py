@@ -137,7 +137,8 @@ class LiveRunner:
             while not self.flags.stop:
                 lines = follower.read(BATCH_LINES)
                 if lines:
-                    self._handle(lines, delivery)
+                    # The follower's position, not the last line's: it also knows a file ended.
+                    self._handle(lines, follower.position or lines[-1].position, delivery)
                 now = time.monotonic()
                 if now >= next_housekeeping:
                     self._housekeeping(delivery, follower, now)
@@ -152,7 +153,7 @@ class LiveRunner:
             waker.close()
             follower.close()
 
-    def _handle(self, lines: list[Line], delivery: Delivery) -> None:
+    def _handle(self, lines: list[Line], after: Position, delivery: Delivery) -> None:
         started = time.perf_counter()
         alerts: list[Alert] = []
         evaluate = self.ruleset.evaluate
@@ -172,7 +173,7 @@ class LiveRunner:
         self.metrics.events.inc(count)
         self.metrics.lines.inc(len(lines))
         self.metrics.evaluation.observe(time.perf_counter() - started)
-        self._pending = lines[-1].position
+        self._pending = after
         self._commit(delivery, alerts)
         if event is not None and event.time is not None:
             self.metrics.lag_seconds.set(max(0.0, time.time() - event.time.timestamp()))

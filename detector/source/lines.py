@@ -36,7 +36,8 @@ _line: Any = Line
 _pos: Any = Position
 _set_data, _set_path, _set_lineno, _set_position = (
     _line.data.__set__, _line.path.__set__, _line.lineno.__set__, _line.position.__set__)
-_set_identity, _set_offset, _set_pos_path = _pos.identity.__set__, _pos.offset.__set__, _pos.path.__set__
+_set_identity, _set_offset, _set_pos_path, _set_complete = (
+    _pos.identity.__set__, _pos.offset.__set__, _pos.path.__set__, _pos.complete.__set__)
 
 
 class LineSplitter:
@@ -94,6 +95,7 @@ class LineSplitter:
             _set_identity(pos, ident)
             _set_offset(pos, end)
             _set_pos_path(pos, path)
+            _set_complete(pos, False)
             line = _new(Line)
             _set_data(line, data)
             _set_path(line, path)

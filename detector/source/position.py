@@ -48,6 +48,8 @@ class Position:
     identity: FileIdentity
     offset: int  # bytes of (decompressed) data before the next unread byte
     path: str  # the name the file had when read: the live path, or its backup name once rotated
+    # The file was rotated and read to its end: if it is gone on resume, nothing of it was lost.
+    complete: bool = False
 
     def to_bytes(self) -> bytes:
         """This position as a small JSON document (the checkpoint format)."""
@@ -56,6 +58,8 @@ class Position:
             "v": 1, "path": self.path, "offset": self.offset, "dev": ident.dev, "inode": ident.inode,
             "fingerprint": ident.fingerprint, "fingerprint_len": ident.fingerprint_len,
         }
+        if self.complete:
+            doc["complete"] = True
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
@@ -67,7 +71,10 @@ class Position:
                 raise ValueError("not a version 1 position")
             ident = FileIdentity(
                 _int(doc, "dev"), _int(doc, "inode"), _str(doc, "fingerprint"), _int(doc, "fingerprint_len"))
-            return cls(ident, _int(doc, "offset"), _str(doc, "path"))
+            complete = doc.get("complete", False)
+            if type(complete) is not bool:
+                raise ValueError("'complete' must be true or false")
+            return cls(ident, _int(doc, "offset"), _str(doc, "path"), complete)
         except (ValueError, UnicodeDecodeError) as exc:
             raise SourceError(f"invalid saved position: {exc}", Location("<checkpoint>")) from None
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from detector.errors import BadInput, Location
@@ -62,6 +62,7 @@ EVENTS = (
     "file_truncated",  # path, offset, size, bytes_lost (a lower bound), rewritten (grown again past us)
     "backup_resumed",  # path, offset, compressed: the saved position was found in a backup
     "backup_opened",  # path, compressed: a backup newer than the last file read, read in full
+    "resume_file_finished",  # path, identity: the checkpointed file was read to its end, then pruned
     "data_lost",  # path, identity, bytes_lost (None if unknown), reason (see _lose callers)
     "gap_possible",  # path, identity, backups_left: a rotated file was pruned before we noticed: we lag
     "file_missing",  # path
@@ -244,7 +245,9 @@ class Follower:
             stamp = _just_before(stamp)  # nothing was read from it: a backup of that name is read whole
         self._plan(backups, stamp, live)
         self._mark = stamp
-        if pos.offset:
+        if pos.complete:
+            self._event("resume_file_finished", {"path": pos.path, "identity": str(ident)})
+        elif pos.offset:
             self._lose(pos.path, str(ident), None, "resume_file_gone")
 
     def _find_resumed(self, ident: FileIdentity) -> tuple[list[Backup], tuple[Backup, bool] | None]:
@@ -391,6 +394,12 @@ class Follower:
                 "path": self._path, "backup": f.path if f.stamp else None, "offset": f.offset})
         if f.stamp is not None and (self._mark is None or f.stamp > self._mark):
             self._mark = f.stamp
+        pos = self._pos
+        if not f.live and pos is not None and pos.offset == f.offset and (
+                (pos.identity.dev, pos.identity.inode) == (f.dev, f.ino) and is_match(pos.identity, f.head)):
+            # Every line of a rotated file was returned: if it is pruned while we are down,
+            # a resume from here has lost nothing (see _resume).
+            self._pos = replace(pos, path=f.path, complete=True)
         self._finished = _Seen(f.dev, f.ino, f.head, f.offset, f.lineno)
         f.close()
         self._cur = None

@@ -11,8 +11,12 @@ from tests.support.lumberjack import Lumberjack
 
 TOTAL = 100_000
 KILL_AT = (10_000, 28_000, 46_000, 64_000)
-WRITTEN_WHILE_DOWN = 8_000  # ~2.5 MB: several rotations happen while detector is dead
+# ~500 bytes an event, so ~2,080 events a file. Events behind the checkpoint at a kill plus those
+# written while down must span fewer than MaxBackups rotations, or lumberjack prunes the
+# checkpointed file before the restart (a real loss, rightly reported as DATA_LOST).
+WRITTEN_WHILE_DOWN = 6_000  # ~3 MB: three rotations happen while detector is dead
 MAX_LAG = 6_000  # keep the reader within reach of MaxBackups while it is up
+KILL_LAG = 1_000  # and within half a file of the writer when it is killed
 
 
 def test_sigkill_restarts_under_rotation_lose_nothing(tmp_path: Path) -> None:
@@ -32,6 +36,7 @@ def test_sigkill_restarts_under_rotation_lose_nothing(tmp_path: Path) -> None:
             n += 1
         if stop == TOTAL:
             break
+        wait_for(lambda n=n: n - detector.delivered() <= KILL_LAG, 120, f"detector to catch up before the kill at {n}")
         detector.kill()
         for _ in range(WRITTEN_WHILE_DOWN):
             writer.write(event_line(n))

@@ -414,7 +414,10 @@ def test_position_round_trips_through_bytes() -> None:
     """to_bytes/from_bytes give back an equal Position; anything else is a SourceError."""
     position = Position(FileIdentity(1, 2, "ab" * 16, 1024), 99, "/var/log/audit.log")
     assert Position.from_bytes(position.to_bytes()) == position
-    for bad in (b"", b"[]", b'{"v":2}', b'{"v":1,"dev":-1}', b"\xff"):
+    complete = Position(position.identity, 99, "/var/log/audit-2024-05-01T12-00-00.000.log", complete=True)
+    assert Position.from_bytes(complete.to_bytes()) == complete
+    not_bool = complete.to_bytes().replace(b"true", b"1")
+    for bad in (b"", b"[]", b'{"v":2}', b'{"v":1,"dev":-1}', b"\xff", not_bool):
         with pytest.raises(SourceError):
             Position.from_bytes(bad)
 
@@ -471,6 +474,31 @@ def test_resume_after_the_file_was_pruned_reports_the_loss_and_reads_the_rest(tm
     assert oldest_left > 5
     assert rec.fields("data_lost") == [
         {"path": saved.path, "identity": str(saved.identity), "bytes_lost": None, "reason": "resume_file_gone"}]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_resume_after_a_file_read_to_its_end_was_pruned_reports_no_loss(tmp_path: Path, compress: bool) -> None:
+    """Once a rotated file is read to its end the position says so: if that file is pruned while
+    detector is down, nothing of it was lost, and reading goes on with every newer file."""
+    path = tmp_path / "audit.log"
+    writer = small_writer(path, max_size=300, compress=compress, max_backups=2)
+    write_all(writer, numbered(0, 12))  # 23 bytes a line: 13 fit in 300
+    first = follow(path, Recorder(), start_at="beginning")
+    assert data(drain(first)) == numbered(0, 12)
+    assert not first.position.complete  # type: ignore[union-attr]
+    writer.rotate()  # the new audit.log stays empty: nothing else moves the position on
+    assert drain(first) == []
+    saved = first.position
+    first.close()
+    assert saved is not None and saved.complete
+    assert saved.path == backups_of(path)[0]  # its backup name (.log.gz once compressed)
+    write_all(writer, numbered(12, 39))  # two more rotations: the finished file is pruned
+    assert saved.path not in backups_of(path)
+    assert len(backups_of(path)) == 2
+    rec = Recorder()
+    assert data(drain(follow(path, rec, resume=Position.from_bytes(saved.to_bytes())))) == numbered(12, 39)
+    assert "data_lost" not in rec.names()
+    assert rec.fields("resume_file_finished") == [{"path": saved.path, "identity": str(saved.identity)}]
 
 
 def test_backup_pruned_during_catch_up_is_reported_with_its_size(tmp_path: Path) -> None:
