@@ -39,6 +39,12 @@ class ResponseStatus(msgspec.Struct, gc=False):
     reason: str | None = None
 
 
+class EventMeta(msgspec.Struct, gc=False):
+    """`metadata` of a v1beta1 event: only its creation time (the stage time, in seconds)."""
+
+    creationTimestamp: str | None = None  # noqa: N815
+
+
 class AuditEvent(msgspec.Struct, gc=False):
     """One audit.k8s.io Event (v1 or v1beta1); attribute names are the JSON keys.
 
@@ -63,6 +69,10 @@ class AuditEvent(msgspec.Struct, gc=False):
     responseStatus: ResponseStatus | None = None  # noqa: N815
     stageTimestamp: str | None = None  # noqa: N815
     annotations: dict[str, str] | None = None
+    # v1beta1 (and v1 lines relabelled from it) may lack stageTimestamp: parse.audit falls back
+    # to these and fills stageTimestamp in.
+    metadata: EventMeta | None = None
+    timestamp: str | None = None
     raw: bytes = msgspec.field(default=b"", name="__detector_raw__")
     parsed_body: Any = msgspec.field(default=None, name="__detector_body__")
     time: datetime | None = msgspec.field(default=None, name="__detector_time__")

@@ -22,7 +22,7 @@ NOT_AN_EVENT = "data not recognized as a k8s audit event"
 
 _STR_KEYS = (
     "kind", "apiVersion", "level", "auditID", "stage", "requestURI", "verb", "userAgent",
-    "stageTimestamp",
+    "stageTimestamp", "timestamp",
 )
 _USER_KEYS = ("user", "impersonatedUser")
 
@@ -110,7 +110,19 @@ def _check_event(event: AuditEvent) -> None:
         raise BadInput("not_audit_event", f"{NOT_AN_EVENT} (kind={_show(event.kind)})")
     if event.auditID is None:
         raise BadInput("not_audit_event", f"{NOT_AN_EVENT} (no auditID)")
+    if event.stageTimestamp is None:
+        event.stageTimestamp = _older_timestamp(event)
     event.time = parse_timestamp(event.stageTimestamp)
+
+
+def _older_timestamp(event: AuditEvent) -> str | None:
+    """The stage time of an event without `stageTimestamp` (before k8s 1.9, and v1 lines
+    relabelled from v1beta1): `metadata.creationTimestamp` (the stage time in seconds), else
+    `timestamp` (when the request was received), as the API server's v1beta1 conversion does."""
+    meta = event.metadata
+    if meta is not None and meta.creationTimestamp is not None:
+        return meta.creationTimestamp
+    return event.timestamp
 
 
 def parse_timestamp(text: str | None) -> datetime:
@@ -148,6 +160,9 @@ def _coerce(value: dict[str, Any]) -> dict[str, Any]:
         out["responseStatus"] = {"code": code if type(code) is int else _opt_text(code),
                                  "reason": _opt_text(status.get("reason"))}
     out["sourceIPs"] = _text_list(value.get("sourceIPs"))
+    meta = value.get("metadata")
+    if isinstance(meta, dict) and meta.get("creationTimestamp") is not None:
+        out["metadata"] = {"creationTimestamp": _text(meta["creationTimestamp"])}
     annotations = value.get("annotations")
     if isinstance(annotations, dict):
         out["annotations"] = {str(k): _text(v) for k, v in annotations.items()}

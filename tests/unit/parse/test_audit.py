@@ -15,8 +15,11 @@ from detector.event import AuditEvent
 from detector.parse.audit import NOT_AN_EVENT, parse_document, parse_line
 from detector.parse.fields import FIELDS
 from detector.parse.fieldspec import ArgKind, FieldOptions
-from tests.unit.eventkit import DROP, TRACES_DIR, event_dict
+from tests.unit.eventkit import DROP, SHARED_DIR, TRACES_DIR, event_dict
 
+AUDIT2RBAC_LOG = SHARED_DIR / "k8s" / "data" / "audit2rbac" / "demo.log"
+needs_audit2rbac = pytest.mark.skipif(
+    not AUDIT2RBAC_LOG.is_file(), reason=f"{AUDIT2RBAC_LOG} not found (../shared is absent)")
 needs_traces = pytest.mark.skipif(
     not TRACES_DIR.is_dir(), reason=f"Falco k8s_audit trace files not found at {TRACES_DIR} (../shared is absent)")
 
@@ -141,6 +144,33 @@ def test_blank_line() -> None:
 def test_missing_stage_timestamp() -> None:
     """An event needs stageTimestamp (it becomes the event time)."""
     assert bad(line(stageTimestamp=DROP)).reason == "missing_timestamp"
+
+
+@pytest.mark.parametrize("verb", ["get", 5])  # 5: the lenient path keeps the fallbacks too
+def test_event_without_stage_timestamp_falls_back_to_its_v1beta1_times(verb: object) -> None:
+    """Before k8s 1.9 (and in v1 lines relabelled from v1beta1) there is no stageTimestamp: the
+    stage time is metadata.creationTimestamp, else timestamp; stageTimestamp then holds it."""
+    both = parse_line(line(stageTimestamp=DROP, verb=verb, metadata={"creationTimestamp": "2017-09-11T19:55:06Z"},
+                           timestamp="2017-09-11T19:55:05Z"))
+    assert isinstance(both, AuditEvent)
+    assert both.time == datetime(2017, 9, 11, 19, 55, 6, tzinfo=UTC)
+    assert both.stageTimestamp == "2017-09-11T19:55:06Z"
+    only = parse_line(line(stageTimestamp=DROP, verb=verb, metadata={"creationTimestamp": None},
+                           timestamp="2017-09-11T19:55:05Z"))
+    assert isinstance(only, AuditEvent)
+    assert only.time == datetime(2017, 9, 11, 19, 55, 5, tzinfo=UTC)
+    newer = parse_line(line(verb=verb, timestamp="2017-09-11T19:55:05Z"))
+    assert isinstance(newer, AuditEvent)
+    assert newer.time == datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)  # stageTimestamp wins
+    assert bad(line(stageTimestamp=DROP, verb=verb, timestamp="soon")).reason == "bad_timestamp"
+
+
+@needs_audit2rbac
+def test_the_audit2rbac_demo_log_parses_whole() -> None:
+    """A real log of v1-labelled lines with only v1beta1 times: all 37 events, none rejected."""
+    events = [parse_line(raw) for raw in AUDIT2RBAC_LOG.read_bytes().splitlines()]
+    assert len(events) == 37
+    assert all(isinstance(e, AuditEvent) and e.time is not None and e.time.year == 2017 for e in events)
 
 
 @pytest.mark.parametrize("timestamp", ["yesterday", "2024-05-01T12:00:00", "2024-13-01T12:00:00Z",
