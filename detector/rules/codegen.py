@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from detector.parse.fieldspec import FieldType, attribute_path, presence_of
+from detector.rules import operators
 from detector.rules.ast import And, Check, FieldRef, Node, Not, Or
-from detector.rules.compiler import Compiler, flatten
+from detector.rules.compiler import Compiler, flatten, looks_like_ip
 from detector.rules.model import Predicate
 
 _STRING_METHODS = {"startswith": "startswith", "endswith": "endswith"}
@@ -60,17 +61,19 @@ class _Generator:
     def inline(self, check: Check) -> str | None:
         """Source for a simple check, or None to use its closure."""
         bound = self.compiler.bind(check.lhs)
-        if check.op == "exists" and (present := presence_of(bound.get)) is not None:
+        if check.op == "exists":
             self.compiler.check(check)
-            return f"({self.bind(present, 'g')}(ev) is not None)"
+            present = presence_of(bound.get) or bound.get
+            path = attribute_path(present)
+            return f"(ev.{path} is not None)" if path is not None else f"({self.bind(present, 'g')}(ev) is not None)"
+        if bound.type is FieldType.IPADDR and not bound.is_list:
+            return self.address_in(check, bound.get)
         if bound.numeric or bound.type is FieldType.IPADDR:
             return None
         path = attribute_path(bound.get)
         get = f"ev.{path}" if path is not None else f"{self.bind(bound.get, 'g')}(ev)"
         op, rhs = check.op, check.rhs
         self.compiler.check(check)  # type checks and warnings exactly as the closure path
-        if op == "exists":
-            return f"({get} is not None)"
         value = self.local()
         if bound.is_list and isinstance(rhs, tuple) and op in ("in", "intersects"):
             members = self.bind(frozenset(rhs), "s")
@@ -94,11 +97,25 @@ class _Generator:
         return None
 
 
+    def address_in(self, check: Check, get: Any) -> str | None:
+        """An address field against a list of addresses and networks (the closure's memoised
+        test, without the closure's call)."""
+        rhs = check.rhs
+        if check.op not in ("in", "intersects") or not isinstance(rhs, tuple) or not rhs or not all(
+                looks_like_ip(v) for v in rhs):
+            return None
+        self.compiler.check(check)
+        member = self.bind(operators.ip_set_test(rhs), "m")
+        value = self.local()
+        return f"(({value} := {self.bind(get, 'g')}(ev)) is not None and {member}({value}))"
+
+
 def generate(node: Node, compiler: Compiler) -> Predicate:
     """One generated function for `node`; the closure compiler if generation is not possible."""
     generator = _Generator(compiler)
     try:
-        source = f"def rule(ev):\n    return bool({generator.expr(node)})\n"
+        # No bool(): every part is a comparison or a test, and only the truth is used.
+        source = f"def rule(ev):\n    return {generator.expr(node)}\n"
         code = compile(source, "<detector rule>", "exec")
     except (SyntaxError, RecursionError, MemoryError):
         return compiler.compile(node)

@@ -248,7 +248,7 @@ def _scalar_check(lhs: BoundField, op: str, rhs: str) -> Predicate:
     get = lhs.get
     if lhs.numeric and op in (*NUM_OPS, "=", "==", "!="):
         return _numeric_check(get, op, rhs)
-    if lhs.type is FieldType.IPADDR and op in ("=", "==", "!=") and _looks_like_ip(rhs):
+    if lhs.type is FieldType.IPADDR and op in ("=", "==", "!=") and looks_like_ip(rhs):
         member = operators.ip_set_test([rhs])
         if op == "!=":
             return lambda ev: (v := get(ev)) is not None and not member(v)  # type: ignore[arg-type]
@@ -277,7 +277,7 @@ def _list_check(lhs: BoundField, op: str, values: tuple[str, ...]) -> Predicate:
     if op == "pmatch":
         test = operators.pmatch_test(values)
         return lambda ev: (v := get(ev)) is not None and test(v)  # type: ignore[arg-type]
-    if lhs.type is FieldType.IPADDR and values and all(_looks_like_ip(v) for v in values):
+    if lhs.type is FieldType.IPADDR and values and all(looks_like_ip(v) for v in values):
         member = operators.ip_set_test(values)
         if lhs.is_list:
             every = op == "in"
@@ -308,7 +308,7 @@ def _modifier(get: Extractor, op: str, modifier: str, values: Sequence[str]) -> 
     return check
 
 
-def _looks_like_ip(value: str) -> bool:
+def looks_like_ip(value: str) -> bool:
     return bool(value) and (value[0].isdigit() or ":" in value) and all(
         c in "0123456789abcdefABCDEF.:/[]" for c in value)
 

@@ -23,6 +23,7 @@ CONDITIONS = [
     "ka.req.pod.containers.image in (nginx) and not ka.req.pod.containers.privileged intersects (true)",
     "ka.response.code >= 400 and ka.user.name glob 'al*'",
     "ka.client.ip in (10.0.0.0/8) and tolower(ka.verb) = get",
+    "ka.client.ip exists and not ka.client.ip in (10.0.0.0/8, ::1/128) and ka.response.code exists",
     "jevt.value[/objectRef/namespace] = default and ka.stage in (ResponseComplete)",
 ]
 
@@ -61,6 +62,19 @@ def test_generated_function_equals_closures(condition: str, data: dict[str, Any]
     ev = event(data)
     assert generated(ev) is closure(ev) or bool(generated(ev)) == bool(closure(ev))
     assert isinstance(generated(ev), bool)
+
+
+def test_address_checks_are_generated_inline() -> None:
+    """An address against networks, and `exists`, need no closure of their own (they run on
+    every event in the shipped outside-address rule); the answers stay the closure's."""
+    node = parse_condition("ka.client.ip exists and not ka.client.ip in (10.0.0.0/8, ::1)")
+    compiler = Compiler()
+    generated, closure = generate(node, compiler), compiler.compile(node)
+    assert not any(callable(v) and getattr(v, "__name__", "") == "<lambda>"
+                   for v in generated.__globals__.values())
+    for ips, outside in ((["10.9.8.7"], False), (["8.8.8.8"], True), (["::1"], False), ([], False)):
+        ev = event({"sourceIPs": ips})
+        assert generated(ev) is outside is closure(ev), ips
 
 
 def test_constants_never_enter_generated_source() -> None:
