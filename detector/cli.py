@@ -24,7 +24,7 @@ from detector.rules.diagnostics import Diagnostic
 from detector.rules.loader import LoadOptions, check_rules, load_rules, summary
 from detector.rules.model import Priority
 from detector.rules.ruleset import RuleMatching, Ruleset
-from detector.source.replay import read_records
+from detector.source.replay import read_input
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 INTERNAL_NETWORKS_LIST = "detector_internal_networks"
@@ -162,7 +162,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     engine = Engine(ruleset, emit, _print_bad)
     freeze_heap()
     for path in args.inputs:
-        engine.run(read_records(path, engine.report_bad, args.max_line_bytes, diagnose=diagnose_line))
+        engine.run(read_input(path, engine.report_bad, args.max_line_bytes, diagnose=diagnose_line))
     out.flush()
     print(f"detector scan: {engine.stats.summary()}", file=sys.stderr)
     return EXIT_OK

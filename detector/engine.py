@@ -14,7 +14,7 @@ from detector.errors import BadInput, Location
 from detector.event import AuditEvent
 from detector.parse.audit import parse_document, parse_line
 from detector.rules.ruleset import Ruleset
-from detector.source.replay import Record
+from detector.source.replay import Lines, Record
 
 
 def freeze_heap() -> None:
@@ -58,44 +58,48 @@ class Engine:
         # The same enrichment and redaction as `detector run`: no Secret data in any output.
         self.build = AlertBuilder(hostname)
         self.stats = Stats()
-        self._record: Record | None = None
+        self._lines: Lines | None = None  # the batch being processed, and where in it
+        self._index = 0
 
     def report_bad(self, error: BadInput) -> None:
         self.stats.bad[error.reason] += 1
         self.on_bad_input(error)
 
-    def run(self, records: Iterable[Record]) -> Stats:
-        """Process every record; the hot loop keeps lookups local and allocates nothing extra."""
+    def run(self, items: Iterable[Lines | Record]) -> Stats:
+        """Process every batch of lines (or document) of `read_input`; the hot loop keeps
+        lookups local and allocates nothing extra."""
         evaluate, report_item, events = self.ruleset.evaluate, self._report_item, 0
-        for record in records:
-            self._record = record
-            if record.is_document:
-                self._document(record)
+        for item in items:
+            if isinstance(item, Record):
+                self._document(item)
                 continue
-            try:
-                event = parse_line(record.data, report_item)
-            except BadInput as error:
-                report_item(error)
-                continue
-            if type(event) is list:
-                self._events(event, record)
-                continue
-            events += 1
-            try:
-                matches = evaluate(event)  # type: ignore[arg-type]
-            except Exception as exc:  # one event must never stop the stream; reported loudly
-                report_item(BadInput("evaluation_error", f"rule evaluation failed: {type(exc).__name__}: {exc}"))
-                continue
-            if matches:
-                self._alert(matches)
+            self._lines = item
+            for index, line in enumerate(item.lines):
+                self._index = index  # for reports, also from inside parse_line (EventList lines)
+                try:
+                    event = parse_line(line, report_item)
+                except BadInput as error:
+                    report_item(error)
+                    continue
+                if type(event) is list:
+                    self._events(event)
+                    continue
+                events += 1
+                try:
+                    matches = evaluate(event)  # type: ignore[arg-type]
+                except Exception as exc:  # one event must never stop the stream; reported loudly
+                    report_item(BadInput("evaluation_error", f"rule evaluation failed: {type(exc).__name__}: {exc}"))
+                    continue
+                if matches:
+                    self._alert(matches)
         self.stats.events += events
         return self.stats
 
     def _report_item(self, error: BadInput) -> None:
-        """Report bad input found in the record being processed, at its place."""
-        record = self._record
-        if record is not None:
-            error.location = Location(record.path, record.lineno)
+        """Report bad input found in the line being processed, at its place."""
+        lines = self._lines
+        if lines is not None:
+            error.location = Location(lines.path, lines.linenos[self._index])
         self.report_bad(error)
 
     def process_event(self, event: AuditEvent) -> list[Alert]:
@@ -113,7 +117,7 @@ class Engine:
             self.stats.alerts[alert.rule] += 1
             self.on_alert(alert)
 
-    def _events(self, events: list[AuditEvent], record: Record) -> None:
+    def _events(self, events: list[AuditEvent]) -> None:
         for event in events:
             self.process_event(event)
 

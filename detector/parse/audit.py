@@ -18,6 +18,7 @@ from detector.errors import BadInput
 from detector.event import AuditEvent
 
 _DECODER = msgspec.json.Decoder(AuditEvent)
+_fromisoformat = datetime.fromisoformat
 NOT_AN_EVENT = "data not recognized as a k8s audit event"
 
 _STR_KEYS = (
@@ -32,17 +33,27 @@ def parse_line(line: bytes, on_bad: Callable[[BadInput], None] | None = None) ->
 
     In such a list, an unusable item goes to `on_bad` and the others are kept; the line is an
     error only when no item is usable."""
-    if not line.strip():
-        raise BadInput("blank_line", "blank line")
     try:
         event = _DECODER.decode(line)
     except msgspec.ValidationError:
         return _parse_lenient(line, on_bad)
     except msgspec.DecodeError as exc:
+        if not line.strip():
+            raise BadInput("blank_line", "blank line (skipped)") from None
         raise BadInput("invalid_json", f"invalid JSON: {_short(exc)}") from None
     if event.kind != "Event":
         return _parse_lenient(line, on_bad)
     event.raw = line
+    # The usual event, checked inline (this runs on every line); anything else gets _check_event.
+    text = event.stageTimestamp
+    if event.auditID is not None and text is not None and len(text) >= 20 and text[10] in "Tt":
+        try:
+            event.time = _fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if event.time.tzinfo is not None:
+                return event
     _check_event(event)
     return event
 

@@ -15,7 +15,7 @@ from detector.rules.loader import rule_files
 from detector.rules.ruleset import Ruleset
 from detector.ruletest.runner import TestResult, load_events, run_test
 from detector.ruletest.spec import RuleTest, embedded_tests, load_test_file, test_files_for
-from detector.source.replay import read_records
+from detector.source.replay import read_input
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -93,7 +93,7 @@ def replay(ruleset: Ruleset, paths: list[str]) -> int:
     counts: Counter[str] = Counter()
     engine = Engine(ruleset, lambda alert: counts.update([alert.rule]), lambda _error: None)
     for path in paths:
-        engine.run(read_records(path, engine.report_bad))
+        engine.run(read_input(path, engine.report_bad))
     stats = engine.stats
     print(f"events: {stats.events}  bad lines: {sum(stats.bad.values())}  alerts: {sum(counts.values())}")
     width = max((len(r.name) for r in ruleset.rules), default=10)

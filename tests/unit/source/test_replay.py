@@ -14,7 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from detector.errors import BadInput, Location, SourceError
-from detector.source.replay import Record, read_records
+from detector.source.replay import Lines, Record, read_input, read_records
 
 Reports = list[tuple[str, int | None]]
 
@@ -427,3 +427,19 @@ def test_property_model_sees_what_the_reader_sees_on_a_file(tmp_path: Path) -> N
     data = b"ok\r\n\n" + b"x" * 20 + b"\n \r\nend\nx" + b"y" * 11 + b"\nlast"
     records, bad = scan(write(tmp_path, data), max_line_bytes=12)
     assert (lines_of(records), reasons(bad)) == expected(data, 12)
+
+
+def test_read_input_batches_lines_per_block_and_keeps_blank_lines_for_the_parser(tmp_path: Path) -> None:
+    """The scan hot path gets one `Lines` per block: numbered lines, CRs removed, blank lines kept
+    (the parser reports them), over-long lines reported in line order and left out."""
+    path = write(tmp_path, b'{"a":1}\r\n\n' + b"x" * 50 + b'\n{"b":2}\n')
+    bad: list[BadInput] = []
+    items = list(read_input(str(path), bad.append, max_line_bytes=20))
+    assert all(isinstance(item, Lines) for item in items)
+    got = [(line, lineno) for item in items for line, lineno in zip(item.lines, item.linenos, strict=True)]
+    assert got == [(b'{"a":1}', 1), (b"", 2), (b'{"b":2}', 4)]
+    assert [(b.reason, b.location) for b in bad] == [("line_too_long", Location(str(path), 3))]
+    plain = write(tmp_path, b"".join(b'{"n":%d}\n' % i for i in range(1000)), "plain.log")
+    batches = list(read_input(str(plain), bad.append))  # the sniffed head, then one block
+    assert len(batches) <= 3
+    assert [n for b in batches if isinstance(b, Lines) for n in b.linenos] == list(range(1, 1001))
