@@ -148,6 +148,8 @@ class LiveRunner:
                     waker.wait(WAIT_SECONDS)
                 self.metrics.beat()
         finally:
+            if self._pending is None and follower.position not in (None, self._committed):
+                self._pending = follower.position  # e.g. a rotated file finished since the last housekeeping
             self._commit(delivery, [], force=True)
             self.metrics.input_open = False
             waker.close()

@@ -52,3 +52,31 @@ def test_sigkill_restarts_under_rotation_lose_nothing(tmp_path: Path) -> None:
     assert duplicates <= 10 * len(KILL_AT), f"{duplicates} duplicates"
     assert writer.rotations >= 30
     assert "DATA_LOST" not in detector.log_text()
+
+
+def test_a_rotated_file_read_to_its_end_then_pruned_while_down_is_no_loss(tmp_path: Path) -> None:
+    """detector drains a rotated file, stops, the file is pruned while it is down: the restart
+    reports nothing lost (`resume_file_finished`, no DATA_LOST) and reads on from the new file."""
+    detector = Detector(tmp_path)
+    writer = Lumberjack(detector.log, max_size=1, max_backups=5)
+    for n in range(20):
+        writer.write(event_line(n))
+    detector.start()
+    detector.wait_started()
+    wait_for(lambda: detector.delivered() >= 20, 60, "the first file's alerts")
+    writer.rotate()  # the new audit.log stays empty: only the end of the rotated file moves the checkpoint
+    [backup] = [p for p in detector.log.parent.iterdir() if p.name != "audit.log"]
+    wait_for(lambda: '"rotation_followed"' in detector.log_text(), 30, "the rotation to be followed")
+    code, _took = detector.terminate()
+    assert code == 0
+    backup.unlink()  # pruned while detector is down
+    for n in range(20, 30):
+        writer.write(event_line(n))
+    writer.close()
+    detector.start()
+    detector.wait_started()
+    wait_for(lambda: detector.delivered() >= 30, 60, "the new file's alerts")
+    assert detector.terminate()[0] == 0
+    assert sorted(detector.alert_ids()) == [f"id-{i:09d}" for i in range(30)]
+    assert "DATA_LOST" not in detector.log_text()
+    assert '"resume_file_finished"' in detector.log_text()
