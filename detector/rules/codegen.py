@@ -15,7 +15,7 @@ from typing import Any
 from detector.parse.fieldspec import FieldType, attribute_path, presence_of
 from detector.rules import operators
 from detector.rules.ast import And, Check, FieldRef, Node, Not, Or
-from detector.rules.compiler import Compiler, flatten, looks_like_ip
+from detector.rules.compiler import BoundField, Compiler, flatten, looks_like_ip
 from detector.rules.model import Predicate
 
 _STRING_METHODS = {"startswith": "startswith", "endswith": "endswith"}
@@ -26,6 +26,10 @@ class _Generator:
         self.compiler = compiler
         self.namespace: dict[str, Any] = {}
         self.count = 0
+        # Field text -> the local holding its value: set by an earlier check of the same `and`
+        # (which ran, or this one would not run), so a later check need not extract it again.
+        self.known: dict[str, str] = {}
+        self.extracted: tuple[str, str] | None = None  # (field text, local) the last check bound first
 
     def local(self) -> str:
         self.count += 1
@@ -40,22 +44,57 @@ class _Generator:
     def expr(self, node: Node) -> str:
         match node:
             case And(items):
-                parts = [self.expr(i) for i in self.compiler.ordered(flatten(And, items))]
-                return "(" + " and ".join(parts) + ")"
+                return self.conjunction(self.compiler.ordered(flatten(And, items)))
             case Or(items):
-                parts = [self.expr(i) for i in self.compiler.ordered(flatten(Or, items))]
+                parts = [self.scoped(i) for i in self.compiler.ordered(flatten(Or, items))]
                 return "(" + " or ".join(parts) + ")"
             case Not(item):
-                return f"(not {self.expr(item)})"
+                return f"(not {self.scoped(item)})"
             case Check():
                 return self.check(node)
             case _:
                 return f"{self.bind(self.compiler.compile(node), 'p')}(ev)"
 
+    def conjunction(self, items: list[Node]) -> str:
+        """`a and b and ...`: a value extracted first thing by a check (or a negated check) is
+        reused by the checks after it."""
+        outer = dict(self.known)
+        parts = []
+        for item in items:
+            self.extracted = None
+            parts.append(self.expr(item))
+            simple = isinstance(item, Check) or (isinstance(item, Not) and isinstance(item.item, Check))
+            if simple and self.extracted is not None:
+                text, local = self.extracted
+                self.known[text] = local
+        self.known = outer
+        return "(" + " and ".join(parts) + ")"
+
+    def scoped(self, node: Node) -> str:
+        """`node` where what it extracts is not known to run (a branch of `or`, under `not`)."""
+        outer = dict(self.known)
+        try:
+            return self.expr(node)
+        finally:
+            self.known = outer
+
+    def value(self, bound: BoundField) -> str:
+        """Source for a field's value; the first evaluation also keeps it in a local."""
+        path = attribute_path(bound.get)
+        if path is not None:
+            return f"ev.{path}"  # an attribute load costs less than a local's bookkeeping
+        text = bound.text
+        if text in self.known:
+            return self.known[text]
+        local = self.local()
+        self.extracted = (text, local)
+        return f"({local} := {self.bind(bound.get, 'g')}(ev))"
+
     def check(self, check: Check) -> str:
         inline = self.inline(check) if isinstance(check.lhs, FieldRef) and check.modifier is None else None
         if inline is not None:
             return inline
+        self.extracted = None
         return f"{self.bind(self.compiler.check(check), 'p')}(ev)"
 
     def inline(self, check: Check) -> str | None:
@@ -63,15 +102,15 @@ class _Generator:
         bound = self.compiler.bind(check.lhs)
         if check.op == "exists":
             self.compiler.check(check)
-            present = presence_of(bound.get) or bound.get
-            path = attribute_path(present)
-            return f"(ev.{path} is not None)" if path is not None else f"({self.bind(present, 'g')}(ev) is not None)"
+            present = presence_of(bound.get)
+            if present is None:
+                return f"({self.value(bound)} is not None)"
+            return f"({self.bind(present, 'g')}(ev) is not None)"  # a cheaper test than the value
         if bound.type is FieldType.IPADDR and not bound.is_list:
-            return self.address_in(check, bound.get)
+            return self.address_in(check, bound)
         if bound.numeric or bound.type is FieldType.IPADDR:
             return None
-        path = attribute_path(bound.get)
-        get = f"ev.{path}" if path is not None else f"{self.bind(bound.get, 'g')}(ev)"
+        get = self.value(bound)
         op, rhs = check.op, check.rhs
         self.compiler.check(check)  # type checks and warnings exactly as the closure path
         value = self.local()
@@ -96,8 +135,7 @@ class _Generator:
             return f"(({value} := {get}) is not None and {constant} in {value})"
         return None
 
-
-    def address_in(self, check: Check, get: Any) -> str | None:
+    def address_in(self, check: Check, bound: BoundField) -> str | None:
         """An address field against a list of addresses and networks (the closure's memoised
         test, without the closure's call)."""
         rhs = check.rhs
@@ -107,7 +145,7 @@ class _Generator:
         self.compiler.check(check)
         member = self.bind(operators.ip_set_test(rhs), "m")
         value = self.local()
-        return f"(({value} := {self.bind(get, 'g')}(ev)) is not None and {member}({value}))"
+        return f"(({value} := {self.value(bound)}) is not None and {member}({value}))"
 
 
 def generate(node: Node, compiler: Compiler) -> Predicate:

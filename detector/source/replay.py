@@ -265,8 +265,8 @@ def _read_lines(
 ) -> Iterator[Lines]:
     """Yield the complete lines of each block; report over-long ones and a final unterminated one.
 
-    This is the hot loop, so it works per block: a block whose lines are all short and have no
-    CR (the usual case, tested with two C-level scans) is yielded as it was split.
+    This is the hot loop, so it works per block: a block whose lines are all short and that has
+    no CR (the usual case, tested with two C-level scans) is yielded as it was split.
     """
     lineno = 0  # complete lines so far
     partial = PartialLine(limit)
@@ -283,7 +283,8 @@ def _read_lines(
                     start += 1
                 else:
                     pieces[0] = first
-                if pieces and (max(map(len, pieces)) > limit or b"\r\n" in block or pieces[0][-1:] == b"\r"):
+                # find(b"\r") is a memchr; a two-byte `b"\r\n" in block` took 1 us a line here.
+                if pieces and (max(map(len, pieces)) > limit or block.find(b"\r") >= 0 or pieces[0][-1:] == b"\r"):
                     yield from _checked(pieces, name, start, limit, on_bad)
                 elif pieces:
                     yield Lines(pieces, name, range(start, lineno + 1))

@@ -24,6 +24,11 @@ CONDITIONS = [
     "ka.response.code >= 400 and ka.user.name glob 'al*'",
     "ka.client.ip in (10.0.0.0/8) and tolower(ka.verb) = get",
     "ka.client.ip exists and not ka.client.ip in (10.0.0.0/8, ::1/128) and ka.response.code exists",
+    "ka.req.pod.containers.image exists and (ka.req.pod.containers.image in (nginx)"
+    " or not ka.req.pod.containers.image intersects (apache))",
+    "not (ka.client.ip exists and ka.client.ip in (8.8.8.8)) and (ka.uri.param[x] exists or ka.client.ip in (::1))",
+    "ka.client.ip in (::1) and ka.client.ip exists or ka.response.code = 403 and ka.response.code exists",
+    "(ka.sourceip.last exists or ka.verb = get) and ka.sourceip.last startswith 10.",
     "jevt.value[/objectRef/namespace] = default and ka.stage in (ResponseComplete)",
 ]
 
@@ -75,6 +80,18 @@ def test_address_checks_are_generated_inline() -> None:
     for ips, outside in ((["10.9.8.7"], False), (["8.8.8.8"], True), (["::1"], False), ([], False)):
         ev = event({"sourceIPs": ips})
         assert generated(ev) is outside is closure(ev), ips
+
+
+def test_a_value_checked_twice_in_a_conjunction_is_extracted_once() -> None:
+    """`ka.client.ip exists and not ka.client.ip in (...)`: the second check reuses the value the
+    first one extracted (it ran: the `and` got that far)."""
+    node = parse_condition("ka.client.ip exists and not ka.client.ip in (10.0.0.0/8)")
+    compiler = Compiler()
+    generated = generate(node, compiler)
+    extractor = compiler.bind(parse_condition("ka.client.ip exists").lhs).get  # type: ignore[attr-defined]
+    assert sum(value is extractor for value in generated.__globals__.values()) == 1
+    assert (generated(event({"sourceIPs": ["8.8.8.8"]})), generated(event({"sourceIPs": ["10.1.1.1"]}))) == (
+        True, False)
 
 
 def test_constants_never_enter_generated_source() -> None:
