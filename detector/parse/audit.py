@@ -110,6 +110,9 @@ def _walk(value: Any) -> Any:
 def event_from_dict(value: dict[str, Any]) -> AuditEvent:
     """Build an event from an already parsed dict, coercing oddly typed hot fields to text."""
     event = msgspec.convert(_coerce(value), AuditEvent)
+    annotations = value.get("annotations")
+    event.annotation_values = {str(k): _text(v) for k, v in annotations.items()} if isinstance(
+        annotations, dict) else {}
     event.raw = orjson.dumps(value)
     event.parsed_body = value
     _check_event(event)
@@ -174,10 +177,7 @@ def _coerce(value: dict[str, Any]) -> dict[str, Any]:
     meta = value.get("metadata")
     if isinstance(meta, dict) and meta.get("creationTimestamp") is not None:
         out["metadata"] = {"creationTimestamp": _text(meta["creationTimestamp"])}
-    annotations = value.get("annotations")
-    if isinstance(annotations, dict):
-        out["annotations"] = {str(k): _text(v) for k, v in annotations.items()}
-    return out
+    return out  # annotations: event_from_dict sets annotation_values
 
 
 def _text(value: Any) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
+import msgspec
 import orjson
 
 from detector.errors import ConditionSyntaxError
@@ -49,10 +50,20 @@ from detector.redact import mask_secrets
 
 def _annotation(key: str) -> Extractor:
     def extract(ev: AuditEvent) -> Value:
-        annotations = ev.annotations
-        return None if annotations is None else annotations.get(key)
+        values = ev.annotation_values
+        if values is None:
+            values = ev.annotation_values = annotation_values(ev.annotations)
+        return values.get(key)
 
     return extract
+
+
+def annotation_values(raw: msgspec.Raw) -> dict[str, str]:
+    """The event's annotations as text (Falco's rule for other JSON values); {} if not an object."""
+    if not raw:
+        return {}
+    value = orjson.loads(bytes(raw))
+    return {str(k): as_text(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _ref(attr: str) -> Extractor:
@@ -296,8 +307,15 @@ def _source_ip_at(position: int) -> Extractor:
     return extract
 
 
+def _last_source_ip(ev: AuditEvent) -> Value:
+    ips = ev.sourceIPs
+    return ips[-1] if ips else None
+
+
 def _client_ip(arg: Any, opts: FieldOptions) -> Extractor:
     hops = opts.trusted_proxies if arg is None else int(arg)
+    if hops == 0:
+        return _last_source_ip  # the usual setting; runs on every event in the shipped rules
 
     def extract(ev: AuditEvent) -> Value:
         ips = ev.sourceIPs

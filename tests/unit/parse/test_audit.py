@@ -192,7 +192,21 @@ def test_number_where_a_string_belongs_is_its_json_text() -> None:
     assert FIELDS["ka.verb"].build(None, FieldOptions())(event) == "5"
     assert FIELDS["ka.user.name"].build(None, FieldOptions())(event) == "7"
     assert FIELDS["ka.user.groups"].build(None, FieldOptions())(event) == ("g", "1")
-    assert event.annotations == {"k": '{"n":1}'}
+    assert FIELDS["jevt.value"].build("/annotations/k", FieldOptions())(event) == '{"n":1}'
+
+
+@pytest.mark.parametrize("verb", ["get", 5])  # the typed path keeps the annotations' JSON; the lenient one a map
+def test_annotations_read_as_text_on_both_paths(verb: object) -> None:
+    """Annotations are decoded when a field reads one; any JSON value is its text, as in Falco."""
+    event = parse_line(line(verb=verb, annotations={"authorization.k8s.io/decision": "allow", "n": 7, "z": None}))
+    assert isinstance(event, AuditEvent)
+    get = FIELDS["jevt.value"].build
+    assert FIELDS["ka.auth.decision"].build(None, FieldOptions())(event) == "allow"
+    assert (get("/annotations/n", FieldOptions())(event), get("/annotations/z", FieldOptions())(event)) == (
+        "7", "null")
+    assert get("/annotations/missing", FieldOptions())(event) is None
+    for odd in ("text", [1], None):
+        assert FIELDS["ka.auth.decision"].build(None, FieldOptions())(parse_line(line(annotations=odd))) is None
 
 
 def test_wrongly_typed_containers_are_ignored() -> None:
