@@ -62,7 +62,7 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
     """The alert with Secret data and credentials removed (see the module docstring)."""
     # Secret data only ever travels in request/response objects: a Secret event logged at
     # Metadata level carries none, and needs only the credential masking below.
-    secret_event = _has_body(event) and is_secret_event(event)
+    secret_event = is_secret_event(event) and _has_body(event)  # the cheaper test first: few events are
     if not secret_event and not any(_may_need_masking(v) for v in alert.output_fields.values()):
         return alert  # the common case: nothing to mask, nothing to copy
     fields = dict(alert.output_fields)

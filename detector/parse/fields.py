@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import jmespath
@@ -363,10 +363,26 @@ def _json_obj(ev: AuditEvent) -> Value:
     return orjson.dumps(ev.body(), option=orjson.OPT_INDENT_2).decode()
 
 
+# The last event's text and nanoseconds. Falco's `jevt.rawtime=0` sits in many of its rules, so
+# one event asks several times. Compared by identity: the memo holds the text alive, so no
+# other event's text can be that object. One tuple, replaced whole: safe from any thread.
+_last_rawtime: tuple[str | None, str] = (None, "")
+
+
 def _rawtime(ev: AuditEvent) -> Value:
+    global _last_rawtime  # noqa: PLW0603 - a one-entry memo (above)
     ts, parsed = ev.stageTimestamp, ev.time
     if ts is None or parsed is None:
         return None
+    last = _last_rawtime
+    if last[0] is ts:
+        return last[1]
+    value = _spell_rawtime(ts, parsed)
+    _last_rawtime = (ts, value)
+    return value
+
+
+def _spell_rawtime(ts: str, parsed: datetime) -> str:
     # Evaluated on every event by rules such as Falco's `jevt.rawtime exists`: the API server's
     # own form `...:SS.ffffffZ` is spelled out without big-integer arithmetic.
     if len(ts) == 27 and ts[26] == "Z" and ts[19] == ".":
