@@ -15,12 +15,13 @@ import functools
 import os
 import signal
 import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -38,13 +39,15 @@ from detector.parse.audit import parse_line
 from detector.rules.loader import rule_files
 from detector.rules.ruleset import Ruleset
 from detector.source.position import Position
-from detector.source.tail import Follower, Line
+from detector.source.stream import StreamFollower
+from detector.source.tail import Follower
 from detector.source.watch import Waker
 
 CHECKPOINT_KEY = "source.checkpoint"
 BATCH_LINES = 2_000
 WAIT_SECONDS = 0.25
 STOP_TIMEOUT = 3.0  # for in-flight sends at SIGTERM: the whole stop stays well under 5 s
+DRAIN_SECONDS, DRAIN_POLL_SECONDS = 30.0, 0.05  # after the end of standard input
 
 log = structlog.get_logger("detector.run")
 
@@ -124,6 +127,9 @@ class LiveRunner:
 
     # -- the loop ---------------------------------------------------------------------------
     def _follow(self, delivery: Delivery) -> None:
+        if self.config.file == "-":
+            self._follow_stream(delivery)
+            return
         resume = self._resume_position(delivery)
         follower = Follower(self.config.file, start_at=self.config.start_at,  # type: ignore[arg-type]
                             resume=resume, on_bad=self._on_bad, on_event=self._on_source_event,
@@ -155,7 +161,48 @@ class LiveRunner:
             waker.close()
             follower.close()
 
-    def _handle(self, lines: list[Line], after: Position, delivery: Delivery) -> None:
+    def _follow_stream(self, delivery: Delivery) -> None:
+        """`--file -`: standard input until it ends. A pipe cannot be resumed, so nothing is
+        checkpointed; at its end, detector waits (a while) for the outbox to be delivered."""
+        stream = StreamFollower(sys.stdin.fileno(), on_bad=self._on_bad, max_line_bytes=self.config.max_line_bytes)
+        log.info("started", file="-", state_dir=self.config.state_dir, rules=len(self.ruleset.active),
+                 resume=False, watch="stream")
+        self.metrics.input_open = True
+        next_housekeeping = 0.0
+        try:
+            while not self.flags.stop and not stream.ended:
+                lines = stream.read(BATCH_LINES)
+                if lines:
+                    self._handle(lines, None, delivery)
+                now = time.monotonic()
+                if now >= next_housekeeping:
+                    self._housekeeping(delivery, None, now)
+                    next_housekeeping = now + 1.0
+                if len(lines) < BATCH_LINES and not self.flags.stop:
+                    stream.wait(WAIT_SECONDS)
+                self.metrics.beat()
+        finally:
+            self._commit(delivery, [], force=True)
+            self.metrics.input_open = False
+        if stream.ended:
+            log.info("input_ended", file="-")
+            self._drain(delivery)
+
+    def _drain(self, delivery: Delivery) -> None:
+        """Wait until every alert is out of the outbox (delivered or dead-lettered), at most
+        DRAIN_SECONDS or until a stop signal: then what is left goes out after the next start."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while not self.flags.stop:
+            delivery.stage.tick()
+            pending = delivery.outbox.held_counts()[0]
+            if pending == 0:
+                return
+            if time.monotonic() >= deadline:
+                log.warning("outbox_not_drained", pending=pending, seconds=DRAIN_SECONDS)
+                return
+            time.sleep(DRAIN_POLL_SECONDS)
+
+    def _handle(self, lines: Sequence[SourceLine], after: Position | None, delivery: Delivery) -> None:
         started = time.perf_counter()
         alerts: list[Alert] = []
         evaluate = self.ruleset.evaluate
@@ -180,7 +227,7 @@ class LiveRunner:
         if event is not None and event.time is not None:
             self.metrics.lag_seconds.set(max(0.0, time.time() - event.time.timestamp()))
 
-    def _events(self, line: Line) -> list[AuditEvent]:
+    def _events(self, line: SourceLine) -> list[AuditEvent]:
         def report(error: BadInput) -> None:
             error.location = _location(line)
             self._on_bad(error)
@@ -205,14 +252,14 @@ class LiveRunner:
         self._committed, self._pending = self._pending, None
         self._last_commit = now
 
-    def _housekeeping(self, delivery: Delivery, follower: Follower, now: float) -> None:
+    def _housekeeping(self, delivery: Delivery, follower: Follower | None, now: float) -> None:
         # Also checkpoint where the follower stands when no line moved it (a new file after a
         # rotation, a first file opened): a resume then starts from the right file.
-        if self._pending is None and follower.position is not None and follower.position != self._committed:
+        if follower is not None and self._pending is None and follower.position not in (None, self._committed):
             self._pending = follower.position
         self._commit(delivery, [])
         delivery.stage.tick()
-        self.metrics.lag_bytes.set(follower.lag_bytes)
+        self.metrics.lag_bytes.set(follower.lag_bytes if follower is not None else 0)
         self.metrics.checkpoint_age.set(now - self._last_commit)
         pending, dead, oldest = _outbox_depth(delivery)
         self.metrics.outbox_depth.set(pending)
@@ -305,7 +352,20 @@ def alert_hostname() -> str:
     return os.environ.get("DETECTOR_HOSTNAME") or os.environ.get("NODE_NAME") or socket.gethostname()
 
 
-def _location(line: Line) -> Location:
+class SourceLine(Protocol):
+    """What the loop needs of a line: the file follower's `Line` or the stream's `StreamLine`."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def lineno(self) -> int | None: ...
+
+
+def _location(line: SourceLine) -> Location:
     return Location(line.path, line.lineno)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.integration.live.harness import CATCH_ALL, REPO, Detector, event_line, wait_for
+from tests.integration.live.harness import CATCH_ALL, REPO, STARTED, Detector, event_line, wait_for
 from tests.support.lumberjack import Lumberjack
 
 
@@ -139,3 +140,82 @@ def test_second_detector_on_same_state_dir_is_refused(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
     assert result.returncode == 2 and "in use by another detector" in result.stderr
     assert detector.terminate()[0] == 0
+
+
+def _stdin_detector(tmp_path: Path) -> subprocess.Popen[bytes]:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(CATCH_ALL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detector", "run", "--file", "-", "--rules", str(rules),
+         "--state-dir", str(tmp_path / "state"), "--log-format", "json"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    STARTED.append(proc)
+    return proc
+
+
+def _read_lines(proc: subprocess.Popen[bytes], count: int, timeout: float) -> tuple[list[bytes], bytes]:
+    """At least `count` complete lines of the child's stdout (waiting at most `timeout` seconds,
+    the child keeps running), and the bytes read after them."""
+    assert proc.stdout is not None
+    fd, data = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while data.count(b"\n") < count:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out waiting for {count} lines of stdout, got {data!r}"
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"stdout closed early: {data!r}"
+            data += chunk
+    complete, _, rest = data.rpartition(b"\n")
+    return complete.split(b"\n"), rest
+
+
+def test_file_dash_follows_stdin_live_until_it_ends(tmp_path: Path) -> None:
+    """`--file -`: lines are evaluated as they arrive (alerts on stdout while stdin is still
+    open), a line written in two halves counts once, and the end of stdin ends the run with 0."""
+    proc = _stdin_detector(tmp_path)
+    assert proc.stdin is not None
+    second = event_line(2)
+    proc.stdin.write(event_line(1) + second[:40])
+    proc.stdin.flush()
+    [first_alert], rest = _read_lines(proc, 1, 60)
+    assert orjson.loads(first_alert)["audit_id"] == "id-000000001"
+    proc.stdin.write(second[40:] + event_line(3) + b"not json\n")
+    proc.stdin.close()
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = rest + proc.stdout.read(), proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err.decode()[-2000:]
+    proc.stdout.close()
+    proc.stderr.close()
+    assert [orjson.loads(line)["audit_id"] for line in out.splitlines()] == ["id-000000002", "id-000000003"]
+    assert b'"reason": "invalid_json"' in err and b'"line": 4' in err
+    assert b'"input_ended"' in err and b"Traceback" not in err
+
+
+def test_file_dash_stops_on_sigterm_while_stdin_stays_open(tmp_path: Path) -> None:
+    """A writer that never closes stdin does not keep detector from stopping: SIGTERM, exit 0."""
+    proc = _stdin_detector(tmp_path)
+    assert proc.stderr is not None
+    wait_for(lambda: b'"started"' in _peek(proc), 60, "detector to start")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        assert stream is not None
+        stream.close()
+
+
+def _peek(proc: subprocess.Popen[bytes]) -> bytes:
+    """What the child wrote to stderr so far (kept across calls)."""
+    assert proc.stderr is not None
+    seen = _PEEKED.setdefault(proc.pid, bytearray())
+    while select.select([proc.stderr.fileno()], [], [], 0)[0]:
+        chunk = os.read(proc.stderr.fileno(), 65536)
+        if not chunk:
+            break
+        seen += chunk
+    return bytes(seen)
+
+
+_PEEKED: dict[int, bytearray] = {}

@@ -1,0 +1,109 @@
+"""Follow a stream (`detector run --file -`: standard input) as lines arrive, until it ends.
+
+A pipe has no name to reopen, no identity and no position to return to: nothing rotates,
+and nothing can be checkpointed or resumed. So this reader is far simpler than the file
+follower: it never blocks (a `select` says whether bytes are waiting), holds the line in
+progress until its newline (at most `max_line_bytes` of it), and reports an over-long line
+once and skips it, as every other reader does.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from detector.errors import BadInput, Location
+from detector.source.partial import PartialLine
+
+OnBad = Callable[[BadInput], None]
+
+STDIN_NAME = "<stdin>"
+_BLOCK_BYTES = 1 << 16  # a pipe holds 64 KiB
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLine:
+    """One complete line of the stream, without its newline (nor a CR before it)."""
+
+    data: bytes
+    path: str
+    lineno: int  # 1-based
+
+
+class StreamFollower:
+    """Complete lines of the file descriptor `fd` as they arrive; `ended` once it is closed."""
+
+    def __init__(self, fd: int, *, on_bad: OnBad, max_line_bytes: int = 1 << 20, name: str = STDIN_NAME) -> None:
+        self._fd = fd
+        self._on_bad = on_bad
+        self._limit = max_line_bytes
+        self._name = name
+        self._partial = PartialLine(max_line_bytes)
+        self._lineno = 0  # complete lines so far
+        self._ready: list[StreamLine] = []
+        self._eof = False
+
+    @property
+    def ended(self) -> bool:
+        """The writer closed the stream and every line was returned."""
+        return self._eof and not self._ready
+
+    def wait(self, timeout: float) -> None:
+        """Until bytes (or the end) are waiting, at most `timeout` seconds."""
+        if not self._eof:
+            select.select([self._fd], [], [], timeout)
+
+    def read(self, max_lines: int = 10_000) -> list[StreamLine]:
+        """The complete lines available now, up to `max_lines`, in order. Never blocks."""
+        while len(self._ready) < max_lines and not self._eof and self._readable():
+            try:
+                data = os.read(self._fd, _BLOCK_BYTES)
+            except OSError as exc:
+                self._end(f"read failed: {exc.strerror or exc}")
+                break
+            if data:
+                self._split(data)
+            else:
+                self._end(None)
+        out, self._ready = self._ready[:max_lines], self._ready[max_lines:]
+        return out
+
+    def _readable(self) -> bool:
+        try:
+            return bool(select.select([self._fd], [], [], 0)[0])
+        except (OSError, ValueError) as exc:  # closed or invalid descriptor: the stream is over
+            self._end(f"cannot read: {exc}")
+            return False
+
+    def _split(self, data: bytes) -> None:
+        pieces = data.split(b"\n")
+        tail = pieces.pop()
+        for piece in pieces:
+            self._lineno += 1
+            line = self._partial.complete(piece)
+            if line is None:
+                continue  # the end of an over-long line, reported when it grew past the limit
+            if len(line) > self._limit:
+                self._on_bad(self._too_long(self._lineno))
+                continue
+            self._ready.append(StreamLine(line[:-1] if line.endswith(b"\r") else line, self._name, self._lineno))
+        if self._partial.add(tail):
+            self._on_bad(self._too_long(self._lineno + 1))
+
+    def _end(self, error: str | None) -> None:
+        """The stream is over: a final line without its newline may be cut short, so it is
+        reported and skipped (as `detector scan` does)."""
+        self._eof = True
+        where = Location(self._name, self._lineno + 1)
+        if error is not None:
+            self._on_bad(BadInput("unreadable", error, where))
+        rest = self._partial.rest()
+        if rest.strip():
+            self._on_bad(BadInput("unterminated_line", "final line has no newline (skipped: it may be incomplete)",
+                                  where))
+
+    def _too_long(self, lineno: int) -> BadInput:
+        where = Location(self._name, lineno)
+        return BadInput("line_too_long", f"line longer than {self._limit} bytes (skipped)", where)
