@@ -164,7 +164,11 @@ class LiveRunner:
     def _follow_stream(self, delivery: Delivery) -> None:
         """`--file -`: standard input until it ends. A pipe cannot be resumed, so nothing is
         checkpointed; at its end, detector waits (a while) for the outbox to be delivered."""
-        stream = StreamFollower(sys.stdin.fileno(), on_bad=self._on_bad, max_line_bytes=self.config.max_line_bytes)
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, ValueError, OSError):  # no stdin at all (None), or closed
+            raise ConfigError("file: '-' reads standard input, and this process has none") from None
+        stream = StreamFollower(fd, on_bad=self._on_bad, max_line_bytes=self.config.max_line_bytes)
         log.info("started", file="-", state_dir=self.config.state_dir, rules=len(self.ruleset.active),
                  resume=False, watch="stream")
         self.metrics.input_open = True
