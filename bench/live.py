@@ -309,6 +309,7 @@ def print_delivery_table(results: list[LiveResult]) -> None:
               f"{r.marks[-1].lag:>9,.0f}  {r.load}")
         if r.latency and r.latency.worst:
             print(f"    slowest: {r.latency.slowest()}")
+            print(f"    {r.latency.over(TARGET_DELIVERY_P99_MS)}")
         for note in r.notes:
             print(f"    detector log: {note[:200]}")
 

@@ -9,6 +9,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,17 +154,26 @@ class Latency:
     values: list[float]
     missing: int
     worst: list[tuple[float, float]] = field(default_factory=list)  # (s into the run, ms), slowest first
+    timed: list[tuple[float, float]] = field(default_factory=list)  # (s into the run, ms) of every probe
 
     @classmethod
     def of(cls, written: dict[int, float], seen: dict[int, float]) -> Latency:
-        timed = [(t, (seen[s] - t) * 1000) for s, t in written.items() if s in seen]
         start = min(written.values(), default=0.0)
-        worst = sorted(((t - start, ms) for t, ms in timed), key=lambda item: -item[1])[:8]
-        return cls(sorted(ms for _, ms in timed), len(written) - len(timed), worst)
+        timed = [(t - start, (seen[s] - t) * 1000) for s, t in written.items() if s in seen]
+        worst = sorted(timed, key=lambda item: -item[1])[:8]
+        return cls(sorted(ms for _, ms in timed), len(written) - len(timed), worst, timed)
 
     def slowest(self) -> str:
         """When the slowest probes were written: periodic stalls show up as a pattern here."""
         return ", ".join(f"{ms:.0f} ms at {at:.1f} s" for at, ms in self.worst)
+
+    def over(self, ms: float, top: int = 8) -> str:
+        """The seconds of the run with the most probes slower than `ms`: a warm-up shows as the
+        first seconds, stalls as scattered ones."""
+        counts = Counter(int(at) for at, took in self.timed if took > ms)
+        total = sum(counts.values())
+        worst = ", ".join(f"{n} in s{second}" for second, n in counts.most_common(top))
+        return f"{total} probes over {ms:g} ms" + (f": {worst}" if worst else "")
 
     def p(self, q: float) -> float:
         return percentile(self.values, q)
