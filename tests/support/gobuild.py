@@ -39,3 +39,25 @@ def build_golumberjack(out_dir: Path) -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"go build of {MAIN} failed:\n{result.stderr}")
     return out
+
+
+class GoLumberjack:
+    """The built program as a log writer: each line goes down a pipe and becomes one Write of
+    the real lumberjack.Logger (which rotates, then compresses and prunes in its own goroutine)."""
+
+    def __init__(self, binary: Path, path: Path, *, max_size: int = 1, max_backups: int = 0,
+                 compress: bool = False) -> None:
+        argv = [str(binary), "-path", str(path), "-maxsize", str(max_size), "-maxbackups", str(max_backups)]
+        self.proc = subprocess.Popen([*argv, *(["-compress"] if compress else [])], stdin=subprocess.PIPE)
+
+    def write(self, line: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line)
+        self.proc.stdin.flush()  # now, not when a buffer fills: tests pace themselves on what was written
+
+    def close(self) -> None:
+        """Close the Logger (the program exits at the end of its input); raise if it failed."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        if self.proc.wait(timeout=60) != 0:
+            raise RuntimeError(f"golumberjack exited with {self.proc.returncode}")
