@@ -77,6 +77,7 @@ class LiveRunner:
         self._pending: Position | None = None  # handled but not yet checkpointed
         self._committed: Position | None = None
         self._last_commit = time.monotonic()
+        self._line: SourceLine | None = None  # the line being handled, for reports
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> int:
@@ -209,20 +210,29 @@ class LiveRunner:
     def _handle(self, lines: Sequence[SourceLine], after: Position | None, delivery: Delivery) -> None:
         started = time.perf_counter()
         alerts: list[Alert] = []
-        evaluate = self.ruleset.evaluate
+        evaluate, report = self.ruleset.evaluate, self._report_at_line
         event: AuditEvent | None = None
         count = 0
         for line in lines:
-            for event in self._events(line):
+            self._line = line  # where reports go, also those from inside parse_line (EventList lines)
+            try:
+                parsed = parse_line(line.data, report)
+            except BadInput as error:
+                report(error)
+                continue
+            events: Sequence[AuditEvent] = parsed if isinstance(parsed, list) else (parsed,)
+            for event in events:
                 count += 1
                 try:
                     matches = evaluate(event)
                 except Exception as exc:  # one event must never stop the daemon; reported loudly
-                    self._on_bad(BadInput("evaluation_error", f"{type(exc).__name__}: {exc}"))
+                    report(BadInput("evaluation_error", f"{type(exc).__name__}: {exc}"))
                     continue
-                for match in matches:
-                    self.metrics.matches.labels(match.rule).inc()
-                alerts += delivery.alerts_for(matches) if matches else ()
+                if matches:
+                    for match in matches:
+                        self.metrics.matches.labels(match.rule).inc()
+                    alerts += delivery.alerts_for(matches)
+        self._line = None
         self.metrics.events.inc(count)
         self.metrics.lines.inc(len(lines))
         self.metrics.evaluation.observe(time.perf_counter() - started)
@@ -231,17 +241,11 @@ class LiveRunner:
         if event is not None and event.time is not None:
             self.metrics.lag_seconds.set(max(0.0, time.time() - event.time.timestamp()))
 
-    def _events(self, line: SourceLine) -> list[AuditEvent]:
-        def report(error: BadInput) -> None:
-            error.location = _location(line)
-            self._on_bad(error)
-
-        try:
-            parsed = parse_line(line.data, report)
-        except BadInput as error:
-            report(error)
-            return []
-        return parsed if isinstance(parsed, list) else [parsed]
+    def _report_at_line(self, error: BadInput) -> None:
+        """Report bad input at the line being handled."""
+        if self._line is not None:
+            error.location = _location(self._line)
+        self._on_bad(error)
 
     def _commit(self, delivery: Delivery, alerts: list[Alert], force: bool = False) -> None:
         """Hand alerts over with the position after them; without alerts, checkpoint at most
