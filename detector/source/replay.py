@@ -1,9 +1,10 @@
-"""Read finite inputs for `detector scan`: files, gzip files and stdin, as records.
+"""Read finite inputs for `detector scan`: files, gzip files and stdin, as lines or one document.
 
-A record is one complete line, or -- when the input is a JSON array or a pretty-printed
-object -- the whole input as one document. Memory stays bounded whatever the input: the
-input is read in blocks, and a line longer than `max_line_bytes` is reported and skipped
-without ever being held whole. Problems with one line are reported through `on_bad` and
+Line-mode input comes as `Lines`, the complete lines of one block read (`read_records` gives
+them one `Record` per line instead). When the input is a JSON array or a pretty-printed
+object, it is one `Record` holding the whole input as one document. Memory stays bounded
+whatever the input: the input is read in blocks, and a line longer than `max_line_bytes` is
+reported and skipped without ever being held whole. Problems with one line are reported through `on_bad` and
 reading goes on; only an input that cannot be opened at all raises (`SourceError`).
 
 This layer knows nothing about JSON beyond sniffing the first byte to choose the mode.
