@@ -136,6 +136,10 @@ def epoch_nanos(timestamp: str, parsed: datetime) -> int:
 
 _FRACTION = re.compile(r"\.(\d*)")
 _SECONDS: dict[str, int] = {}
+# Events come in time order, so a few minutes of seconds are plenty. A bigger memo keeps
+# growing by one entry a second for as long (4,096: over an hour of a live run), and such
+# entries pin allocator pools: RSS creeps up with them (see docs/performance.md, soak).
+_SECONDS_KEPT = 256
 
 
 def epoch_seconds(key: str, parsed: datetime) -> int:
@@ -144,7 +148,7 @@ def epoch_seconds(key: str, parsed: datetime) -> int:
     seconds = _SECONDS.get(key)
     if seconds is None:
         seconds = round(parsed.timestamp() - parsed.microsecond / 1_000_000)
-        if len(_SECONDS) > 4096:
+        if len(_SECONDS) >= _SECONDS_KEPT:
             _SECONDS.clear()
         _SECONDS[key] = seconds
     return seconds
