@@ -264,38 +264,57 @@ def _read_document(
 def _read_lines(
     blocks: Iterator[bytes], *, name: str, on_bad: OnBad, limit: int, diagnose: Diagnose | None,
 ) -> Iterator[Lines]:
-    """Yield the complete lines of each block; report over-long ones and a final unterminated one.
-
-    This is the hot loop, so it works per block: a block whose lines are all short and that has
-    no CR (the usual case, tested with two C-level scans) is yielded as it was split.
-    """
-    lineno = 0  # complete lines so far
-    partial = PartialLine(limit)
+    """Yield the complete lines of each block; report over-long ones and a final unterminated one."""
+    cutter = LineCutter(name, limit, on_bad)
     try:
         for block in blocks:
-            pieces = block.split(b"\n")
-            tail = pieces.pop()
-            if pieces:
-                first = partial.complete(pieces[0])
-                start = lineno + 1
-                lineno += len(pieces)
-                if first is None:  # the end of an over-long line, reported already
-                    del pieces[0]
-                    start += 1
-                else:
-                    pieces[0] = first
-                # find(b"\r") is a memchr; a two-byte `b"\r\n" in block` took 1 us a line here.
-                if pieces and (max(map(len, pieces)) > limit or block.find(b"\r") >= 0 or pieces[0][-1:] == b"\r"):
-                    yield from _checked(pieces, name, start, limit, on_bad)
-                elif pieces:
-                    yield Lines(pieces, name, range(start, lineno + 1))
-            if partial.add(tail):
-                on_bad(_too_long(name, lineno + 1, limit))
+            yield from cutter.cut(block)
     except _ReadError as exc:
-        on_bad(BadInput("unreadable", str(exc), Location(name, lineno + 1)))
+        on_bad(BadInput("unreadable", str(exc), Location(name, cutter.lineno + 1)))
         return
-    if last := partial.rest():
-        _report_unterminated(last, Location(name, lineno + 1), on_bad, diagnose)
+    if last := cutter.rest():
+        _report_unterminated(last, Location(name, cutter.lineno + 1), on_bad, diagnose)
+
+
+class LineCutter:
+    """Cuts the blocks of one input into `Lines`: holds the line in progress (never more than
+    `limit` bytes of it), reports each over-long line once, in line order, and trims a CR before
+    the newline. The finite reader here and the stdin follower (`source.stream`) share it."""
+
+    def __init__(self, name: str, limit: int, on_bad: OnBad) -> None:
+        self.name = name
+        self.lineno = 0  # complete lines so far
+        self._limit = limit
+        self._on_bad = on_bad
+        self._partial = PartialLine(limit)
+
+    def cut(self, block: bytes) -> Iterator[Lines]:
+        """The lines `block` completes. This is the hot loop, so it works per block: a block
+        whose lines are all short and that has no CR (the usual case, tested with two C-level
+        scans) is yielded as it was split."""
+        name, limit = self.name, self._limit
+        pieces = block.split(b"\n")
+        tail = pieces.pop()
+        if pieces:
+            first = self._partial.complete(pieces[0])
+            start = self.lineno + 1
+            self.lineno += len(pieces)
+            if first is None:  # the end of an over-long line, reported already
+                del pieces[0]
+                start += 1
+            else:
+                pieces[0] = first
+            # find(b"\r") is a memchr; a two-byte `b"\r\n" in block` took 1 us a line here.
+            if pieces and (max(map(len, pieces)) > limit or block.find(b"\r") >= 0 or pieces[0][-1:] == b"\r"):
+                yield from _checked(pieces, name, start, limit, self._on_bad)
+            elif pieces:
+                yield Lines(pieces, name, range(start, self.lineno + 1))
+        if self._partial.add(tail):
+            self._on_bad(_too_long(name, self.lineno + 1, limit))
+
+    def rest(self) -> bytes:
+        """At the end of the input: a final line without its newline (b"" if none)."""
+        return self._partial.rest()
 
 
 def _checked(pieces: list[bytes], name: str, start: int, limit: int, on_bad: OnBad) -> Iterator[Lines]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from detector.errors import BadInput, Location
-from detector.source.partial import PartialLine
+from detector.source.replay import LineCutter
 
 OnBad = Callable[[BadInput], None]
 
@@ -38,10 +38,7 @@ class StreamFollower:
     def __init__(self, fd: int, *, on_bad: OnBad, max_line_bytes: int = 1 << 20, name: str = STDIN_NAME) -> None:
         self._fd = fd
         self._on_bad = on_bad
-        self._limit = max_line_bytes
-        self._name = name
-        self._partial = PartialLine(max_line_bytes)
-        self._lineno = 0  # complete lines so far
+        self._cutter = LineCutter(name, max_line_bytes, on_bad)
         self._ready: list[StreamLine] = []
         self._eof = False
 
@@ -78,32 +75,16 @@ class StreamFollower:
             return False
 
     def _split(self, data: bytes) -> None:
-        pieces = data.split(b"\n")
-        tail = pieces.pop()
-        for piece in pieces:
-            self._lineno += 1
-            line = self._partial.complete(piece)
-            if line is None:
-                continue  # the end of an over-long line, reported when it grew past the limit
-            if len(line) > self._limit:
-                self._on_bad(self._too_long(self._lineno))
-                continue
-            self._ready.append(StreamLine(line[:-1] if line.endswith(b"\r") else line, self._name, self._lineno))
-        if self._partial.add(tail):
-            self._on_bad(self._too_long(self._lineno + 1))
+        for batch in self._cutter.cut(data):
+            self._ready += (StreamLine(line, batch.path, n) for line, n in zip(batch.lines, batch.linenos, strict=True))
 
     def _end(self, error: str | None) -> None:
         """The stream is over: a final line without its newline may be cut short, so it is
         reported and skipped (as `detector scan` does)."""
         self._eof = True
-        where = Location(self._name, self._lineno + 1)
+        where = Location(self._cutter.name, self._cutter.lineno + 1)
         if error is not None:
             self._on_bad(BadInput("unreadable", error, where))
-        rest = self._partial.rest()
-        if rest.strip():
+        if self._cutter.rest().strip():
             self._on_bad(BadInput("unterminated_line", "final line has no newline (skipped: it may be incomplete)",
                                   where))
-
-    def _too_long(self, lineno: int) -> BadInput:
-        where = Location(self._name, lineno)
-        return BadInput("line_too_long", f"line longer than {self._limit} bytes (skipped)", where)
