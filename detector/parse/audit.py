@@ -44,7 +44,9 @@ def parse_line(line: bytes, on_bad: Callable[[BadInput], None] | None = None) ->
     if event.kind != "Event":
         return _parse_lenient(line, on_bad)
     event.raw = line
-    # The usual event, checked inline (this runs on every line); anything else gets _check_event.
+    # The usual event, checked inline: the acceptance test of parse_timestamp, copied because
+    # the call (via _check_event) cost ~0.2 us a line, 4% of a scan. It only ever accepts what
+    # parse_timestamp accepts; anything else goes through _check_event and its reasons.
     text = event.stageTimestamp
     if event.auditID is not None and text is not None and len(text) >= 20 and text[10] in "Tt":
         try:
