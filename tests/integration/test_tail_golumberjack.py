@@ -7,25 +7,13 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from detector.errors import BadInput
 from detector.source.tail import Follower
 from detector.source.watch import Waker
-from tests.support.gobuild import build_golumberjack, missing_prerequisite
 from tests.support.lumberjack import Lumberjack, TickingClock
 
 LINES = 20_000
 MAX_AHEAD = 2_000  # lines the writer may be ahead of the reader: ~0.9 MB, under one rotation of MaxSize=1
-
-
-@pytest.fixture(scope="module")
-def golumberjack(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built program, or a skip saying what to install."""
-    reason = missing_prerequisite()
-    if reason is not None:
-        pytest.skip(reason)
-    return build_golumberjack(tmp_path_factory.mktemp("golumberjack"))
 
 
 def test_real_lumberjack_rotating_compressing_and_pruning_loses_and_repeats_nothing(

@@ -8,10 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
-import pytest
-
 from tests.integration.live.harness import Detector, event_line, wait_for
-from tests.support.gobuild import GoLumberjack, build_golumberjack, missing_prerequisite
+from tests.support.gobuild import GoLumberjack
 from tests.support.lumberjack import Lumberjack
 
 TOTAL = 100_000
@@ -28,15 +26,6 @@ class Writer(Protocol):
     def write(self, line: bytes) -> object: ...
 
     def close(self) -> None: ...
-
-
-@pytest.fixture(scope="module")
-def golumberjack(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real lumberjack.v2 behind a pipe, or a skip saying what to install."""
-    reason = missing_prerequisite()
-    if reason is not None:
-        pytest.skip(reason)
-    return build_golumberjack(tmp_path_factory.mktemp("golumberjack"))
 
 
 def test_sigkill_restarts_under_rotation_lose_nothing(tmp_path: Path) -> None:
