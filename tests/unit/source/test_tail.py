@@ -68,6 +68,15 @@ def write_all(writer: Lumberjack, lines: list[bytes]) -> None:
         writer.write(line + b"\n")
 
 
+def position_after(path: Path, lines: int) -> Position:
+    """Where a follower from the beginning of `path` stands after `lines` lines, as checkpointed
+    just before a stop (the follower is closed)."""
+    first = follow(path, Recorder(), start_at="beginning")
+    saved = first.read(lines)[-1].position
+    first.close()
+    return saved
+
+
 def small_writer(path: Path, max_size: int = 200, **options: Any) -> Lumberjack:
     """A lumberjack rotating every `max_size` bytes, with unique backup names."""
     return Lumberjack(path, max_size=max_size, megabyte=1, clock=TickingClock(), **options)
@@ -331,9 +340,7 @@ def test_a_file_seen_while_catching_up_then_pruned_unread_is_reported(tmp_path: 
     path = tmp_path / "audit.log"
     writer = small_writer(path, max_size=10_000, max_backups=0, mill="manual")
     write_all(writer, numbered(0, 2))
-    first = follow(path, Recorder(), start_at="beginning")
-    saved = first.read(1)[-1].position
-    first.close()
+    saved = position_after(path, 1)
     for start in (2, 4):  # down for two rotations: two backups to catch up with, the live file held
         writer.rotate()
         write_all(writer, numbered(start, start + 2))
@@ -427,9 +434,7 @@ def test_resume_in_the_same_file_continues_after_the_position(tmp_path: Path) ->
     path = tmp_path / "audit.log"
     writer = small_writer(path, max_size=10_000)
     write_all(writer, numbered(0, 5))
-    first = follow(path, Recorder(), start_at="beginning")
-    saved = first.read(3)[-1].position
-    first.close()
+    saved = position_after(path, 3)
     write_all(writer, numbered(5, 7))
     rec = Recorder()
     lines = drain(follow(path, rec, resume=Position.from_bytes(saved.to_bytes())))
@@ -444,9 +449,7 @@ def test_resume_finds_the_rotated_file_then_reads_newer_backups(tmp_path: Path, 
     path = tmp_path / "audit.log"
     writer = small_writer(path, max_size=300, compress=compress)
     write_all(writer, numbered(0, 5))
-    first = follow(path, Recorder(), start_at="beginning")
-    saved = first.read(2)[-1].position
-    first.close()
+    saved = position_after(path, 2)
     write_all(writer, numbered(5, 60))
     assert writer.rotations >= 4
     rec = Recorder()
@@ -463,9 +466,7 @@ def test_resume_after_the_file_was_pruned_reports_the_loss_and_reads_the_rest(tm
     path = tmp_path / "audit.log"
     writer = small_writer(path, max_size=300, compress=compress, max_backups=2)
     write_all(writer, numbered(0, 5))
-    first = follow(path, Recorder(), start_at="beginning")
-    saved = first.read(2)[-1].position
-    first.close()
+    saved = position_after(path, 2)
     write_all(writer, numbered(5, 80))
     rec = Recorder()
     got = data(drain(follow(path, rec, resume=saved)))
@@ -506,9 +507,7 @@ def test_backup_pruned_during_catch_up_is_reported_with_its_size(tmp_path: Path)
     path = tmp_path / "audit.log"
     writer = small_writer(path, max_size=300, max_backups=0, mill="manual")
     write_all(writer, numbered(0, 5))
-    first = follow(path, Recorder(), start_at="beginning")
-    saved = first.read(2)[-1].position
-    first.close()
+    saved = position_after(path, 2)
     write_all(writer, numbered(5, 40))
     backups = backups_of(path)
     rec = Recorder()
@@ -675,9 +674,7 @@ def test_resume_waits_out_a_backup_being_compressed(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     writer = small_writer(path, max_size=300, compress=False)
     write_all(writer, numbered(0, 5))
-    first = follow(path, Recorder(), start_at="beginning")
-    saved = first.read(2)[-1].position
-    first.close()
+    saved = position_after(path, 2)
     write_all(writer, numbered(5, 30))
     [oldest] = [Path(p) for p in sorted(backups_of(path))[:1]]
     content = oldest.read_bytes()
