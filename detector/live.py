@@ -140,6 +140,7 @@ class LiveRunner:
         log.info("started", file=self.config.file, state_dir=self.config.state_dir, rules=len(self.ruleset.active),
                  resume=resume is not None, watch=waker.mode)
         next_housekeeping = 0.0
+        handled = 0  # lines since the last wake-up: a busy log is looked at more often
         try:
             while not self.flags.stop:
                 lines = follower.read(BATCH_LINES)
@@ -151,8 +152,10 @@ class LiveRunner:
                     self._housekeeping(delivery, follower, now)
                     next_housekeeping = now + 1.0
                 self.metrics.input_open = follower.is_open
+                handled += len(lines)
                 if len(lines) < BATCH_LINES and not self.flags.stop:
-                    waker.wait(WAIT_SECONDS)
+                    waker.wait(WAIT_SECONDS, handled)
+                    handled = 0
                 self.metrics.beat()
         finally:
             if self._pending is None and follower.position not in (None, self._committed):

@@ -125,6 +125,27 @@ def test_wake_ups_are_coalesced_to_min_interval(tmp_path: Path) -> None:
         assert min(gaps) >= 0.1 - 0.005
 
 
+def test_a_busy_log_is_looked_at_every_busy_interval(tmp_path: Path) -> None:
+    """Told that lines arrive at BUSY_LINES_PER_S or more, wait() coalesces to busy_interval;
+    told of a trickle, back to min_interval."""
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"")
+    with make_waker(path, mode="inotify", min_interval=0.2, busy_interval=0.02) as waker:
+
+        def gap_after(lines: int) -> float:
+            before = time.monotonic()
+            append(path)
+            assert waker.wait(5.0, lines) is True
+            return time.monotonic() - before
+
+        append(path)
+        assert waker.wait(5.0) is True
+        assert gap_after(0) >= 0.2 - 0.005  # two returns: the rate of the lines can be told
+        busy = int(watch.BUSY_LINES_PER_S * 0.4)  # the last interval (~0.2 s) brought twice the busy rate
+        assert 0.02 - 0.005 <= gap_after(busy) < 0.2 - 0.005
+        assert gap_after(1) >= 0.2 - 0.005  # a trickle: back to min_interval
+
+
 def test_auto_falls_back_to_polling_when_inotify_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """If watchdog cannot start (inotify limit), auto mode polls instead and says so."""
 
