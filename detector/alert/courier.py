@@ -10,8 +10,9 @@ its argv or environment):
 
 * parent -> child, `wake`: "new rows" nudges (never blocking: a full pipe already means the
   child has nudges to read; it also polls the outbox) and a final "stop";
-* child -> parent, `events`: first "ready" or the startup error, then every `DeliveryEvent`,
-  which the parent logs and counts exactly as it does for in-process workers.
+* child -> parent, `events`: first "ready" or the startup error, then every `DeliveryEvent`
+  (in lists: whatever queued up since the last message), which the parent logs and counts
+  exactly as it does for in-process workers.
 
 The child ends when told, on SIGTERM, or when the parent is gone (EOF on `wake`, e.g. after a
 SIGKILL): pending rows stay in the outbox for the next start, as with threads.
@@ -23,6 +24,7 @@ import contextlib
 import gc
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
@@ -44,6 +46,7 @@ NETWORK_OUTPUTS = frozenset({"slack", "sns", "webhook"})
 START_TIMEOUT = 60.0  # building sinks imports slack-sdk/boto3: seconds on a cold, busy node
 RESTART_MIN_SECONDS, RESTART_MAX_SECONDS = 1.0, 60.0
 _NUDGE, _STOP, _READY = b"n", b"s", "ready"
+FORWARD_BATCH = 256  # events per message to the parent at most
 
 
 def wants_process(settings: DeliverySettings) -> bool:
@@ -167,8 +170,9 @@ class CourierProcess:
                 event = events.recv()
             except (EOFError, OSError):
                 break
-            if isinstance(event, DeliveryEvent):
-                self.on_event(event)
+            for item in event if isinstance(event, list) else ():
+                if isinstance(item, DeliveryEvent):
+                    self.on_event(item)
         events.close()
         self._events = None
 
@@ -230,10 +234,9 @@ def _child_main(settings: DeliverySettings, state_dir: str, poll_interval: float
     signal.signal(signal.SIGTERM, _on_sigterm)  # a stop of the whole group (systemd, docker): finish and go
     if setup is not None:
         setup()
-    send_lock = threading.Lock()
 
     def send(message: object) -> None:
-        with send_lock, contextlib.suppress(OSError):  # the parent is gone: the wait below sees EOF
+        with contextlib.suppress(OSError):  # the parent is gone: the wait below sees EOF
             events.send(message)
 
     try:
@@ -243,11 +246,14 @@ def _child_main(settings: DeliverySettings, state_dir: str, poll_interval: float
     except Exception as exc:  # a one-line reason for the parent, which exits 2 with it
         send(str(exc) or type(exc).__name__)
         return
-    dispatcher = Dispatcher(outbox, sinks, send, poll_interval=poll_interval, defer_marks=True)
+    forwarder = _Forwarder(send)
+    outbox.on_event = forwarder.put
+    dispatcher = Dispatcher(outbox, sinks, forwarder.put, poll_interval=poll_interval, defer_marks=True)
     try:
         dispatcher.start()
         gc.freeze()  # what exists now lives as long as the process: keep it out of collections
         send(_READY)
+        forwarder.start()
         _serve(wake, dispatcher)
     except _Stop:
         pass
@@ -257,7 +263,46 @@ def _child_main(settings: DeliverySettings, state_dir: str, poll_interval: float
         for sink in sinks.values():
             sink.close()
         outbox.close()
+        forwarder.close()  # after the dispatcher's last events
         events.close()
+
+
+class _Forwarder(threading.Thread):
+    """Sends the child's `DeliveryEvent`s to the parent in lists: one message (and one wake-up
+    of the parent, whose engine thread then waits for the GIL) for all events that queued up
+    meanwhile, not one per delivered alert."""
+
+    _END = object()
+
+    def __init__(self, send: Callable[[object], None]) -> None:
+        super().__init__(name="detector-courier-events", daemon=True)
+        self._send = send
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def put(self, event: DeliveryEvent) -> None:
+        self._queue.put(event)
+
+    def run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < FORWARD_BATCH:
+                    batch.append(self._queue.get_nowait())
+            ended = self._END in batch
+            if ended:
+                del batch[batch.index(self._END):]
+            if batch:
+                self._send(batch)
+            if ended:
+                return
+
+    def close(self) -> None:
+        """Send what is queued, then end (events put afterwards are not sent)."""
+        self._queue.put(self._END)
+        if self.is_alive():
+            self.join(10.0)
+        else:  # never started (a failed start): send what is there from here
+            self.run()
 
 
 def _serve(wake: Connection, dispatcher: Dispatcher) -> None:
