@@ -10,15 +10,21 @@ no rule text can inject code. Anything else falls back to the closure compiler.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from detector.event import AuditEvent
 from detector.parse.fieldspec import FieldType, attribute_path, presence_of
 from detector.rules import operators
 from detector.rules.ast import And, Check, FieldRef, Node, Not, Or
 from detector.rules.compiler import BoundField, Compiler, flatten, looks_like_ip
-from detector.rules.model import Predicate
+from detector.rules.model import Match, Predicate
 
 _STRING_METHODS = {"startswith": "startswith", "endswith": "endswith"}
+_SOURCE = "__detector_expression__"  # on a generated predicate: (expression text, namespace)
+_NAME = re.compile(r"\b(_[a-z]+\d+)\b")  # the identifiers _Generator creates
+Evaluator = Callable[[AuditEvent], "list[Match] | None"]
 
 
 class _Generator:
@@ -153,11 +159,53 @@ def generate(node: Node, compiler: Compiler) -> Predicate:
     generator = _Generator(compiler)
     try:
         # No bool(): every part is a comparison or a test, and only the truth is used.
-        source = f"def rule(ev):\n    return {generator.expr(node)}\n"
-        code = compile(source, "<detector rule>", "exec")
+        text = generator.expr(node)
+        code = compile(f"def rule(ev):\n    return {text}\n", "<detector rule>", "exec")
     except (SyntaxError, RecursionError, MemoryError):
         return compiler.compile(node)
     namespace = dict(generator.namespace)
     exec(code, namespace)  # safe: the source holds only our identifiers (see the module docstring)
     predicate: Predicate = namespace["rule"]
+    setattr(predicate, _SOURCE, (text, generator.namespace))
     return predicate
+
+
+def always(_ev: AuditEvent) -> bool:
+    """The predicate of a rule the index decides alone (nothing left to test)."""
+    return True
+
+
+setattr(always, _SOURCE, ("True", {}))
+
+
+def fuse(rules: Sequence[tuple[Predicate, Callable[[AuditEvent], Match]]], *, first: bool) -> Evaluator:
+    """One generated function for a set of candidate rules (predicate, match), in order:
+    the matches of an event, or None. Each generated predicate's expression is inlined (its
+    identifiers renamed apart), others are called: a Python call per rule and the loop over
+    them were ~0.3 us of every event's evaluation. With `first`, it stops at the first match."""
+    namespace: dict[str, Any] = {}
+    lines = ["def run(ev):", "    found = None"]
+    for position, (predicate, match) in enumerate(rules):
+        prefix = f"_r{position}"
+        namespace[f"{prefix}match"] = match
+        test = _inlined(predicate, prefix, namespace)
+        if first:
+            lines += [f"    if {test}:", f"        return [{prefix}match(ev)]"]
+        else:
+            lines += [f"    if {test}:", f"        found = [*(found or ()), {prefix}match(ev)]"]
+    lines.append("    return found")
+    exec(compile("\n".join(lines) + "\n", "<detector rules>", "exec"), namespace)  # safe: as in generate()
+    run: Evaluator = namespace["run"]
+    return run
+
+
+def _inlined(predicate: Predicate, prefix: str, namespace: dict[str, Any]) -> str:
+    """`predicate`'s expression with its names prefixed (and their values put in `namespace`),
+    or a call of it when it was not generated."""
+    source: tuple[str, dict[str, Any]] | None = getattr(predicate, _SOURCE, None)
+    if source is None:
+        namespace[f"{prefix}call"] = predicate
+        return f"{prefix}call(ev)"
+    text, names = source
+    namespace.update({prefix + name: value for name, value in names.items()})
+    return _NAME.sub(lambda found: prefix + found.group(1), text)

@@ -16,7 +16,6 @@ from detector.rules.model import CompiledRule
 
 KEYS = ("stage", "verb", "resource", "subresource")
 Constraints = dict[str, frozenset[str | None]]
-_MEMO_LIMIT = 4096
 
 
 def constraints(node: Node, key_of: Callable[[str, str | None], str | None] = index_key) -> Constraints:
@@ -85,23 +84,15 @@ def event_key(event: AuditEvent) -> tuple[str | None, str | None, str | None, st
 
 
 class RuleIndex:
-    """Candidates per event key, computed on first sight of a key and remembered."""
+    """Candidates per event key (Ruleset remembers them per key, as one fused evaluator)."""
 
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         self._rules = [(rule, [(KEYS.index(k), v) for k, v in rule.constraints.items() if k in KEYS])
                        for rule in rules]
-        # Keys seen so far -> their candidates; read directly by Ruleset.evaluate (hot path).
-        self.known: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
 
     def candidates(self, key: tuple[str | None, ...]) -> tuple[CompiledRule, ...]:
-        found = self.known.get(key)
-        if found is None:
-            found = tuple(rule for rule, checks in self._rules
-                          if all(key[position] in allowed for position, allowed in checks))
-            if len(self.known) >= _MEMO_LIMIT:
-                self.known.clear()
-            self.known[key] = found
-        return found
+        return tuple(rule for rule, checks in self._rules
+                     if all(key[position] in allowed for position, allowed in checks))
 
 
 def describe(rule_constraints: Mapping[str, frozenset[str | None]]) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from detector.errors import ConditionSyntaxError, Location, RuleLoadError
 from detector.parse.fieldspec import FieldOptions
 from detector.rules.ast import Node
-from detector.rules.codegen import generate
+from detector.rules.codegen import always, generate
 from detector.rules.collector import Collection, Collector
 from detector.rules.compiler import CompileError, Compiler
 from detector.rules.condition import parse_condition, parse_field_expr
@@ -201,7 +201,7 @@ class _Build:
             name=rule.name, desc=rule.desc, priority=rule.priority, tags=tuple(sorted(rule.tags)),
             enabled=rule.enabled, predicate=predicate, output=output, condition=expanded,
             constraints=constraints(expanded), location=rule.location, tests=tuple(rule.tests),
-            fast_predicate=_always if remaining is None else generate(remaining, self.compiler),
+            fast_predicate=always if remaining is None else generate(remaining, self.compiler),
         )
 
     def _compile_failed(self, rule: RuleInfo, exc: CompileError, where: Location) -> None:
@@ -256,10 +256,6 @@ def _override_lists(collection: Collection, overrides: Mapping[str, tuple[str, .
                                               Location("<config>", item=name))
         else:
             info.items = list(items)
-
-
-def _always(_event: object) -> bool:
-    return True
 
 
 def _named(location: Location, name: str) -> Location:

@@ -6,11 +6,20 @@ import enum
 from collections.abc import Sequence
 
 from detector.event import AuditEvent
+from detector.rules.codegen import Evaluator, fuse
 from detector.rules.diagnostics import Diagnostic
 from detector.rules.index import RuleIndex
 from detector.rules.model import CompiledRule, Match, Priority
 
 _NO_MATCHES: tuple[Match, ...] = ()
+# Event keys remembered with their evaluator, and candidate sets fused into one (each takes a
+# compile, ~1 ms): both are bounded, as keys come from the events (resource names are free text).
+_KEYS_LIMIT = 4096
+_FUSED_LIMIT = 512
+
+
+def _nothing(_event: AuditEvent) -> None:
+    return None
 
 
 class RuleMatching(enum.Enum):
@@ -31,26 +40,50 @@ class Ruleset:
         self.active = tuple(r for r in self.rules if r.enabled and r.priority <= min_priority)
         self._index = RuleIndex(self.active)
         self._first = matching is RuleMatching.FIRST
-        self._known = self._index.known
+        self._known: dict[tuple[str | None, ...], Evaluator] = {}  # event key -> its evaluator
+        self._fused: dict[tuple[int, ...], Evaluator] = {}  # candidate rules (by id) -> their evaluator
 
     def evaluate(self, event: AuditEvent) -> Sequence[Match]:
         """The matches of one event, in rule order."""
         ref = event.objectRef
         key = (event.stage, event.verb, ref.resource, ref.subresource)
-        candidates = self._known.get(key)
-        if candidates is None:
-            candidates = self._index.candidates(key)
-        if not candidates:
-            return _NO_MATCHES
-        matches: list[Match] | None = None
-        for rule in candidates:
-            if rule.fast_predicate(event):  # type: ignore[misc]
-                if matches is None:
-                    matches = []
-                matches.append(rule.match(event))
-                if self._first:
-                    break
-        return matches or _NO_MATCHES
+        run = self._known.get(key)
+        if run is None:
+            run = self._evaluator(key)
+        return run(event) or _NO_MATCHES
+
+    def _evaluator(self, key: tuple[str | None, ...]) -> Evaluator:
+        """The function that runs the candidates of `key` (fused on first sight of their set)."""
+        candidates = self._index.candidates(key)
+        identity = tuple(map(id, candidates))
+        run = self._fused.get(identity)
+        if run is None:
+            if not candidates:
+                run = _nothing
+            elif len(self._fused) < _FUSED_LIMIT:
+                run = self._fused[identity] = fuse(
+                    [(rule.fast_predicate or rule.predicate, rule.match) for rule in candidates], first=self._first)
+            else:
+                run = self._looped(candidates)
+        if len(self._known) >= _KEYS_LIMIT:
+            self._known.clear()
+        self._known[key] = run
+        return run
+
+    def _looped(self, candidates: tuple[CompiledRule, ...]) -> Evaluator:
+        """The candidates run one by one (beyond _FUSED_LIMIT sets)."""
+        first = self._first
+
+        def run(event: AuditEvent) -> list[Match] | None:
+            matches: list[Match] | None = None
+            for rule in candidates:
+                if (rule.fast_predicate or rule.predicate)(event):
+                    matches = [*(matches or ()), rule.match(event)]
+                    if first:
+                        break
+            return matches
+
+        return run
 
     def candidates(self, key: tuple[str | None, ...]) -> tuple[CompiledRule, ...]:
         """The active rules the index would run for an event key."""

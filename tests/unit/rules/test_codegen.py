@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from detector.event import AuditEvent
 from detector.parse.audit import parse_line
-from detector.rules.codegen import generate
+from detector.rules.codegen import always, fuse, generate
 from detector.rules.compiler import Compiler
 from detector.rules.condition import parse_condition
+from detector.rules.model import Predicate
 
 CONDITIONS = [
     "ka.verb = create and ka.target.resource in (pods, secrets)",
@@ -114,3 +115,35 @@ def test_rawtime_exists_is_answered_without_the_value_and_agrees_with_it() -> No
     assert (get(timed) is not None, get(untimed) is not None) == (True, False)
     assert (closure(timed), generated(timed)) == (True, True)
     assert (closure(untimed), generated(untimed)) == (False, False)
+
+
+def tagged(name: str) -> Any:
+    """A stand-in for `CompiledRule.match`: says which rule matched which event."""
+    return lambda ev: (name, ev.auditID)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(CONDITIONS), min_size=1, max_size=5), events, st.booleans())
+def test_fused_rules_equal_the_rules_one_by_one(conditions: list[str], data: dict[str, Any], first: bool) -> None:
+    """Several generated rules fused in one function (their names renamed apart) give the
+    matches of running each rule in turn, in order; with `first`, only the first."""
+    compiler = Compiler()
+    predicates: list[Predicate] = [generate(parse_condition(c), compiler) for c in conditions]
+    rules = [(predicate, tagged(f"r{n}")) for n, predicate in enumerate(predicates)]
+    ev = event(data)
+    expected = [match(ev) for predicate, match in rules if predicate(ev)]
+    assert fuse(rules, first=first)(ev) == ((expected[:1] if first else expected) or None)
+
+
+def test_predicates_that_were_not_generated_are_called() -> None:
+    """A closure (no generated source) is called from the fused function; `always` is inlined."""
+    calls: list[str] = []
+
+    def closure(ev: AuditEvent) -> bool:
+        calls.append(ev.verb or "")
+        return ev.verb == "get"
+
+    run = fuse([(closure, tagged("closure")), (always, tagged("always"))], first=False)
+    assert run(event({"verb": "get"})) == [("closure", "x"), ("always", "x")]
+    assert run(event({"verb": "list"})) == [("always", "x")]
+    assert calls == ["get", "list"]
