@@ -51,17 +51,10 @@ FORWARD_BATCH = 256  # events per message to the parent at most
 
 def wants_process(settings: DeliverySettings) -> bool:
     """`outbox.dispatch`: `process`, `thread`, or `auto` (a process when a network output is configured)."""
-    return bool(process_outputs(settings))
-
-
-def process_outputs(settings: DeliverySettings) -> tuple[str, ...]:
-    """The outputs the child delivers: all with `process`, none with `thread`; with `auto` the
-    network ones (stdout and file cost next to nothing: they stay in threads of the parent,
-    and leave the child's one core and one connection per output to the slow sends)."""
     mode = settings.outbox.dispatch
     if mode == "auto":
-        return tuple(output.name for output in settings.outputs if output.kind in NETWORK_OUTPUTS)
-    return tuple(output.name for output in settings.outputs) if mode == "process" else ()
+        return any(output.kind in NETWORK_OUTPUTS for output in settings.outputs)
+    return mode == "process"
 
 
 class CourierProcess:
@@ -72,10 +65,8 @@ class CourierProcess:
     """
 
     def __init__(self, settings: DeliverySettings, state_dir: str, on_event: OnEvent, *,
-                 poll_interval: float = 1.0, setup: Callable[[], None] | None = None,
-                 outputs: tuple[str, ...] | None = None) -> None:
+                 poll_interval: float = 1.0, setup: Callable[[], None] | None = None) -> None:
         self.settings = settings
-        self.outputs = outputs if outputs is not None else tuple(output.name for output in settings.outputs)
         self.state_dir = state_dir
         self.on_event = on_event
         self.poll_interval = poll_interval
@@ -135,8 +126,7 @@ class CourierProcess:
         events = Connection(events_r, writable=False)
         assert process.stdin is not None
         with contextlib.suppress(OSError):  # a child that died at once: reported just below
-            process.stdin.write(pickle.dumps(
-                (self.settings, self.outputs, self.state_dir, self.poll_interval, self.setup)))
+            process.stdin.write(pickle.dumps((self.settings, self.state_dir, self.poll_interval, self.setup)))
         with contextlib.suppress(OSError):
             process.stdin.close()
         self._process = process
@@ -237,7 +227,7 @@ def _child_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
-def _child_main(settings: DeliverySettings, outputs: tuple[str, ...], state_dir: str, poll_interval: float,
+def _child_main(settings: DeliverySettings, state_dir: str, poll_interval: float,
                 setup: Callable[[], None] | None, *, wake: Connection, events: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload (or a closed terminal) is the parent's business
@@ -252,15 +242,13 @@ def _child_main(settings: DeliverySettings, outputs: tuple[str, ...], state_dir:
     try:
         router = Router({output.name: output.route for output in settings.outputs})
         outbox = Outbox.in_state_dir(state_dir, settings.outbox, router, send)
-        sinks = build_sinks([output for output in settings.outputs if output.name in outputs])
+        sinks = build_sinks(list(settings.outputs))
     except Exception as exc:  # a one-line reason for the parent, which exits 2 with it
         send(str(exc) or type(exc).__name__)
         return
     forwarder = _Forwarder(send)
     outbox.on_event = forwarder.put
-    elsewhere = frozenset(output.name for output in settings.outputs) - frozenset(outputs)
-    dispatcher = Dispatcher(outbox, sinks, forwarder.put, poll_interval=poll_interval, defer_marks=True,
-                            elsewhere=elsewhere)
+    dispatcher = Dispatcher(outbox, sinks, forwarder.put, poll_interval=poll_interval, defer_marks=True)
     try:
         dispatcher.start()
         gc.freeze()  # what exists now lives as long as the process: keep it out of collections
@@ -331,13 +319,13 @@ def _serve(wake: Connection, dispatcher: Dispatcher) -> None:
 
 def main(argv: list[str]) -> int:
     """`python -m detector.alert.courier WAKE_FD EVENTS_FD`, started by `CourierProcess` only;
-    the pickled (settings, outputs, state_dir, poll_interval, setup) come on stdin from the parent."""
+    the pickled (settings, state_dir, poll_interval, setup) come on stdin from the parent."""
     wake = Connection(int(argv[0]), writable=False)
     events = Connection(int(argv[1]), readable=False)
     # Unpickling is only safe from a trusted writer: stdin is a pipe from our parent, nothing else.
-    settings, outputs, state_dir, poll_interval, setup = pickle.load(sys.stdin.buffer)
+    settings, state_dir, poll_interval, setup = pickle.load(sys.stdin.buffer)
     sys.stdin.close()
-    _child_main(settings, outputs, state_dir, poll_interval, setup, wake=wake, events=events)
+    _child_main(settings, state_dir, poll_interval, setup, wake=wake, events=events)
     return 0
 
 

@@ -62,10 +62,8 @@ class Dispatcher:
     def __init__(self, outbox: Outbox, sinks: Mapping[str, Sink], on_event: OnEvent = log_event,
                  retry: RetryPolicy | None = None, *, poll_interval: float = 1.0,
                  maintain_interval: float = 30.0, batch: int = 100, clock: Callable[[], float] = time.time,
-                 defer_marks: bool = False, elsewhere: frozenset[str] = frozenset(),
-                 housekeeping: bool = True) -> None:
+                 defer_marks: bool = False) -> None:
         self.outbox = outbox
-        self.elsewhere = elsewhere  # outputs another dispatcher delivers (not orphans)
         # In another process than the engine (the courier), waiting for the outbox's write lock
         # means sleeping in SQLite's busy handler (1, 2, 5... ms) behind each engine commit:
         # there a worker sends on and marks when the lock is free. In the engine's process the
@@ -80,9 +78,7 @@ class Dispatcher:
         self.clock = clock
         self._stop = threading.Event()
         self._workers = [_Worker(self, name, sink) for name, sink in self.sinks.items()]
-        # One housekeeper per outbox is enough: a second dispatcher of the same outbox goes without.
         self._housekeeper = threading.Thread(target=self._housekeep, name="detector-outbox-maintain", daemon=True)
-        self._housekeeping = housekeeping
         self._started = False
 
     def start(self) -> None:
@@ -92,8 +88,7 @@ class Dispatcher:
         self._report_orphans()
         for worker in self._workers:
             worker.start()
-        if self._housekeeping:
-            self._housekeeper.start()
+        self._housekeeper.start()
 
     def notify(self) -> None:
         """New rows are in the outbox: wake the idle workers (never blocks)."""
@@ -129,7 +124,7 @@ class Dispatcher:
     def _report_orphans(self) -> None:
         """Say so when held rows belong to an output no longer configured: nothing sends them."""
         for (output, status), count in self.outbox.counts().items():
-            if output not in self.sinks and output not in self.elsewhere and status in ("pending", "dead"):
+            if output not in self.sinks and status in ("pending", "dead"):
                 self.emit(DeliveryEvent(
                     EventKind.WORKER_ERROR, output, count=count,
                     error=f"{count} {status} alerts for output {output!r}, which is not configured; they stay "

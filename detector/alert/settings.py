@@ -145,7 +145,7 @@ class OutboxSettings:
     retry_max_seconds: float = 300.0
     max_retry_after_seconds: float = 900.0  # cap on a server's Retry-After
     synchronous: str = "full"  # full | normal (see outbox.py)
-    dispatch: str = "auto"  # thread | process | auto: network outputs in a child process, the others in threads
+    dispatch: str = "auto"  # thread | process | auto: a child process when a network output is configured
 
 
 @dataclass(frozen=True, slots=True)

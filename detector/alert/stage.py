@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Protocol
 
 from detector.alert.build import AlertBuilder
-from detector.alert.courier import CourierProcess, process_outputs
+from detector.alert.courier import CourierProcess, wants_process
 from detector.alert.dispatch import Dispatcher
 from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
 from detector.alert.model import Alert
@@ -124,42 +124,17 @@ def open_delivery(settings: DeliverySettings, state_dir: str | os.PathLike[str],
                   *, hostname: str | None = None, sinks: Mapping[str, Sink] | None = None,
                   poll_interval: float = 1.0, child_setup: Callable[[], None] | None = None) -> Delivery:
     """Open the outbox in `state_dir` and build one sink per output (or use `sinks`); with
-    `outbox.dispatch` calling for it, (some) outputs live in a child process instead (its
+    `outbox.dispatch` calling for it, the outputs live in a child process instead (its
     `child_setup` runs first there, e.g. to configure logging), started by `Delivery.start`."""
     router = Router({output.name: output.route for output in settings.outputs})
     outbox = Outbox.in_state_dir(state_dir, settings.outbox, router, on_event)
-    remote = process_outputs(settings) if sinks is None else ()
+    if sinks is None and wants_process(settings):
+        courier = CourierProcess(settings, os.fspath(state_dir), on_event, poll_interval=poll_interval,
+                                 setup=child_setup)
+        return Delivery(settings, outbox, {}, on_event, hostname=hostname, dispatcher=courier)
     try:
-        built = dict(sinks) if sinks is not None else build_sinks(
-            [output for output in settings.outputs if output.name not in remote])
+        built = dict(sinks) if sinks is not None else build_sinks(list(settings.outputs))
     except BaseException:
         outbox.close()
         raise
-    if not remote:
-        return Delivery(settings, outbox, built, on_event, hostname=hostname, poll_interval=poll_interval)
-    courier = CourierProcess(settings, os.fspath(state_dir), on_event, poll_interval=poll_interval,
-                             setup=child_setup, outputs=remote)
-    dispatcher: Dispatching = courier
-    if built:  # stdout/file outputs beside the child's: threads here (the child keeps the outbox tidy)
-        dispatcher = _Together(courier, Dispatcher(outbox, built, on_event, poll_interval=poll_interval,
-                                                   elsewhere=frozenset(remote), housekeeping=False))
-    return Delivery(settings, outbox, built, on_event, hostname=hostname, dispatcher=dispatcher)
-
-
-class _Together:
-    """The child's outputs and the parent's threads, started, woken and stopped as one."""
-
-    def __init__(self, *parts: Dispatching) -> None:
-        self.parts = parts
-
-    def start(self) -> None:
-        for part in self.parts:
-            part.start()
-
-    def notify(self) -> None:
-        for part in self.parts:
-            part.notify()
-
-    def stop(self, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        return all([part.stop(max(0.0, deadline - time.monotonic())) for part in self.parts])
+    return Delivery(settings, outbox, built, on_event, hostname=hostname, poll_interval=poll_interval)

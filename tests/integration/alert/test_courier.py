@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from detector.alert.courier import CourierProcess, process_outputs, wants_process
+from detector.alert.courier import CourierProcess, wants_process
 from detector.alert.dispatch import Dispatcher
 from detector.alert.events import DeliveryEvent, EventKind
 from detector.alert.settings import DeliverySettings, OutboxSettings, parse_outbox, parse_outputs
@@ -46,35 +46,6 @@ def test_auto_uses_a_process_only_for_network_outputs(tmp_path: Path) -> None:
     assert wants_process(settings(local + hook))
     assert not wants_process(settings(hook, dispatch="thread"))
     assert wants_process(settings(local, dispatch="process"))
-    assert process_outputs(settings(local + hook)) == ("siem",)  # stdout and file stay in the parent
-    assert process_outputs(settings(local + hook, dispatch="process")) == ("out", "f", "siem")
-    assert process_outputs(settings(local + hook, dispatch="thread")) == ()
-
-
-def test_auto_keeps_local_outputs_in_the_parent_beside_the_child(tmp_path: Path) -> None:
-    """With a webhook and a file output, the child sends to the webhook while a thread of this
-    process writes the file; both get every alert in order, and neither side takes the other's
-    pending alerts (left from an earlier run) for orphans."""
-    alerts_file = tmp_path / "alerts.jsonl"
-    events: list[DeliveryEvent] = []
-    with Receiver() as receiver:
-        both = settings([{"name": "siem", "type": "webhook", "url": receiver.url},
-                         {"name": "f", "type": "file", "path": str(alerts_file)}])
-        earlier = open_delivery(both, tmp_path / "state", events.append)
-        earlier.submit(make_alerts(3))  # pending for both outputs: this delivery never starts
-        earlier.close(5.0)
-        delivery = open_delivery(both, tmp_path / "state", events.append, poll_interval=0.05)
-        assert set(delivery.sinks) == {"f"}  # no HTTP client here
-        delivery.start()
-        try:
-            delivery.submit(make_alerts(20)[3:])
-            wait_for(lambda: sum(e.kind is EventKind.DELIVERED for e in events) == 40)
-        finally:
-            assert delivery.close(10.0)
-        sent = [orjson.loads(r.body)["id"] for r in receiver.accepted()]
-    written = [orjson.loads(line)["id"] for line in alerts_file.read_bytes().splitlines()]
-    assert sent == written == [a.id for a in make_alerts(20)]
-    assert [e for e in events if e.kind is EventKind.WORKER_ERROR] == []
 
 
 def test_dispatch_must_be_a_known_mode() -> None:
