@@ -45,7 +45,7 @@ def fired(ruleset: Ruleset, **event: object) -> list[str]:
     return [m.rule for m in ruleset.evaluate(make_event(**event))]
 
 
-@pytest.mark.parametrize("fused_limit", [512, 0])  # 0: every candidate set runs rule by rule
+@pytest.mark.parametrize("fused_limit", [128, 0])  # 0: every candidate set runs rule by rule
 def test_matches_in_rule_order_for_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              fused_limit: int) -> None:
     monkeypatch.setattr(ruleset_module, "_FUSED_LIMIT", fused_limit)
@@ -58,7 +58,7 @@ def test_matches_in_rule_order_for_every_key(tmp_path: Path, monkeypatch: pytest
         assert fired(ruleset, objectRef={"resource": "secrets"}) == ["Any create", "Anything by alice"]
 
 
-@pytest.mark.parametrize("fused_limit", [512, 0])
+@pytest.mark.parametrize("fused_limit", [128, 0])
 def test_first_matching_stops_at_the_first_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 fused_limit: int) -> None:
     monkeypatch.setattr(ruleset_module, "_FUSED_LIMIT", fused_limit)
