@@ -170,7 +170,7 @@ class CourierProcess:
                 event = events.recv()
             except (EOFError, OSError):
                 break
-            for item in event if isinstance(event, list) else ():
+            for item in event if isinstance(event, list) else (event,):  # (a single event: a child of an older build)
                 if isinstance(item, DeliveryEvent):
                     self.on_event(item)
         events.close()
