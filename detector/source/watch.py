@@ -118,7 +118,8 @@ class _DirectoryWatch:
 
 
 class Waker:
-    """Block until `path` (or its backups) may have changed, at most every `min_interval` seconds."""
+    """Block until `path` (or its backups) may have changed, at most every `min_interval` seconds
+    (`busy_interval` while lines arrive at BUSY_LINES_PER_S or more)."""
 
     def __init__(self, path: str, *, mode: Mode = "auto", poll_interval: float = 0.25,
                  min_interval: float = MIN_INTERVAL, busy_interval: float = BUSY_INTERVAL,
