@@ -273,7 +273,7 @@ def _read_lines(
         on_bad(BadInput("unreadable", str(exc), Location(name, cutter.lineno + 1)))
         return
     if last := cutter.rest():
-        _report_unterminated(last, Location(name, cutter.lineno + 1), on_bad, diagnose)
+        report_unterminated(last, Location(name, cutter.lineno + 1), on_bad, diagnose)
 
 
 class LineCutter:
@@ -345,7 +345,7 @@ def _too_long(name: str, lineno: int, limit: int) -> BadInput:
     return BadInput("line_too_long", f"line longer than {limit} bytes (skipped)", Location(name, lineno))
 
 
-def _report_unterminated(line: bytes, where: Location, on_bad: OnBad, diagnose: Diagnose | None) -> None:
+def report_unterminated(line: bytes, where: Location, on_bad: OnBad, diagnose: Diagnose | None) -> None:
     """Report a final line without its newline: it may be a record cut short, so never yield it."""
     if not line.strip():
         on_bad(BadInput("blank_line", "blank line (skipped)", where))

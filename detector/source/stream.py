@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from detector.errors import BadInput, Location
-from detector.source.replay import LineCutter
+from detector.source.replay import STDIN_NAME, LineCutter, report_unterminated
 
 OnBad = Callable[[BadInput], None]
 
-STDIN_NAME = "<stdin>"
 _BLOCK_BYTES = 1 << 16  # a pipe holds 64 KiB
 
 
@@ -85,6 +84,5 @@ class StreamFollower:
         where = Location(self._cutter.name, self._cutter.lineno + 1)
         if error is not None:
             self._on_bad(BadInput("unreadable", error, where))
-        if self._cutter.rest().strip():
-            self._on_bad(BadInput("unterminated_line", "final line has no newline (skipped: it may be incomplete)",
-                                  where))
+        if (rest := self._cutter.rest()).strip():
+            report_unterminated(rest, where, self._on_bad, None)
