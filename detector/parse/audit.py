@@ -16,6 +16,7 @@ import orjson
 
 from detector.errors import BadInput
 from detector.event import AuditEvent
+from detector.parse.extract import text_map
 
 _DECODER = msgspec.json.Decoder(AuditEvent)
 _fromisoformat = datetime.fromisoformat
@@ -112,9 +113,7 @@ def _walk(value: Any) -> Any:
 def event_from_dict(value: dict[str, Any]) -> AuditEvent:
     """Build an event from an already parsed dict, coercing oddly typed hot fields to text."""
     event = msgspec.convert(_coerce(value), AuditEvent)
-    annotations = value.get("annotations")
-    event.annotation_values = {str(k): _text(v) for k, v in annotations.items()} if isinstance(
-        annotations, dict) else {}
+    event.annotation_values = text_map(value.get("annotations"))
     event.raw = orjson.dumps(value)
     event.parsed_body = value
     _check_event(event)

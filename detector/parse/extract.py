@@ -29,6 +29,11 @@ def as_text(value: Any) -> str:
         return str(value)
 
 
+def text_map(value: Any) -> dict[str, str]:
+    """A JSON object (annotations) as text keys and `as_text` values; {} if it is not an object."""
+    return {str(k): as_text(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def texts(values: list[Any]) -> Value:
     """A list field's value: empty means absent."""
     return tuple(as_text(v) for v in values) if values else None

@@ -32,6 +32,7 @@ from detector.parse.extract import (
     json_pointer,
     query_values,
     request_value,
+    text_map,
     texts,
     walk_values,
 )
@@ -60,10 +61,7 @@ def _annotation(key: str) -> Extractor:
 
 def annotation_values(raw: msgspec.Raw) -> dict[str, str]:
     """The event's annotations as text (Falco's rule for other JSON values); {} if not an object."""
-    if not raw:
-        return {}
-    value = orjson.loads(bytes(raw))
-    return {str(k): as_text(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    return text_map(orjson.loads(bytes(raw))) if raw else {}
 
 
 def _ref(attr: str) -> Extractor:
