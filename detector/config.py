@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 
 from detector.errors import ConfigError, Location
-from detector.metrics import parse_listen
 from detector.rules.model import Priority
 
 DEFAULT_FILE = "/var/log/kubernetes/audit/audit.log"
@@ -114,6 +113,10 @@ def _metrics(value: Any, where: str) -> dict[str, str]:
     listen = value.get("listen")
     if listen is None:
         return {}
+    # Imported here: detector.metrics pulls in prometheus_client and http.server (~30 ms),
+    # which every command without a metrics setting (scan, validate, ...) would pay.
+    from detector.metrics import parse_listen  # noqa: PLC0415
+
     try:
         parse_listen(str(listen))
     except ValueError as exc:
