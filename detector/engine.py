@@ -12,9 +12,9 @@ from detector.alert.build import AlertBuilder
 from detector.alert.model import Alert
 from detector.errors import BadInput, Location
 from detector.event import AuditEvent
-from detector.parse.audit import parse_document, parse_line
+from detector.parse.audit import parse_block, parse_document, parse_line
 from detector.rules.ruleset import Ruleset
-from detector.source.replay import Lines, Record
+from detector.source.replay import Block, Lines, Record
 
 
 def freeze_heap() -> None:
@@ -58,42 +58,72 @@ class Engine:
         # The same enrichment and redaction as `detector run`: no Secret data in any output.
         self.build = AlertBuilder(hostname)
         self.stats = Stats()
-        self._lines: Lines | None = None  # the batch being processed, and where in it
+        self._lines: Lines | Block | None = None  # the batch being processed, and where in it
         self._index = 0
 
     def report_bad(self, error: BadInput) -> None:
         self.stats.bad[error.reason] += 1
         self.on_bad_input(error)
 
-    def run(self, items: Iterable[Lines | Record]) -> Stats:
-        """Process every batch of lines (or document) of `read_input`; the hot loop keeps
-        lookups local and allocates nothing extra."""
-        evaluate, report_item, events = self.ruleset.evaluate, self._report_item, 0
+    def run(self, items: Iterable[Lines | Block | Record]) -> Stats:
+        """Process every batch of lines (or document) of `read_input`; the hot loops keep
+        lookups local and allocate nothing extra."""
         for item in items:
-            if isinstance(item, Record):
+            if type(item) is Block and item.shaped and (events := parse_block(item)) is not None:
+                self._decoded(item, events)
+            elif isinstance(item, Record):
                 self._document(item)
-                continue
-            self._lines = item
-            for index, line in enumerate(item.lines):
-                self._index = index  # for reports, also from inside parse_line (EventList lines)
-                try:
-                    event = parse_line(line, report_item)
-                except BadInput as error:
-                    report_item(error)
-                    continue
-                if type(event) is list:
-                    self._events(event)
-                    continue
-                events += 1
-                try:
-                    matches = evaluate(event)  # type: ignore[arg-type]
-                except Exception as exc:  # one event must never stop the stream; reported loudly
-                    report_item(BadInput("evaluation_error", f"rule evaluation failed: {type(exc).__name__}: {exc}"))
-                    continue
-                if matches:
-                    self._alert(matches)
-        self.stats.events += events
+            else:
+                self._lines_of(item)
         return self.stats
+
+    def _decoded(self, block: Block, events: list[AuditEvent | None]) -> None:
+        """Evaluate the events of a block decoded as a whole; a line it left out (None) goes
+        through parse_line, which accepts or reports it exactly as line by line would."""
+        evaluate, count = self.ruleset.evaluate, 0
+        self._lines = block
+        for index, event in enumerate(events):
+            if event is None:
+                self._index = index
+                self._line(block.line(index))
+                continue
+            count += 1
+            try:
+                matches = evaluate(event)
+            except Exception as exc:  # one event must never stop the stream; reported loudly
+                self._index = index
+                self._report_item(BadInput("evaluation_error", f"rule evaluation failed: {type(exc).__name__}: {exc}"))
+                continue
+            if matches:
+                self._alert(matches)
+        self.stats.events += count
+
+    def _lines_of(self, lines: Lines | Block) -> None:
+        """Parse and evaluate a batch line by line."""
+        self._lines = lines
+        for index, line in enumerate(lines.lines):
+            self._index = index  # for reports, also from inside parse_line (EventList lines)
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        """Parse and evaluate the line at self._index of self._lines."""
+        report_item = self._report_item
+        try:
+            event = parse_line(line, report_item)
+        except BadInput as error:
+            report_item(error)
+            return
+        if type(event) is list:
+            self._events(event)
+            return
+        self.stats.events += 1
+        try:
+            matches = self.ruleset.evaluate(event)  # type: ignore[arg-type]
+        except Exception as exc:  # one event must never stop the stream; reported loudly
+            report_item(BadInput("evaluation_error", f"rule evaluation failed: {type(exc).__name__}: {exc}"))
+            return
+        if matches:
+            self._alert(matches)
 
     def _report_item(self, error: BadInput) -> None:
         """Report bad input found in the line being processed, at its place."""

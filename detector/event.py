@@ -50,8 +50,8 @@ class AuditEvent(msgspec.Struct, gc=False):
 
     `user` and `objectRef` are always present (empty when the JSON has none) so that the hot
     fields are plain attribute paths. The trailing fields are ours, never meant to be read from
-    JSON (we overwrite them after decoding): the original bytes, the lazily parsed body, the
-    parsed stage time and a per-event cache of extracted field values.
+    JSON (we overwrite them after decoding): the original bytes (or where to find them), the
+    lazily parsed body, the parsed stage time and a per-event cache of extracted field values.
     """
 
     kind: str | None = None
@@ -75,15 +75,26 @@ class AuditEvent(msgspec.Struct, gc=False):
     # to these and fills stageTimestamp in.
     metadata: EventMeta | None = None
     timestamp: str | None = None
-    raw: bytes = msgspec.field(default=b"", name="__detector_raw__")
+    raw: bytes = msgspec.field(default=b"", name="__detector_raw__")  # read it with line()
+    # Events decoded a block at a time get their line cut out of the block only if asked:
+    # `origin` is any object whose `line(position)` gives it (source.replay.Block).
+    origin: Any = msgspec.field(default=None, name="__detector_origin__")
+    position: int = msgspec.field(default=0, name="__detector_position__")
     parsed_body: Any = msgspec.field(default=None, name="__detector_body__")
     time: datetime | None = msgspec.field(default=None, name="__detector_time__")
     cache: dict[str, Any] | None = msgspec.field(default=None, name="__detector_cache__")
     annotation_values: dict[str, str] | None = msgspec.field(default=None, name="__detector_annotations__")
 
+    def line(self) -> bytes:
+        """The event's JSON text as read (for an event built from a dict: its JSON)."""
+        if not self.raw and self.origin is not None:
+            self.raw = self.origin.line(self.position)
+            self.origin = None  # the block need not outlive the events that still need it
+        return self.raw
+
     def body(self) -> dict[str, Any]:
         """The whole event as a dict, parsed on first use and kept."""
         if self.parsed_body is None:
-            self.parsed_body = orjson.loads(self.raw)
+            self.parsed_body = orjson.loads(self.line())
         body: dict[str, Any] = self.parsed_body
         return body

@@ -91,7 +91,7 @@ def _has_body(event: AuditEvent) -> bool:
     if event.parsed_body is not None:
         body = event.parsed_body
         return body.get("requestObject") is not None or body.get("responseObject") is not None
-    raw = event.raw
+    raw = event.line()
     return not raw or b'"requestObject"' in raw or b'"responseObject"' in raw
 
 
@@ -99,7 +99,7 @@ def is_secret_event(event: AuditEvent) -> bool:
     """Is this event about a Secret (its object reference or its request/response object)?"""
     if event.objectRef.resource == "secrets":
         return True
-    if b'"Secret' not in event.raw:  # cheap: no Secret kind anywhere in the line
+    if b'"Secret' not in event.line():  # cheap: no Secret kind anywhere in the line
         return False
     body = event.body()
     return any(_kind(body.get(part)) in _SECRET_KINDS for part in ("requestObject", "responseObject"))
@@ -118,7 +118,7 @@ def is_safe_field(key: str) -> bool:
 
 def secret_values(event: AuditEvent) -> list[str]:
     """The data of every Secret in the event's request/response objects, longest first."""
-    if not event.raw:
+    if not event.line():
         return []
     body = event.body()
     values: set[str] = set()

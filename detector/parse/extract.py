@@ -53,7 +53,7 @@ def get_path(root: Any, keys: tuple[str, ...]) -> Any:
 
 def request_value(event: AuditEvent, *keys: str) -> Any:
     """`requestObject.<keys>` or MISSING; parses the body only when the line has one."""
-    if b'"requestObject"' not in event.raw and event.parsed_body is None:
+    if event.parsed_body is None and b'"requestObject"' not in event.line():
         return MISSING
     return get_path(event.body(), ("requestObject", *keys))
 

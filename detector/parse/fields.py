@@ -114,7 +114,7 @@ def _request_list(*keys: str) -> Extractor:
 
 
 def _response_name(ev: AuditEvent) -> Value:
-    if ev.parsed_body is None and b'"responseObject"' not in ev.raw:
+    if ev.parsed_body is None and b'"responseObject"' not in ev.line():
         return None
     value = get_path(ev.body(), ("responseObject", "metadata", "name"))
     return None if value is MISSING else as_text(value)
@@ -589,7 +589,7 @@ def _specs() -> list[FieldSpec]:
         s("evt.hostname", "Host name of the machine running detector", const(_hostname)),
         s("evt.source", "Event source (k8s_audit)", const(lambda _ev: "k8s_audit")),
         s("evt.pluginname", "Name of the source plugin (k8saudit)", const(lambda _ev: "k8saudit")),
-        s("evt.plugininfo", "The raw event JSON", const(lambda ev: ev.raw.decode(errors="replace"))),
+        s("evt.plugininfo", "The raw event JSON", const(lambda ev: ev.line().decode(errors="replace"))),
     ]
 
 

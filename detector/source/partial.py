@@ -32,6 +32,11 @@ class PartialLine:
         self._skipping = True
         return True
 
+    @property
+    def pending(self) -> bool:
+        """A line is in progress (held, or being skipped): the next newline ends it."""
+        return self._skipping or bool(self._parts)
+
     def complete(self, piece: bytes) -> bytes | None:
         """The whole line that `piece` (up to a newline) ends, or None if it was being skipped."""
         if self._skipping:

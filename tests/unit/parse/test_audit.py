@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from detector.errors import BadInput
 from detector.event import AuditEvent
-from detector.parse.audit import NOT_AN_EVENT, parse_document, parse_line
+from detector.parse.audit import NOT_AN_EVENT, parse_block, parse_document, parse_line
 from detector.parse.fields import FIELDS
 from detector.parse.fieldspec import ArgKind, FieldOptions
 from tests.unit.eventkit import DROP, SHARED_DIR, TRACES_DIR, event_dict
@@ -293,3 +293,46 @@ def test_odd_json_values_parse_or_fail_cleanly_and_fields_never_raise(
                 got = field.build(argument, FieldOptions())(event)
                 assert got is None or isinstance(got, str) or (
                     isinstance(got, tuple) and got and all(isinstance(v, str) for v in got)), name
+
+
+class _Lines:
+    """A minimal line block (what source.replay.Block gives parse_block)."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.data = b"".join(x + b"\n" for x in lines)
+        self.ends = [i for i, byte in enumerate(self.data) if byte == 0x0A]
+
+    def view(self) -> memoryview:
+        return memoryview(self.data)
+
+    def line(self, index: int) -> bytes:
+        return self.data.split(b"\n")[index]
+
+
+def test_parse_block_decodes_every_line_and_leaves_unusual_ones_to_parse_line() -> None:
+    """Usual events come back with their stage time and their own line; an EventList line, a
+    missing auditID and a zone-less time come back as None, for parse_line to handle."""
+    lines = [line(auditID="a-1"), line(kind="EventList"), line(auditID=DROP),
+             line(stageTimestamp="2024-05-01T12:00:00"), line(auditID="a-5", verb="get")]
+    events = parse_block(_Lines(lines))
+    assert events is not None
+    assert [e is None for e in events] == [False, True, True, True, False]
+    first, last = events[0], events[4]
+    assert first is not None and last is not None
+    assert (first.auditID, last.verb) == ("a-1", "get")
+    assert first.time == datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert (first.line(), last.line()) == (lines[0], lines[4])
+    assert last.body()["verb"] == "get"
+
+
+@pytest.mark.parametrize("extra", [b"{not json}", b'{"kind":"Event","verb":5}', b"[1]"])
+def test_parse_block_gives_up_on_a_block_that_does_not_decode(extra: bytes) -> None:
+    """Invalid JSON or a value of the wrong type anywhere: None, the caller goes line by line."""
+    assert parse_block(_Lines([line(), extra, line()])) is None
+
+
+def test_parse_block_gives_up_when_values_and_lines_do_not_pair_up() -> None:
+    """Two objects on one line (or a blank line) make the count differ: None."""
+    two = line() + b" " + line()
+    assert parse_block(_Lines([line(), two])) is None
+    assert parse_block(_Lines([line(), b"", line()])) is None

@@ -14,7 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from detector.errors import BadInput, Location, SourceError
-from detector.source.replay import Lines, Record, read_input, read_records
+from detector.source.replay import Block, Lines, Record, read_input, read_records
 
 Reports = list[tuple[str, int | None]]
 
@@ -442,4 +442,51 @@ def test_read_input_batches_lines_per_block_and_keeps_blank_lines_for_the_parser
     plain = write(tmp_path, b"".join(b'{"n":%d}\n' % i for i in range(1000)), "plain.log")
     batches = list(read_input(str(plain), bad.append))  # the sniffed head, then one block
     assert len(batches) <= 3
-    assert [n for b in batches if isinstance(b, Lines) for n in b.linenos] == list(range(1, 1001))
+    assert all(isinstance(b, Lines | Block) for b in batches)
+    assert [n for b in batches for n in b.linenos] == list(range(1, 1001))
+    assert any(isinstance(b, Block) and b.shaped for b in batches)
+
+
+def lines_read(path: Path, sizes: list[int], limit: int = 1 << 20) -> tuple[list[tuple[bytes, int]], Reports]:
+    """Every line read_input gives (as `Lines` or `Block`) with its number, reading through a
+    pipe that returns `sizes` bytes per read, and the reports."""
+    bad: list[BadInput] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdin", FakeStdin(io.BufferedReader(Pipe(path.read_bytes(), sizes))))
+        items = list(read_input("-", bad.append, max_line_bytes=limit))
+    got = []
+    for item in items:
+        assert isinstance(item, Lines | Block)
+        got += zip(item.lines, item.linenos, strict=True)
+        if isinstance(item, Block):  # line(i) and the whole-block view agree with lines
+            assert [item.line(i) for i in range(len(item.ends))] == item.lines
+            assert bytes(item.view()) == b"".join(line + b"\n" for line in item.lines)
+    return got, reasons(bad)
+
+
+def test_block_keeps_lines_in_place_and_says_whether_each_is_one_object(tmp_path: Path) -> None:
+    """Lines stay in the block; `shaped` is true only when every line starts with { and ends with }."""
+    objects = b'{"a":1}\n{"b":[2]}\n{}\n'
+    assert lines_read(write(tmp_path, objects, "a.log"), [1 << 17]) == (
+        [(b'{"a":1}', 1), (b'{"b":[2]}', 2), (b"{}", 3)], [])
+    for odd in (b"\n", b" {}\n", b"{} \n", b"[1]\n", b'{"a":\n'):
+        path = write(tmp_path, objects + odd + objects, "odd.log")
+        bad: list[BadInput] = []
+        [block] = [b for b in read_input(str(path), bad.append) if isinstance(b, Block)]
+        assert not block.shaped, odd
+    [block] = [b for b in read_input(str(write(tmp_path, objects, "b.log")), print) if isinstance(b, Block)]
+    assert block.shaped
+
+
+def test_lines_split_across_reads_are_joined_checked_and_numbered(tmp_path: Path) -> None:
+    """Whatever the read sizes: a line completed by the next read is checked for its length
+    and a CR held from the previous read, and numbering never skips or repeats."""
+    data = b"".join(b'{"n":%d}\n' % i for i in range(300)) + b'{"long":"' + b"x" * 40 + b'"}\n{"z":1}\r\n{"end":1}\n'
+    path = write(tmp_path, data, "split.log")
+    want_lines = [(line.removesuffix(b"\r"), n) for n, line in enumerate(data.split(b"\n")[:-1], 1) if len(line) <= 30]
+    cr, long = data.index(b"\r"), data.index(b'{"long"')
+    # ... including reads that end right after the CR, and inside the long line
+    for sizes in ([1 << 17], [7], [100, 3, 50], [20, 31], [cr + 1, 1 << 17], [long + 20, 1 << 17]):
+        got, bad = lines_read(path, sizes, limit=30)
+        assert got == want_lines, sizes
+        assert bad == [("line_too_long", 301)], sizes
