@@ -45,6 +45,15 @@ class EventMeta(msgspec.Struct, gc=False):
     creationTimestamp: str | None = None  # noqa: N815
 
 
+class RequestPart(msgspec.Struct, gc=False):
+    """Only the `requestObject` of an event (UNSET when it has none)."""
+
+    requestObject: Any = msgspec.UNSET  # noqa: N815
+
+
+_REQUEST_PART = msgspec.json.Decoder(RequestPart)
+
+
 class AuditEvent(msgspec.Struct, gc=False):
     """One audit.k8s.io Event (v1 or v1beta1); attribute names are the JSON keys.
 
@@ -81,6 +90,7 @@ class AuditEvent(msgspec.Struct, gc=False):
     origin: Any = msgspec.field(default=None, name="__detector_origin__")
     position: int = msgspec.field(default=0, name="__detector_position__")
     parsed_body: Any = msgspec.field(default=None, name="__detector_body__")
+    request_part: RequestPart | None = msgspec.field(default=None, name="__detector_request__")
     time: datetime | None = msgspec.field(default=None, name="__detector_time__")
     cache: dict[str, Any] | None = msgspec.field(default=None, name="__detector_cache__")
     annotation_values: dict[str, str] | None = msgspec.field(default=None, name="__detector_annotations__")
@@ -91,6 +101,16 @@ class AuditEvent(msgspec.Struct, gc=False):
             self.raw = self.origin.line(self.position)
             self.origin = None  # the block need not outlive the events that still need it
         return self.raw
+
+    def request_object(self) -> Any:
+        """`requestObject`, decoded on first use without the rest of the event (UNSET if the
+        event has none). Most rules that look into a body look only here, and at the
+        RequestResponse level skipping `responseObject` halves the work (~20 us for a role)."""
+        if self.parsed_body is not None:
+            return self.parsed_body.get("requestObject", msgspec.UNSET)
+        if self.request_part is None:
+            self.request_part = _REQUEST_PART.decode(self.line())
+        return self.request_part.requestObject
 
     def body(self) -> dict[str, Any]:
         """The whole event as a dict, parsed on first use and kept."""

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import msgspec
 import orjson
 
 from detector.event import AuditEvent
@@ -55,7 +56,8 @@ def request_value(event: AuditEvent, *keys: str) -> Any:
     """`requestObject.<keys>` or MISSING; parses the body only when the line has one."""
     if event.parsed_body is None and b'"requestObject"' not in event.line():
         return MISSING
-    return get_path(event.body(), ("requestObject", *keys))
+    request = event.request_object()
+    return MISSING if request is msgspec.UNSET else get_path(request, keys)
 
 
 def walk_values(root: Any, keys: tuple[str, ...], index: int | None) -> list[Any] | None:
