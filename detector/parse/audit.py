@@ -159,6 +159,7 @@ def _walk(value: Any) -> Any:
 def event_from_dict(value: dict[str, Any]) -> AuditEvent:
     """Build an event from an already parsed dict, coercing oddly typed hot fields to text."""
     event = msgspec.convert(_coerce(value), AuditEvent)
+    _set_groups(event, value)
     event.annotation_values = text_map(value.get("annotations"))
     event.raw = orjson.dumps(value)
     event.parsed_body = value
@@ -208,8 +209,7 @@ def _coerce(value: dict[str, Any]) -> dict[str, Any]:
     for key in _USER_KEYS:
         user = value.get(key)
         if isinstance(user, dict):
-            out[key] = {"username": _opt_text(user.get("username")),
-                        "groups": _text_list(user.get("groups"))}
+            out[key] = {"username": _opt_text(user.get("username"))}  # groups: _set_groups
     ref = value.get("objectRef")
     if isinstance(ref, dict):
         out["objectRef"] = {k: _text(v) for k, v in ref.items()
@@ -225,6 +225,14 @@ def _coerce(value: dict[str, Any]) -> dict[str, Any]:
     if isinstance(meta, dict) and meta.get("creationTimestamp") is not None:
         out["metadata"] = {"creationTimestamp": _text(meta["creationTimestamp"])}
     return out  # annotations: event_from_dict sets annotation_values
+
+
+def _set_groups(event: AuditEvent, value: dict[str, Any]) -> None:
+    """The users' groups as the JSON the typed decoder would keep (convert cannot make Raw)."""
+    for user, key in ((event.user, "user"), (event.impersonatedUser, "impersonatedUser")):
+        data = value.get(key)
+        if user is not None and isinstance(data, dict) and data.get("groups") is not None:
+            user.groups = msgspec.Raw(orjson.dumps(data["groups"]))
 
 
 def _text(value: Any) -> str:

@@ -195,6 +195,19 @@ def test_number_where_a_string_belongs_is_its_json_text() -> None:
     assert FIELDS["jevt.value"].build("/annotations/k", FieldOptions())(event) == '{"n":1}'
 
 
+@pytest.mark.parametrize("verb", ["get", 5])  # the typed path keeps the groups' JSON; the lenient one rebuilds it
+@pytest.mark.parametrize(("groups", "expected"), [
+    (["g", 2, None], ("g", "2", "null")), ([], None), (None, None), ("one", None), (DROP, None)])
+def test_groups_read_as_text_on_both_paths(verb: object, groups: object, expected: object) -> None:
+    """A user's groups stay JSON until read; then, as in Falco, every item is its text, and an
+    empty list, null, a non-list or no groups at all are absent."""
+    user = {"username": "u", "groups": groups} if groups is not DROP else {"username": "u"}
+    event = parse_line(line(verb=verb, user=user, impersonatedUser=user))
+    assert isinstance(event, AuditEvent)
+    assert FIELDS["ka.user.groups"].build(None, FieldOptions())(event) == expected
+    assert FIELDS["ka.impuser.groups"].build(None, FieldOptions())(event) == expected
+
+
 @pytest.mark.parametrize("verb", ["get", 5])  # the typed path keeps the annotations' JSON; the lenient one a map
 def test_annotations_read_as_text_on_both_paths(verb: object) -> None:
     """Annotations are decoded when a field reads one; any JSON value is its text, as in Falco."""
