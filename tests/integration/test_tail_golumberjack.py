@@ -67,7 +67,10 @@ def test_real_lumberjack_rotating_compressing_and_pruning_loses_and_repeats_noth
     assert got == lines
     assert bad == []
     assert "data_lost" not in events
-    assert follower.rotations >= 8
+    # ~8.6 MB through MaxSize=1: 8 rotations, each followed from the renamed file or, when two
+    # came between two looks (the writer may be up to ~1.1 MB ahead), read as a backup.
+    assert follower.rotations + events.count("backup_opened") >= 8, (follower.rotations, events)
+    assert follower.rotations >= 1, events
 
 
 def test_python_double_cuts_files_exactly_like_the_real_lumberjack(golumberjack: Path, tmp_path: Path) -> None:
