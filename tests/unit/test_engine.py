@@ -110,6 +110,24 @@ def test_blocks_and_line_by_line_agree_on_any_mix_of_lines(
     assert _run(read_input(str(path), print), ruleset) == _run(one_by_one, ruleset)
 
 
+# Lines shaped like objects ("{" ... "}") with arbitrary insides: the whole-block decode is tried
+# on every such block, so whatever msgspec makes of them must match the line-by-line path.
+_INSIDES = st.text(alphabet=st.sampled_from([*'{}[]":,\\ \t0123456789abnultrsefEv', "\x00", "é"]), max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(insides=st.lists(st.one_of(_INSIDES, st.none()), min_size=1, max_size=60))
+def test_blocks_and_line_by_line_agree_on_object_shaped_garbage(
+        tmp_path: Path, ruleset: Ruleset, insides: list[str | None]) -> None:
+    """Garbage between braces (or, for None, a usual event) gives the same result either way."""
+    lines = [_event(-1, verb="get")] + [
+        _event(n, verb="get") if inside is None else b"{" + inside.encode() + b"}" for n, inside in enumerate(insides)]
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"".join(x + b"\n" for x in lines))
+    one_by_one = [Lines([x], str(path), [n]) for n, x in enumerate(lines, 1)]
+    assert _run(read_input(str(path), print), ruleset) == _run(one_by_one, ruleset)
+
+
 def test_a_log_of_usual_events_is_decoded_a_block_at_a_time(tmp_path: Path) -> None:
     """The whole-block path is the one taken for an ordinary log (else the test above proves little)."""
     path = tmp_path / "audit.log"
