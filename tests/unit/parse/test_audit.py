@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from detector.errors import BadInput
 from detector.event import AuditEvent
-from detector.parse.audit import NOT_AN_EVENT, parse_block, parse_document, parse_line
+from detector.parse.audit import MAX_BLOCK_LINES, NOT_AN_EVENT, parse_block, parse_document, parse_line
 from detector.parse.fields import FIELDS
 from detector.parse.fieldspec import ArgKind, FieldOptions
 from tests.unit.eventkit import DROP, SHARED_DIR, TRACES_DIR, event_dict
@@ -349,3 +350,24 @@ def test_parse_block_gives_up_when_values_and_lines_do_not_pair_up() -> None:
     two = line() + b" " + line()
     assert parse_block(_Lines([line(), two])) is None
     assert parse_block(_Lines([line(), b"", line()])) is None
+
+
+@pytest.mark.parametrize("data", [b"{}", b"[1]", b'{"kind":"EventList","items":[{"kind":"Pod"}]}', b"{x", b"7",
+                                  line(stageTimestamp="bad"), line(verb=5, auditID=DROP)])
+def test_a_bad_line_leaves_no_reference_cycle(data: bytes) -> None:
+    """Reporting a bad line frees everything at once: an exception tied to a frame in a cycle
+    would keep the caller's frames (and the block of lines they hold) until a full collection."""
+    gc.collect()
+    gc.disable()
+    try:
+        with pytest.raises(BadInput):
+            parse_line(data)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+def test_parse_block_leaves_a_block_of_very_many_lines_to_parse_line() -> None:
+    """All of a block's events are alive at once: past MAX_BLOCK_LINES (tiny lines) it declines."""
+    assert parse_block(_Lines([line()] * MAX_BLOCK_LINES)) is not None
+    assert parse_block(_Lines([line()] * (MAX_BLOCK_LINES + 1))) is None
