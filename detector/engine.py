@@ -14,7 +14,8 @@ from detector.errors import BadInput, Location
 from detector.event import AuditEvent
 from detector.parse.audit import parse_block, parse_document, parse_line
 from detector.rules.ruleset import Ruleset
-from detector.source.replay import Block, Lines, Record
+from detector.source.cutter import Block, Lines
+from detector.source.replay import Record
 
 
 def freeze_heap() -> None:

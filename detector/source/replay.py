@@ -1,11 +1,12 @@
 """Read finite inputs for `detector scan`: files, gzip files and stdin, as lines or one document.
 
-Line-mode input comes as `Lines`, the complete lines of one block read (`read_records` gives
-them one `Record` per line instead). When the input is a JSON array or a pretty-printed
-object, it is one `Record` holding the whole input as one document. Memory stays bounded
-whatever the input: the input is read in blocks, and a line longer than `max_line_bytes` is
-reported and skipped without ever being held whole. Problems with one line are reported through `on_bad` and
-reading goes on; only an input that cannot be opened at all raises (`SourceError`).
+Line-mode input comes as the complete lines of each block read, a `Block` or `Lines` (see
+`source.cutter`; `read_records` gives them one `Record` per line instead). When the input is
+a JSON array or a pretty-printed object, it is one `Record` holding the whole input as one
+document. Memory stays bounded whatever the input: the input is read in blocks, and a line
+longer than `max_line_bytes` is reported and skipped without ever being held whole. Problems
+with one line are reported through `on_bad` and reading goes on; only an input that cannot
+be opened at all raises (`SourceError`).
 
 This layer knows nothing about JSON beyond sniffing the first byte to choose the mode.
 """
@@ -17,12 +18,12 @@ import io
 import re
 import sys
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from detector.errors import BadInput, Location, SourceError
-from detector.source.partial import PartialLine
+from detector.source.cutter import Block, LineCutter, Lines
 
 OnBad = Callable[[BadInput], None]
 Diagnose = Callable[[bytes], str | None]
@@ -42,74 +43,6 @@ class Record:
     path: str  # display name: the file path, or "<stdin>"
     lineno: int  # 1-based line number where the record starts
     is_document: bool  # True: data is a whole JSON document, to be parsed as one
-
-
-@dataclass(frozen=True, slots=True)
-class Lines:
-    """Complete lines of a line-mode input, in order, without their newline (nor a CR before it).
-
-    The hot path (`detector scan`): one object per block read, not per line. Over-long lines
-    are reported and left out; blank lines are kept, for the parser to report."""
-
-    lines: list[bytes]
-    path: str  # display name, as in Record
-    linenos: Sequence[int]  # the 1-based line number of each line
-
-
-class Block:
-    """Complete lines of one block read, left in the block: the hot path of `detector scan`.
-
-    Cutting a block into one bytes object per line cost ~0.4 us a line (an allocation and a
-    copy each); here the reader only notes where each line ends, and the parser decodes all
-    lines at once (`parse.audit.parse_block`). Line `i` is cut out only when someone asks.
-    `shaped` says that every line starts with `{` and ends with `}`: only then can a decode of
-    the whole block be matched line for line (see parse_block). `lines`/`linenos` give the
-    same view as `Lines`, for readers that go line by line."""
-
-    __slots__ = ("data", "ends", "first", "path", "shaped", "start")
-
-    def __init__(self, data: bytes, start: int, ends: list[int], path: str, first: int, *, shaped: bool) -> None:
-        self.data = data
-        self.start = start  # offset of the first line
-        self.ends = ends  # offset of each line's newline; never empty
-        self.path = path
-        self.first = first  # line number of the first line
-        self.shaped = shaped
-
-    @property
-    def lines(self) -> list[bytes]:
-        return self.data[self.start:self.ends[-1]].split(b"\n")
-
-    @property
-    def linenos(self) -> range:
-        return range(self.first, self.first + len(self.ends))
-
-    def line(self, index: int) -> bytes:
-        """Line `index` (0-based within the block), without its newline."""
-        begin = self.ends[index - 1] + 1 if index else self.start
-        return self.data[begin:self.ends[index]]
-
-    def view(self) -> memoryview:
-        """All the lines with their newlines, without a copy."""
-        return memoryview(self.data)[self.start:self.ends[-1] + 1]
-
-
-def _line_ends(data: bytes, start: int, last: int) -> tuple[list[int], bool]:
-    """The newline offsets of the lines from `start` through the newline at `last`, and
-    whether every one of them starts with `{` and ends with `}`. A loop over memchr-based
-    `find` costs about half of `split`, and `bytes.count` is a byte-by-byte loop slower still."""
-    find = data.find
-    ends: list[int] = []
-    append = ends.append
-    shaped = True
-    pos = start
-    while pos <= last:
-        end = find(b"\n", pos)
-        if shaped and (data[pos] != 0x7B or data[end - 1] != 0x7D):  # "{" ... "}"
-            shaped = False
-        append(end)
-        pos = end + 1
-    return ends, shaped
 
 
 # Building a frozen dataclass goes through object.__setattr__ once per field (~0.5 us); the
@@ -157,7 +90,7 @@ def read_input(
 ) -> Iterator[Lines | Block | Record]:
     """Yield the content of `path` ("-" for stdin; gzip is detected by name or magic bytes).
 
-    The input is lines (`Lines`, a batch per block read), unless the first non-space byte is
+    The input is lines (a `Block` or `Lines` per block read), unless the first non-space byte is
     `[`, or a `{` whose line does not end with `}`: then the whole input is one document
     `Record`, of at most `max_document_bytes`.
     The input is opened on first iteration; if it cannot be opened, `SourceError` is raised.
@@ -332,94 +265,10 @@ def _read_lines(
         report_unterminated(last, Location(name, cutter.lineno + 1), on_bad, diagnose)
 
 
-class LineCutter:
-    """Cuts the blocks of one input into `Lines`: holds the line in progress (never more than
-    `limit` bytes of it), reports each over-long line once, in line order, and trims a CR before
-    the newline. The finite reader here and the stdin follower (`source.stream`) share it."""
-
-    def __init__(self, name: str, limit: int, on_bad: OnBad) -> None:
-        self.name = name
-        self.lineno = 0  # complete lines so far
-        self._limit = limit
-        self._on_bad = on_bad
-        self._partial = PartialLine(limit)
-
-    def cut(self, block: bytes) -> Iterator[Lines | Block]:
-        """The lines `block` completes. This is the hot loop, so it works per block: the lines
-        of a block without CRs that cannot hold an over-long line (the usual case) stay in it,
-        as one `Block`; otherwise they are cut and checked one by one."""
-        if len(block) > self._limit or block.find(b"\r") >= 0:  # find is a memchr
-            yield from self._cut_checked(block)
-            return
-        last = block.rfind(b"\n")
-        if last < 0:
-            if self._partial.add(block):
-                self._on_bad(_too_long(self.name, self.lineno + 1, self._limit))
-            return
-        start = 0
-        if self._partial.pending:  # the block's first line ends the one in progress
-            start = block.find(b"\n") + 1
-            self.lineno += 1
-            if (first := self._partial.complete(block[:start - 1])) is not None:
-                # Held pieces plus this one may pass the limit, and a CR may end the held part.
-                yield from _checked([first], self.name, self.lineno, self._limit, self._on_bad)
-        if start <= last:
-            ends, shaped = _line_ends(block, start, last)
-            yield Block(block, start, ends, self.name, self.lineno + 1, shaped=shaped)
-            self.lineno += len(ends)
-        if self._partial.add(block[last + 1:]):
-            self._on_bad(_too_long(self.name, self.lineno + 1, self._limit))
-
-    def _cut_checked(self, block: bytes) -> Iterator[Lines]:
-        """`cut` for a block with a CR, or large enough to hold an over-long line."""
-        name, limit = self.name, self._limit
-        pieces = block.split(b"\n")
-        tail = pieces.pop()
-        if pieces:
-            first = self._partial.complete(pieces[0])
-            start = self.lineno + 1
-            self.lineno += len(pieces)
-            if first is None:  # the end of an over-long line, reported already
-                del pieces[0]
-                start += 1
-            else:
-                pieces[0] = first
-            if pieces:
-                yield from _checked(pieces, name, start, limit, self._on_bad)
-        if self._partial.add(tail):
-            self._on_bad(_too_long(name, self.lineno + 1, limit))
-
-    def rest(self) -> bytes:
-        """At the end of the input: a final line without its newline (b"" if none)."""
-        return self._partial.rest()
-
-
-def _checked(pieces: list[bytes], name: str, start: int, limit: int, on_bad: OnBad) -> Iterator[Lines]:
-    """The lines of a block with an over-long line or CRs, line by line; each over-long line is
-    reported between the lines before it and those after it, so reports stay in line order."""
-    lines: list[bytes] = []
-    linenos: list[int] = []
-    for lineno, piece in enumerate(pieces, start):
-        if len(piece) > limit:
-            if lines:
-                yield Lines(lines, name, linenos)
-                lines, linenos = [], []
-            on_bad(_too_long(name, lineno, limit))
-            continue
-        lines.append(piece[:-1] if piece[-1:] == b"\r" else piece)
-        linenos.append(lineno)
-    if lines:
-        yield Lines(lines, name, linenos)
-
-
 def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     if head:
         yield head
     yield from rest
-
-
-def _too_long(name: str, lineno: int, limit: int) -> BadInput:
-    return BadInput("line_too_long", f"line longer than {limit} bytes (skipped)", Location(name, lineno))
 
 
 def report_unterminated(line: bytes, where: Location, on_bad: OnBad, diagnose: Diagnose | None) -> None:

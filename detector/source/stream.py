@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from detector.errors import BadInput, Location
-from detector.source.replay import STDIN_NAME, LineCutter, report_unterminated
+from detector.source.cutter import LineCutter
+from detector.source.replay import STDIN_NAME, report_unterminated
 
 OnBad = Callable[[BadInput], None]
 

@@ -20,7 +20,8 @@ from detector.engine import Engine
 from detector.errors import BadInput
 from detector.rules.loader import load_rules
 from detector.rules.ruleset import Ruleset
-from detector.source.replay import Block, Lines, read_input
+from detector.source.cutter import Block, Lines
+from detector.source.replay import read_input
 from tests.unit.eventkit import DROP, event_dict
 
 RULES = """

@@ -14,7 +14,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from detector.errors import BadInput, Location, SourceError
-from detector.source.replay import Block, Lines, Record, read_input, read_records
+from detector.source.cutter import Block, Lines
+from detector.source.replay import Record, read_input, read_records
 
 Reports = list[tuple[str, int | None]]
 
