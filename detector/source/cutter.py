@@ -86,9 +86,10 @@ def _line_ends(data: bytes, start: int, last: int) -> tuple[list[int], bool]:
 
 
 class LineCutter:
-    """Cuts the blocks of one input into `Lines`: holds the line in progress (never more than
-    `limit` bytes of it), reports each over-long line once, in line order, and trims a CR before
-    the newline. The finite reader here and the stdin follower (`source.stream`) share it."""
+    """Cuts the blocks of one input into a `Block` or `Lines` each: holds the line in progress
+    (never more than `limit` bytes of it), reports each over-long line once, in line order, and
+    trims a CR before the newline. The finite reader (`source.replay`) and the stdin follower
+    (`source.stream`) share it."""
 
     def __init__(self, name: str, limit: int, on_bad: OnBad) -> None:
         self.name = name
@@ -118,8 +119,9 @@ class LineCutter:
                 yield from _checked([first], self.name, self.lineno, self._limit, self._on_bad)
         if start <= last:
             ends, shaped = _line_ends(block, start, last)
-            yield Block(block, start, ends, self.name, self.lineno + 1, shaped=shaped)
+            first_lineno = self.lineno + 1
             self.lineno += len(ends)
+            yield Block(block, start, ends, self.name, first_lineno, shaped=shaped)
         if self._partial.add(block[last + 1:]):
             self._on_bad(_too_long(self.name, self.lineno + 1, self._limit))
 
