@@ -8,11 +8,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from detector.alert.build import AlertBuilder
+from detector.alert.build import AlertBuilder, alert_error
 from detector.alert.model import Alert
 from detector.errors import BadInput, Location
 from detector.event import AuditEvent
 from detector.parse.audit import parse_block, parse_document, parse_line
+from detector.rules.model import Match
 from detector.rules.ruleset import Ruleset
 from detector.source.cutter import Block, Lines
 from detector.source.replay import Record
@@ -93,11 +94,11 @@ class Engine:
             count += 1
             try:
                 matches = evaluate(event)
-            except Exception as exc:  # one event must never stop the stream; reported loudly
+            except Exception:  # one event must never stop the stream: its failing rules are reported
                 self._index = index
-                self._report_item(BadInput("evaluation_error", f"rule evaluation failed: {type(exc).__name__}: {exc}"))
-                continue
+                matches = self._evaluate_each(event)
             if matches:
+                self._index = index  # where a failure to build an alert is reported
                 self._alert(matches)
         self.stats.events += count
 
@@ -122,11 +123,14 @@ class Engine:
         self.stats.events += 1
         try:
             matches = self.ruleset.evaluate(event)  # type: ignore[arg-type]
-        except Exception as exc:  # one event must never stop the stream; reported loudly
-            report_item(BadInput("evaluation_error", f"rule evaluation failed: {type(exc).__name__}: {exc}"))
-            return
+        except Exception:  # one event must never stop the stream: its failing rules are reported
+            matches = self._evaluate_each(event)  # type: ignore[arg-type]
         if matches:
             self._alert(matches)
+
+    def _evaluate_each(self, event: AuditEvent) -> list[Match]:
+        """The matches of an event on which evaluation raised, each failing rule reported."""
+        return self.ruleset.evaluate_each(event, lambda rule, exc: self._report_item(evaluation_error(rule, exc)))
 
     def _report_item(self, error: BadInput) -> None:
         """Report bad input found in the line being processed, at its place."""
@@ -144,9 +148,13 @@ class Engine:
             self.on_alert(alert)
         return alerts
 
-    def _alert(self, matches: Iterable[object]) -> None:
+    def _alert(self, matches: Iterable[Match]) -> None:
         for match in matches:
-            alert = self.build(match)  # type: ignore[arg-type]
+            try:
+                alert = self.build(match)
+            except Exception as exc:  # reported, not a crash; and never an alert that skipped redaction
+                self._report_item(alert_error(match, exc))
+                continue
             self.stats.alerts[alert.rule] += 1
             self.on_alert(alert)
 
@@ -167,6 +175,11 @@ class Engine:
                 self.report_bad(item)
             else:
                 self.process_event(item)
+
+
+def evaluation_error(rule: str, exc: Exception) -> BadInput:
+    """The report of a rule that failed on an event (the event's other rules still run)."""
+    return BadInput("evaluation_error", f"rule {rule!r} failed: {type(exc).__name__}: {exc}")
 
 
 def diagnose_line(data: bytes) -> str | None:

@@ -8,11 +8,37 @@ or JMESPath may reach -- is parsed lazily, once, on first use, from the original
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import orjson
+
+_T = TypeVar("_T")
+# Nesting msgspec may build from a line on demand. It builds objects on the C stack; under the
+# recursion limit the rules loader sets for deep conditions (20,000), a line nested ~19,000
+# deep crashed the process (C stack overflow) instead of raising RecursionError.
+DECODE_DEPTH_LIMIT = 4_000
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than detector decodes into objects."""
+
+
+def decode_bounded(decode: Callable[[Any], _T], data: Any) -> _T:
+    """`decode(data)` with the recursion limit at DECODE_DEPTH_LIMIT (whatever the process's):
+    deeper JSON raises TooDeep. (The limit is per process; only the evaluating thread decodes
+    events.)"""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(DECODE_DEPTH_LIMIT)
+    try:
+        return decode(data)
+    except RecursionError:
+        raise TooDeep(f"JSON nested deeper than {DECODE_DEPTH_LIMIT:,} levels") from None
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 class UserInfo(msgspec.Struct, gc=False):
@@ -111,12 +137,19 @@ class AuditEvent(msgspec.Struct, gc=False):
         if self.parsed_body is not None:
             return self.parsed_body.get("requestObject", msgspec.UNSET)
         if self.request_part is None:
-            self.request_part = _REQUEST_PART.decode(self.line())
+            self.request_part = decode_bounded(_REQUEST_PART.decode, self.line())
         return self.request_part.requestObject
 
     def body(self) -> dict[str, Any]:
         """The whole event as a dict, parsed on first use and kept."""
         if self.parsed_body is None:
-            self.parsed_body = orjson.loads(self.line())
+            line = self.line()
+            try:
+                self.parsed_body = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                # orjson stops at 1,024 levels of nesting, valid JSON a request object may
+                # carry: a rule or the redaction reading such an event must not fail on it.
+                # msgspec goes deeper (up to decode_bounded's limit).
+                self.parsed_body = decode_bounded(msgspec.json.decode, line)
         body: dict[str, Any] = self.parsed_body
         return body

@@ -30,7 +30,7 @@ from detector.alert.model import Alert
 from detector.alert.settings import DeliverySettings
 from detector.alert.stage import Delivery, open_delivery
 from detector.config import RunConfig
-from detector.engine import freeze_heap
+from detector.engine import evaluation_error, freeze_heap
 from detector.errors import BadInput, ConfigError, DetectorError, Location, RuleLoadError
 from detector.event import AuditEvent
 from detector.logs import configure_logging
@@ -228,13 +228,13 @@ class LiveRunner:
                 count += 1
                 try:
                     matches = evaluate(event)
-                except Exception as exc:  # one event must never stop the daemon; reported loudly
-                    report(BadInput("evaluation_error", f"{type(exc).__name__}: {exc}"))
-                    continue
+                except Exception:  # one event must never stop the daemon: its failing rules are reported
+                    matches = self.ruleset.evaluate_each(
+                        event, lambda rule, exc: report(evaluation_error(rule, exc)))
                 if matches:
                     for match in matches:
                         self.metrics.matches.labels(match.rule).inc()
-                    alerts += delivery.alerts_for(matches)
+                    alerts += delivery.alerts_for(matches, report)
         self._line = None
         self.metrics.events.inc(count)
         self.metrics.lines.inc(len(lines))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from detector.alert.model import Alert, alert_from_match
 from detector.alert.redact import redact_alert
+from detector.errors import BadInput
 from detector.event import AuditEvent
 from detector.rules.model import Match
 
@@ -49,3 +50,8 @@ class AlertBuilder:
         if self.cluster_name is not None and fields.get(CLUSTER_FIELD) is None:
             fields[CLUSTER_FIELD] = self.cluster_name
         return redact_alert(alert, match.event)
+
+
+def alert_error(match: Match, exc: Exception) -> BadInput:
+    """The report for a match whose alert could not be built (it is skipped, never sent as is)."""
+    return BadInput("alert_error", f"alert of rule {match.rule!r} not built: {type(exc).__name__}: {exc}")

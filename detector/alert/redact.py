@@ -79,11 +79,12 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
         replacements[value] = REDACTED
     message, output = _replace(alert.message, replacements), _replace(alert.output, replacements)
     if secret_event:
-        scan = {v: REDACTED for v in secret_values(event)}
+        found = secret_values(event)
+        scan = {v: REDACTED for v in found or ()}
         message, output = _replace(message, scan), _replace(output, scan)
         fields = {k: _replace_in(v, scan) for k, v in fields.items()}
-        if _leaks(message, redacted):
-            message, output = WITHHELD, output[: len(output) - len(alert.message)] + WITHHELD
+        if found is None or _leaks(message, redacted):  # None: the Secret's data could not be read
+            message, output = WITHHELD, alert.output[: len(alert.output) - len(alert.message)] + WITHHELD
     return msgspec.structs.replace(alert, output_fields=fields, message=message, output=output)
 
 
@@ -101,8 +102,8 @@ def is_secret_event(event: AuditEvent) -> bool:
         return True
     if b'"Secret' not in event.line():  # cheap: no Secret kind anywhere in the line
         return False
-    body = event.body()
-    return any(_kind(body.get(part)) in _SECRET_KINDS for part in ("requestObject", "responseObject"))
+    body = _body(event)
+    return body is None or any(_kind(body.get(part)) in _SECRET_KINDS for part in ("requestObject", "responseObject"))
 
 
 def is_safe_field(key: str) -> bool:
@@ -116,16 +117,28 @@ def is_safe_field(key: str) -> bool:
     return False
 
 
-def secret_values(event: AuditEvent) -> list[str]:
-    """The data of every Secret in the event's request/response objects, longest first."""
+def secret_values(event: AuditEvent) -> list[str] | None:
+    """The data of every Secret in the event's request/response objects, longest first; None
+    if the event's JSON cannot be decoded (so the caller must assume the worst)."""
     if not event.line():
         return []
-    body = event.body()
+    body = _body(event)
+    if body is None:
+        return None
     values: set[str] = set()
     for part in ("requestObject", "responseObject"):
         for secret in _secrets_in(body.get(part)):
             values.update(_data_values(secret))
     return sorted((v for v in values if len(v) >= _SCAN_MIN), key=len, reverse=True)
+
+
+def _body(event: AuditEvent) -> dict[str, Any] | None:
+    """The event's whole JSON, or None when it cannot be decoded (nesting deeper than the
+    recursion limit): redaction then treats the event as the worst case, never as harmless."""
+    try:
+        return event.body()
+    except (ValueError, RecursionError):  # orjson's and msgspec's decode errors are ValueErrors
+        return None
 
 
 def _secrets_in(obj: Any) -> Iterator[dict[str, Any]]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Protocol
 
-from detector.alert.build import AlertBuilder
+from detector.alert.build import AlertBuilder, alert_error
 from detector.alert.courier import CourierProcess, wants_process
 from detector.alert.dispatch import Dispatcher
 from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
@@ -25,6 +25,7 @@ from detector.alert.settings import DeliverySettings
 from detector.alert.sink import Sink
 from detector.alert.sinks import build_sinks
 from detector.alert.throttle import STATE_PREFIX, Throttle
+from detector.errors import BadInput
 from detector.rules.model import Match
 
 
@@ -93,9 +94,19 @@ class Delivery:
                                                                 poll_interval=poll_interval)
         self.stage = AlertStage(outbox, Throttle(settings.throttle), self.dispatcher.notify, on_event)
 
-    def alerts_for(self, matches: Sequence[Match]) -> list[Alert]:
-        """Delivery-ready alerts (enriched, redacted) for an event's matches."""
-        return [self.build(match) for match in matches]
+    def alerts_for(self, matches: Sequence[Match], on_error: Callable[[BadInput], None] | None = None) -> list[Alert]:
+        """Delivery-ready alerts (enriched, redacted) for an event's matches. A match whose
+        alert cannot be built is reported to `on_error` and skipped (raised without one): the
+        daemon must not die on one event, nor send an alert that skipped redaction."""
+        alerts = []
+        for match in matches:
+            try:
+                alerts.append(self.build(match))
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(alert_error(match, exc))
+        return alerts
 
     def submit(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> list[Alert]:
         return self.stage.submit(alerts, state)

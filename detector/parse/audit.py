@@ -24,6 +24,7 @@ _DECODER = msgspec.json.Decoder(AuditEvent)
 MAX_BLOCK_LINES = 2048
 _fromisoformat = datetime.fromisoformat
 NOT_AN_EVENT = "data not recognized as a k8s audit event"
+TOO_DEEP = "invalid JSON: nested too deeply"
 
 _STR_KEYS = (
     "kind", "apiVersion", "level", "auditID", "stage", "requestURI", "verb", "userAgent",
@@ -45,6 +46,8 @@ def parse_line(line: bytes, on_bad: Callable[[BadInput], None] | None = None) ->
         if not line.strip():
             raise BadInput("blank_line", "blank line (skipped)") from None
         raise BadInput("invalid_json", f"invalid JSON: {_short(exc)}") from None
+    except RecursionError:  # msgspec recurses even to skip a value: thousands of nested arrays
+        raise BadInput("invalid_json", TOO_DEEP) from None
     if event.kind != "Event":
         return _parse_lenient(line, on_bad)
     event.raw = line
@@ -89,7 +92,7 @@ def parse_block(block: LineBlock) -> list[AuditEvent | None] | None:
         return None
     try:
         events: list[Any] = _DECODER.decode_lines(block.view())  # AuditEvent, or None once set below
-    except msgspec.DecodeError:  # includes ValidationError
+    except (msgspec.DecodeError, RecursionError):  # DecodeError includes ValidationError
         return None
     if len(events) != len(block.ends):
         return None

@@ -19,7 +19,7 @@ import msgspec
 import orjson
 
 from detector.errors import ConditionSyntaxError
-from detector.event import AuditEvent
+from detector.event import AuditEvent, decode_bounded
 from detector.parse import containers
 from detector.parse.extract import (
     MISSING,
@@ -76,7 +76,7 @@ def _groups(raw: msgspec.Raw) -> Value:
     """A users' groups (kept as JSON by the decoder): any JSON value of an item as its text."""
     if not raw:
         return None
-    value = msgspec.json.decode(raw)
+    value = decode_bounded(msgspec.json.decode, raw)
     return texts(value) if isinstance(value, list) else None
 
 

@@ -94,6 +94,24 @@ class Ruleset:
 
         return run
 
+    def evaluate_each(self, event: AuditEvent, on_error: Callable[[str, Exception], None]) -> list[Match]:
+        """`evaluate`, rule by rule, for an event on which it raised: a rule that fails goes to
+        `on_error` (its name and the exception) and the other rules still match. (The fused
+        evaluation is all or nothing: one rule reading a body it cannot decode would otherwise
+        silence every rule on that event.)"""
+        ref = event.objectRef
+        matches: list[Match] = []
+        for rule in self._index.candidates((event.stage, event.verb, ref.resource, ref.subresource)):
+            try:
+                if (rule.fast_predicate or rule.predicate)(event):
+                    matches.append(rule.match(event))
+            except Exception as exc:  # any rule failure is reported, never fatal
+                on_error(rule.name, exc)
+                continue
+            if matches and self._first:
+                break
+        return matches
+
     def candidates(self, key: tuple[str | None, ...]) -> tuple[CompiledRule, ...]:
         """The active rules the index would run for an event key."""
         return self._index.candidates(key)

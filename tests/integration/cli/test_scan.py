@@ -12,6 +12,7 @@ from subprocess import CompletedProcess
 import orjson
 import pytest
 
+from detector.alert.redact import WITHHELD
 from tests.integration.cli.events import RULES, deletion, event, line
 
 Run = Callable[..., CompletedProcess[str]]
@@ -178,3 +179,65 @@ def test_offline_commands_leave_the_daemon_imports_alone() -> None:
             "print(sorted(m for m in ('structlog', 'prometheus_client', 'http.server') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def _nested(depth: int) -> bytes:
+    """A JSON value `depth` objects deep."""
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+def _with_request(data: dict[str, object], request: bytes) -> bytes:
+    """The event's JSON line with a raw `requestObject` (too deep for a JSON library to build)."""
+    return orjson.dumps(data)[:-1] + b',"requestObject":' + request + b"}\n"
+
+
+def test_deeply_nested_json_is_evaluated_or_reported_never_a_crash(detector: Run, tmp_path: Path) -> None:
+    """Request objects nested past orjson's 1,024 levels are still evaluated; deeper than detector
+    decodes, a Secret alert is withheld rather than risk its data; a line nested 100,000 deep is
+    reported. Before, such lines ended the scan with a traceback or a segfault."""
+    pod = {"kind": "Pod", "spec": {"hostNetwork": True, "containers": [{"name": "c", "image": "nginx"}]}}
+    pod_body = orjson.dumps(pod)[:-1]
+    creates = [event(n, verb="create", level="Request", requestURI="/api/v1/namespaces/default/pods",
+                     objectRef={"resource": "pods", "namespace": "default", "name": f"p{n}"}) for n in (1, 2)]
+    secret = event(3, verb="create", level="Request", requestURI="/api/v1/namespaces/default/secrets",
+                   objectRef={"resource": "secrets", "namespace": "default", "name": "s"})
+    log = tmp_path / "audit.log"
+    log.write_bytes(
+        _with_request(creates[0], pod_body + b',"x":' + _nested(1_500) + b"}")
+        + _with_request(creates[1], pod_body + b',"x":' + _nested(10_000) + b"}")
+        + _with_request(secret, b'{"kind":"Secret","data":{"k":"c2VjcmV0LXZhbHVl"},"x":' + _nested(10_000) + b"}")
+        + _with_request(event(4), _nested(100_000)))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("""\
+- rule: Host Network Pod
+  desc: a pod on the host network
+  condition: ka.verb = create and ka.req.pod.host_network = true
+  output: host network pod %ka.target.name
+  priority: WARNING
+  source: k8s_audit
+- rule: Secret Created
+  desc: a secret, shown whole
+  condition: ka.verb = create and ka.target.resource = secrets
+  output: secret %ka.target.name by %ka.user.name
+  priority: WARNING
+  source: k8s_audit
+- rule: Secret Data Shown
+  desc: a secret's data in the output, which needs the whole body
+  condition: ka.verb = create and ka.target.resource = secrets
+  output: secret data %jevt.value[/requestObject/data]
+  priority: WARNING
+  source: k8s_audit
+""")
+    result = detector("scan", "--rules", str(rules), str(log))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    fired = {(a["rule"], a["output_fields"].get("ka.target.name")): a for a in alerts(result)}
+    assert set(fired) == {("Host Network Pod", "p1"), ("Secret Created", "s")}  # p1: 1,500 deep, decoded
+    assert fired["Secret Created", "s"]["message"] == WITHHELD  # its data could not be read to redact it
+    assert "c2VjcmV0LXZhbHVl" not in result.stdout
+    # A rule that needs a body nested deeper than detector decodes fails loudly, at its line;
+    # the event's other rules still alert.
+    too_deep = "failed: TooDeep: JSON nested deeper than 4,000 levels"
+    assert f"{log}:2: evaluation_error: rule 'Host Network Pod' {too_deep}" in result.stderr
+    assert f"{log}:3: evaluation_error: rule 'Secret Data Shown' {too_deep}" in result.stderr
+    assert f"{log}:4: invalid_json: invalid JSON: nested too deeply" in result.stderr

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from detector.event import TooDeep
 from detector.rules import ruleset as ruleset_module
 from detector.rules.loader import LoadOptions, check_rules
 from detector.rules.ruleset import RuleMatching, Ruleset
@@ -78,3 +80,53 @@ def test_remembered_keys_and_fused_sets_are_bounded(tmp_path: Path, monkeypatch:
         assert fired(ruleset, objectRef={"resource": f"crd{n}"}) == ["Any create", "Anything by alice"]
     assert len(ruleset._known) <= 10
     assert len(ruleset._fused) <= 1
+
+
+FAILING_RULES = """\
+- rule: Any create
+  desc: d
+  condition: ka.verb = create
+  output: create by %ka.user.name
+  priority: WARNING
+  source: k8s_audit
+- rule: Shows the body
+  desc: its output reads the whole body
+  condition: ka.verb = create
+  output: body %jevt.value[/requestObject]
+  priority: WARNING
+  source: k8s_audit
+- rule: Also by alice
+  desc: d
+  condition: ka.user.name = alice
+  output: alice did %ka.verb
+  priority: NOTICE
+  source: k8s_audit
+"""
+
+
+@pytest.mark.parametrize("matching", list(RuleMatching))
+def test_evaluate_each_keeps_the_rules_that_work_when_one_fails(tmp_path: Path, matching: RuleMatching) -> None:
+    """A body nested deeper than detector decodes makes one rule's output fail: evaluate raises,
+    evaluate_each reports that rule by name and still returns the others' matches, in order.
+    (With `first`, the first rule matches before the failing one is reached.)"""
+    path = tmp_path / "rules.yaml"
+    path.write_text(FAILING_RULES, encoding="utf-8")
+    ruleset, _ = check_rules([path], LoadOptions(matching=matching))
+    event = make_event()
+    deep = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+    event.raw = event.line()[:-1] + b',"requestObject":' + deep + b"}"
+    failures: list[tuple[str, str]] = []
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # as the rules loader leaves it in a real process
+    try:
+        if matching is RuleMatching.ALL:
+            with pytest.raises(TooDeep):
+                ruleset.evaluate(event)
+        matches = ruleset.evaluate_each(event, lambda rule, exc: failures.append((rule, type(exc).__name__)))
+    finally:
+        sys.setrecursionlimit(limit)
+    if matching is RuleMatching.FIRST:
+        assert ([m.rule for m in matches], failures) == (["Any create"], [])
+    else:
+        assert [m.rule for m in matches] == ["Any create", "Also by alice"]
+        assert failures == [("Shows the body", "TooDeep")]
