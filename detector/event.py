@@ -114,7 +114,7 @@ class AuditEvent(msgspec.Struct, gc=False):
     timestamp: str | None = None
     raw: bytes = msgspec.field(default=b"", name="__detector_raw__")  # read it with line()
     # Events decoded a block at a time get their line cut out of the block only if asked:
-    # `origin` is any object whose `line(position)` gives it (source.replay.Block).
+    # `origin` is any object whose `line(position)` gives it (source.cutter.Block).
     origin: Any = msgspec.field(default=None, name="__detector_origin__")
     position: int = msgspec.field(default=0, name="__detector_position__")
     parsed_body: Any = msgspec.field(default=None, name="__detector_body__")

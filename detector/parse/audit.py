@@ -68,7 +68,7 @@ def parse_line(line: bytes, on_bad: Callable[[BadInput], None] | None = None) ->
 
 
 class LineBlock(Protocol):
-    """Complete lines left in one buffer (source.replay.Block)."""
+    """Complete lines left in one buffer (source.cutter.Block)."""
 
     ends: list[int]
 
