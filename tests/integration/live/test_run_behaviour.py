@@ -219,3 +219,30 @@ def _peek(proc: subprocess.Popen[bytes]) -> bytes:
 
 
 _PEEKED: dict[int, bytearray] = {}
+
+
+def test_deeply_nested_lines_are_reported_and_the_daemon_goes_on(tmp_path: Path) -> None:
+    """A line nested 100,000 deep (before: a RecursionError that stopped the daemon, and again
+    after every restart, as the same line came back) and a rule reading a body nested 10,000
+    deep are reported at their lines; the events after them still alert."""
+    body_rule = """\
+- rule: Reads The Body
+  desc: its output reads the request body
+  condition: ka.verb = get
+  output: body %jevt.value[/requestObject]
+  priority: INFORMATIONAL
+  source: k8s_audit
+"""
+    detector = Detector(tmp_path, rules=CATCH_ALL + body_rule)
+    detector.start()
+    detector.wait_started()
+    nested = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+    append(detector.log, b'{"kind":"Event","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+           + event_line(1)[:-2] + b',"requestObject":' + nested + b"}\n" + event_line(2))
+    wait_for(lambda: detector.delivered() >= 2, 30, "alerts of the events around the deep lines")
+    assert detector.terminate()[0] == 0
+    # Event 1: its catch-all alert; the body rule failed and was reported. Event 2: both rules.
+    assert sorted(detector.alert_ids()) == ["id-000000001", "id-000000002", "id-000000002"]
+    log = detector.log_text()
+    assert '"reason": "invalid_json"' in log and "nested too deeply" in log
+    assert "rule 'Reads The Body' failed: TooDeep" in log
