@@ -62,6 +62,7 @@ class Engine:
         self.stats = Stats()
         self._lines: Lines | Block | None = None  # the batch being processed, and where in it
         self._index = 0
+        self._item: Location | None = None  # the document item being processed
 
     def report_bad(self, error: BadInput) -> None:
         self.stats.bad[error.reason] += 1
@@ -117,14 +118,16 @@ class Engine:
         except BadInput as error:
             report_item(error)
             return
-        if type(event) is list:
-            self._events(event)
-            return
+        for one in event if type(event) is list else (event,):  # an EventList line: its events
+            self._evaluate(one)  # type: ignore[arg-type]
+
+    def _evaluate(self, event: AuditEvent) -> None:
+        """Evaluate one event and emit its alerts; problems are reported at the current place."""
         self.stats.events += 1
         try:
-            matches = self.ruleset.evaluate(event)  # type: ignore[arg-type]
+            matches = self.ruleset.evaluate(event)
         except Exception:  # one event must never stop the stream: its failing rules are reported
-            matches = self._evaluate_each(event)  # type: ignore[arg-type]
+            matches = self._evaluate_each(event)
         if matches:
             self._alert(matches)
 
@@ -133,20 +136,13 @@ class Engine:
         return self.ruleset.evaluate_each(event, lambda rule, exc: self._report_item(evaluation_error(rule, exc)))
 
     def _report_item(self, error: BadInput) -> None:
-        """Report bad input found in the line being processed, at its place."""
+        """Report bad input found in the line (or document item) being processed, at its place."""
         lines = self._lines
-        if lines is not None:
+        if self._item is not None:
+            error.location = self._item
+        elif lines is not None:
             error.location = Location(lines.path, lines.linenos[self._index])
         self.report_bad(error)
-
-    def process_event(self, event: AuditEvent) -> list[Alert]:
-        """Evaluate one event; returns (and emits) its alerts."""
-        self.stats.events += 1
-        alerts = [self.build(m) for m in self.ruleset.evaluate(event)]
-        for alert in alerts:
-            self.stats.alerts[alert.rule] += 1
-            self.on_alert(alert)
-        return alerts
 
     def _alert(self, matches: Iterable[Match]) -> None:
         for match in matches:
@@ -158,10 +154,6 @@ class Engine:
             self.stats.alerts[alert.rule] += 1
             self.on_alert(alert)
 
-    def _events(self, events: list[AuditEvent]) -> None:
-        for event in events:
-            self.process_event(event)
-
     def _document(self, record: Record) -> None:
         try:
             items = parse_document(record.data)
@@ -170,11 +162,16 @@ class Engine:
             self.report_bad(error)
             return
         for position, item in enumerate(items, start=1):
+            where = Location(record.path, record.lineno, item=f"item {position}")
             if isinstance(item, BadInput):
-                item.location = Location(record.path, record.lineno, item=f"item {position}")
+                item.location = where
                 self.report_bad(item)
-            else:
-                self.process_event(item)
+                continue
+            self._item = where
+            try:
+                self._evaluate(item)
+            finally:
+                self._item = None
 
 
 def evaluation_error(rule: str, exc: Exception) -> BadInput:

@@ -41,6 +41,15 @@ def decode_bounded(decode: Callable[[Any], _T], data: Any) -> _T:
         sys.setrecursionlimit(limit)
 
 
+def json_bytes(value: Any) -> bytes:
+    """`value` as compact JSON: orjson, or msgspec where orjson gives up (nesting past 255
+    levels, integers beyond 64 bits), both valid in what a line held."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return decode_bounded(msgspec.json.encode, value)
+
+
 class UserInfo(msgspec.Struct, gc=False):
     """`user` / `impersonatedUser` of an audit event."""
 

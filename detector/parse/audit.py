@@ -15,7 +15,7 @@ import msgspec
 import orjson
 
 from detector.errors import BadInput
-from detector.event import AuditEvent
+from detector.event import AuditEvent, TooDeep, decode_bounded, json_bytes
 from detector.parse.extract import text_map
 
 _DECODER = msgspec.json.Decoder(AuditEvent)
@@ -117,18 +117,11 @@ def parse_block(block: LineBlock) -> list[AuditEvent | None] | None:
 
 def parse_document(data: bytes) -> list[AuditEvent | BadInput]:
     """Decode a whole JSON document: an Event, an EventList, or an array of those."""
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BadInput("invalid_json", f"invalid JSON document: {exc}") from None
-    return list(_walk(value))
+    return list(_walk(_loads(data, "invalid JSON document")))
 
 
 def _parse_lenient(line: bytes, on_bad: Callable[[BadInput], None] | None) -> AuditEvent | list[AuditEvent]:
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise BadInput("invalid_json", f"invalid JSON: {exc}") from None
+    value = _loads(line, "invalid JSON")
     if isinstance(value, dict) and value.get("kind") == "Event":
         return event_from_dict(value)
     if not isinstance(value, dict | list):
@@ -145,6 +138,19 @@ def _parse_lenient(line: bytes, on_bad: Callable[[BadInput], None] | None) -> Au
         for error in errors:
             on_bad(error)
     return events
+
+
+def _loads(data: bytes, what: str) -> Any:
+    """The JSON value of `data`: orjson, or msgspec (bounded, see decode_bounded) for JSON
+    nested past orjson's 1,024 levels; BadInput (`what`: orjson's reason) if neither can."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        reason = f"{what}: {exc}"
+    try:
+        return decode_bounded(msgspec.json.decode, data)
+    except (msgspec.DecodeError, TooDeep):
+        raise BadInput("invalid_json", reason) from None
 
 
 def _walk(value: Any) -> Any:
@@ -172,7 +178,7 @@ def event_from_dict(value: dict[str, Any]) -> AuditEvent:
     event = msgspec.convert(_coerce(value), AuditEvent)
     _set_groups(event, value)
     event.annotation_values = text_map(value.get("annotations"))
-    event.raw = orjson.dumps(value)
+    event.raw = json_bytes(value)
     event.parsed_body = value
     _check_event(event)
     return event
@@ -243,13 +249,13 @@ def _set_groups(event: AuditEvent, value: dict[str, Any]) -> None:
     for user, key in ((event.user, "user"), (event.impersonatedUser, "impersonatedUser")):
         data = value.get(key)
         if user is not None and isinstance(data, dict) and data.get("groups") is not None:
-            user.groups = msgspec.Raw(orjson.dumps(data["groups"]))
+            user.groups = msgspec.Raw(json_bytes(data["groups"]))
 
 
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    return json_bytes(value).decode()
 
 
 def _opt_text(value: Any) -> str | None:
@@ -263,7 +269,7 @@ def _text_list(value: Any) -> list[str] | None:
 
 
 def _show(kind: Any) -> str:
-    return orjson.dumps(kind).decode() if kind is not None else "missing"
+    return json_bytes(kind).decode()[:200] if kind is not None else "missing"
 
 
 def _short(exc: Exception) -> str:

@@ -11,9 +11,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
-import orjson
 
-from detector.event import AuditEvent
+from detector.event import AuditEvent, json_bytes
 
 Value = str | tuple[str, ...] | None
 MISSING: Any = object()
@@ -24,10 +23,7 @@ def as_text(value: Any) -> str:
     """Falco's rule: strings as their text, any other JSON value as compact JSON."""
     if type(value) is str:
         return value
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # integers beyond 64 bits
-        return str(value)
+    return json_bytes(value).decode()
 
 
 def text_map(value: Any) -> dict[str, str]:

@@ -241,3 +241,34 @@ def test_deeply_nested_json_is_evaluated_or_reported_never_a_crash(detector: Run
     assert f"{log}:2: evaluation_error: rule 'Host Network Pod' {too_deep}" in result.stderr
     assert f"{log}:3: evaluation_error: rule 'Secret Data Shown' {too_deep}" in result.stderr
     assert f"{log}:4: invalid_json: invalid JSON: nested too deeply" in result.stderr
+
+
+def test_documents_and_eventlist_lines_nested_past_orjson_are_still_read(detector: Run, tmp_path: Path) -> None:
+    """A JSON array document, or an EventList line, whose item nests past orjson's 1,024 levels
+    is read whole (msgspec, bounded), as a plain line is; before, the whole input or line was
+    invalid_json. An item deeper than detector decodes still makes it invalid_json, no traceback."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("""\
+- rule: Reads The Body
+  desc: its output reads the request body
+  condition: ka.verb = get
+  output: body %jevt.value[/requestObject/a/a]
+  priority: WARNING
+  source: k8s_audit
+""")
+    deep = _with_request(event(2), b'{"a":' * 2_000 + b"1" + b"}" * 2_000).rstrip(b"\n")
+    document = tmp_path / "events.json"
+    document.write_bytes(b"[" + orjson.dumps(event(1)) + b",\n" + deep + b"]\n")
+    eventlist = tmp_path / "audit.log"
+    eventlist.write_bytes(orjson.dumps(event(3)) + b"\n"
+                          + b'{"kind":"EventList","items":[' + orjson.dumps(event(4)) + b"," + deep + b"]}\n")
+    for path, count in ((document, 2), (eventlist, 3)):
+        result = detector("scan", "--rules", str(rules), str(path))
+        assert result.returncode == 0, result.stderr
+        assert len(alerts(result)) == count, result.stderr
+    too_deep = tmp_path / "deeper.json"
+    too_deep.write_bytes(b"[" + orjson.dumps(event(1)) + b"," + _with_request(event(2), _nested(10_000)) + b"]")
+    result = detector("scan", "--rules", str(rules), str(too_deep))
+    assert result.returncode == 0, result.stderr
+    assert f"{too_deep}:1: invalid_json: invalid JSON document: depth limit exceeded" in result.stderr
+    assert "Traceback" not in result.stderr
