@@ -83,7 +83,7 @@ class Engine:
     def _decoded(self, block: Block, events: list[AuditEvent | None]) -> None:
         """Evaluate the events of a block decoded as a whole; a line it left out (None) goes
         through parse_line, which accepts or reports it exactly as line by line would. The
-        evaluation is written out here as in `_line`, not shared through a call: this loop
+        evaluation is written out here as in `_evaluate`, not shared through a call: this loop
         runs once per event of nearly every log."""
         evaluate, count = self.ruleset.evaluate, 0
         self._lines = block
