@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from detector.alert.build import AlertBuilder, alert_error
+from detector.alert.build import AlertBuilder, build_alerts
 from detector.alert.model import Alert
 from detector.errors import BadInput, Location
 from detector.event import AuditEvent
@@ -145,12 +145,7 @@ class Engine:
         self.report_bad(error)
 
     def _alert(self, matches: Iterable[Match]) -> None:
-        for match in matches:
-            try:
-                alert = self.build(match)
-            except Exception as exc:  # reported, not a crash; and never an alert that skipped redaction
-                self._report_item(alert_error(match, exc))
-                continue
+        for alert in build_alerts(self.build, matches, self._report_item):
             self.stats.alerts[alert.rule] += 1
             self.on_alert(alert)
 

@@ -11,7 +11,7 @@ template did not already render them, under their field names: `ka.user.name`, `
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from detector.alert.model import Alert, alert_from_match
 from detector.alert.redact import redact_alert
@@ -52,6 +52,17 @@ class AlertBuilder:
         return redact_alert(alert, match.event)
 
 
-def alert_error(match: Match, exc: Exception) -> BadInput:
-    """The report for a match whose alert could not be built (it is skipped, never sent as is)."""
-    return BadInput("alert_error", f"alert of rule {match.rule!r} not built: {type(exc).__name__}: {exc}")
+def build_alerts(
+        build: AlertBuilder, matches: Iterable[Match], on_error: Callable[[BadInput], None] | None) -> list[Alert]:
+    """The alerts of `matches`. One that cannot be built is reported to `on_error` and skipped
+    (raised without one): no event may stop scan or the daemon, and no alert goes out that
+    skipped redaction."""
+    alerts = []
+    for match in matches:
+        try:
+            alerts.append(build(match))
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(BadInput("alert_error", f"alert of rule {match.rule!r} not built: {type(exc).__name__}: {exc}"))
+    return alerts

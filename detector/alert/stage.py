@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Protocol
 
-from detector.alert.build import AlertBuilder, alert_error
+from detector.alert.build import AlertBuilder, build_alerts
 from detector.alert.courier import CourierProcess, wants_process
 from detector.alert.dispatch import Dispatcher
 from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
@@ -95,18 +95,8 @@ class Delivery:
         self.stage = AlertStage(outbox, Throttle(settings.throttle), self.dispatcher.notify, on_event)
 
     def alerts_for(self, matches: Sequence[Match], on_error: Callable[[BadInput], None] | None = None) -> list[Alert]:
-        """Delivery-ready alerts (enriched, redacted) for an event's matches. A match whose
-        alert cannot be built is reported to `on_error` and skipped (raised without one): the
-        daemon must not die on one event, nor send an alert that skipped redaction."""
-        alerts = []
-        for match in matches:
-            try:
-                alerts.append(self.build(match))
-            except Exception as exc:
-                if on_error is None:
-                    raise
-                on_error(alert_error(match, exc))
-        return alerts
+        """Delivery-ready alerts (enriched, redacted) for an event's matches (see build_alerts)."""
+        return build_alerts(self.build, matches, on_error)
 
     def submit(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> list[Alert]:
         return self.stage.submit(alerts, state)
