@@ -12,6 +12,7 @@ import pytest
 from detector.event import AuditEvent, TooDeep, decode_bounded
 from detector.parse.audit import event_from_dict, parse_line
 from detector.parse.extract import MISSING, request_value
+from tests.support.deepjson import nested_object, with_request_object
 from tests.unit.eventkit import event_dict
 
 
@@ -49,13 +50,13 @@ def test_request_object_of_an_event_built_from_a_dict_comes_from_its_body() -> N
 
 def with_request(raw_request: bytes) -> AuditEvent:
     event = parsed()
-    event.raw = event.line()[:-1] + b',"requestObject":' + raw_request + b"}"
+    event.raw = with_request_object(event.line(), raw_request)
     return event
 
 
 def test_body_beyond_what_orjson_reads_is_still_decoded() -> None:
     """orjson stops at 1,024 levels of nesting, which is still valid JSON."""
-    deep = with_request(b'{"a":' * 1_500 + b"1" + b"}" * 1_500)
+    deep = with_request(nested_object(1_500))
     assert deep.body()["requestObject"]["a"]["a"]["a"] is not None
     assert request_value(deep, "a", "a") is not MISSING
 
@@ -63,7 +64,7 @@ def test_body_beyond_what_orjson_reads_is_still_decoded() -> None:
 def test_json_deeper_than_detector_decodes_is_a_clear_error_whatever_the_recursion_limit() -> None:
     """Under the rules loader's high recursion limit, msgspec would build objects until the C
     stack overflowed; decoding is bounded, and the limit is restored afterwards."""
-    event = with_request(b'{"a":' * 10_000 + b"1" + b"}" * 10_000)
+    event = with_request(nested_object(10_000))
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20_000)
     try:
@@ -74,4 +75,4 @@ def test_json_deeper_than_detector_decodes_is_a_clear_error_whatever_the_recursi
         assert sys.getrecursionlimit() == 20_000
     finally:
         sys.setrecursionlimit(limit)
-    assert decode_bounded(msgspec.json.decode, b'{"a":' * 3_000 + b"1" + b"}" * 3_000) is not None
+    assert decode_bounded(msgspec.json.decode, nested_object(3_000)) is not None

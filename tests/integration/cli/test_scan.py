@@ -14,6 +14,7 @@ import pytest
 
 from detector.alert.redact import WITHHELD
 from tests.integration.cli.events import RULES, deletion, event, line
+from tests.support.deepjson import nested_object, with_request_object
 
 Run = Callable[..., CompletedProcess[str]]
 
@@ -181,14 +182,9 @@ def test_offline_commands_leave_the_daemon_imports_alone() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def _nested(depth: int) -> bytes:
-    """A JSON value `depth` objects deep."""
-    return b'{"a":' * depth + b"1" + b"}" * depth
-
-
 def _with_request(data: dict[str, object], request: bytes) -> bytes:
     """The event's JSON line with a raw `requestObject` (too deep for a JSON library to build)."""
-    return orjson.dumps(data)[:-1] + b',"requestObject":' + request + b"}\n"
+    return with_request_object(orjson.dumps(data), request) + b"\n"
 
 
 def test_deeply_nested_json_is_evaluated_or_reported_never_a_crash(detector: Run, tmp_path: Path) -> None:
@@ -203,10 +199,10 @@ def test_deeply_nested_json_is_evaluated_or_reported_never_a_crash(detector: Run
                    objectRef={"resource": "secrets", "namespace": "default", "name": "s"})
     log = tmp_path / "audit.log"
     log.write_bytes(
-        _with_request(creates[0], pod_body + b',"x":' + _nested(1_500) + b"}")
-        + _with_request(creates[1], pod_body + b',"x":' + _nested(10_000) + b"}")
-        + _with_request(secret, b'{"kind":"Secret","data":{"k":"c2VjcmV0LXZhbHVl"},"x":' + _nested(10_000) + b"}")
-        + _with_request(event(4), _nested(100_000)))
+        _with_request(creates[0], pod_body + b',"x":' + nested_object(1_500) + b"}")
+        + _with_request(creates[1], pod_body + b',"x":' + nested_object(10_000) + b"}")
+        + _with_request(secret, b'{"kind":"Secret","data":{"k":"c2VjcmV0LXZhbHVl"},"x":' + nested_object(10_000) + b"}")
+        + _with_request(event(4), nested_object(100_000)))
     rules = tmp_path / "rules.yaml"
     rules.write_text("""\
 - rule: Host Network Pod
@@ -256,7 +252,7 @@ def test_documents_and_eventlist_lines_nested_past_orjson_are_still_read(detecto
   priority: WARNING
   source: k8s_audit
 """)
-    deep = _with_request(event(2), b'{"a":' * 2_000 + b"1" + b"}" * 2_000).rstrip(b"\n")
+    deep = _with_request(event(2), nested_object(2_000)).rstrip(b"\n")
     document = tmp_path / "events.json"
     document.write_bytes(b"[" + orjson.dumps(event(1)) + b",\n" + deep + b"]\n")
     eventlist = tmp_path / "audit.log"
@@ -267,7 +263,7 @@ def test_documents_and_eventlist_lines_nested_past_orjson_are_still_read(detecto
         assert result.returncode == 0, result.stderr
         assert len(alerts(result)) == count, result.stderr
     too_deep = tmp_path / "deeper.json"
-    too_deep.write_bytes(b"[" + orjson.dumps(event(1)) + b"," + _with_request(event(2), _nested(10_000)) + b"]")
+    too_deep.write_bytes(b"[" + orjson.dumps(event(1)) + b"," + _with_request(event(2), nested_object(10_000)) + b"]")
     result = detector("scan", "--rules", str(rules), str(too_deep))
     assert result.returncode == 0, result.stderr
     assert f"{too_deep}:1: invalid_json: invalid JSON document: depth limit exceeded" in result.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 
 from tests.integration.live.harness import CATCH_ALL, REPO, STARTED, Detector, event_line, wait_for
+from tests.support.deepjson import nested_object, with_request_object
 from tests.support.lumberjack import Lumberjack
 
 
@@ -236,9 +237,8 @@ def test_deeply_nested_lines_are_reported_and_the_daemon_goes_on(tmp_path: Path)
     detector = Detector(tmp_path, rules=CATCH_ALL + body_rule)
     detector.start()
     detector.wait_started()
-    nested = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
     append(detector.log, b'{"kind":"Event","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
-           + event_line(1)[:-2] + b',"requestObject":' + nested + b"}\n" + event_line(2))
+           + with_request_object(event_line(1).rstrip(b"\n"), nested_object(10_000)) + b"\n" + event_line(2))
     wait_for(lambda: detector.delivered() >= 2, 30, "alerts of the events around the deep lines")
     assert detector.terminate()[0] == 0
     # Event 1: its catch-all alert; the body rule failed and was reported. Event 2: both rules.

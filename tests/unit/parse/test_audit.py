@@ -16,6 +16,7 @@ from detector.event import AuditEvent
 from detector.parse.audit import MAX_BLOCK_LINES, NOT_AN_EVENT, parse_block, parse_document, parse_line
 from detector.parse.fields import FIELDS
 from detector.parse.fieldspec import ArgKind, FieldOptions
+from tests.support.deepjson import nested_object
 from tests.unit.eventkit import DROP, SHARED_DIR, TRACES_DIR, event_dict
 
 AUDIT2RBAC_LOG = SHARED_DIR / "k8s" / "data" / "audit2rbac" / "demo.log"
@@ -354,7 +355,7 @@ def test_parse_block_gives_up_when_values_and_lines_do_not_pair_up() -> None:
 
 @pytest.mark.parametrize("data", [b"{}", b"[1]", b'{"kind":"EventList","items":[{"kind":"Pod"}]}', b"{x", b"7",
                                   line(stageTimestamp="bad"), line(verb=5, auditID=DROP),
-                                  b'{"a":' * 100_000 + b"1" + b"}" * 100_000])
+                                  nested_object(100_000)])
 def test_a_bad_line_leaves_no_reference_cycle(data: bytes) -> None:
     """Reporting a bad line frees everything at once: an exception tied to a frame in a cycle
     would keep the caller's frames (and the block of lines they hold) until a full collection.

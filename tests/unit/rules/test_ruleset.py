@@ -11,6 +11,7 @@ from detector.event import TooDeep
 from detector.rules import ruleset as ruleset_module
 from detector.rules.loader import LoadOptions, check_rules
 from detector.rules.ruleset import RuleMatching, Ruleset
+from tests.support.deepjson import nested_object, with_request_object
 from tests.unit.eventkit import make_event
 
 RULES = """\
@@ -113,8 +114,7 @@ def test_evaluate_each_keeps_the_rules_that_work_when_one_fails(tmp_path: Path, 
     path.write_text(FAILING_RULES, encoding="utf-8")
     ruleset, _ = check_rules([path], LoadOptions(matching=matching))
     event = make_event()
-    deep = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
-    event.raw = event.line()[:-1] + b',"requestObject":' + deep + b"}"
+    event.raw = with_request_object(event.line(), nested_object(10_000))
     failures: list[tuple[str, str]] = []
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20_000)  # as the rules loader leaves it in a real process
