@@ -16,6 +16,10 @@ soak        2,000 events/s for --soak-seconds; VmRSS every second: start/mid/end
             Baseline: the `tail -F` follower's RSS, on the same log at the same time.
 delivery    --events at --rate with 2% probes = 1,000 alerts/s to a webhook on 127.0.0.1 (its own
             process): events/s with vs without the webhook output, and match -> delivered latency.
+alerts      2,000 events/s for --seconds with 20, 200 and 2,000 (every event: the storm) probe
+            alerts/s to stdout (--alert-output): CPU of the detector's whole process tree, p50/p99
+            write -> alert, peak RSS, lag when the writing ended. Baselines: the same stream
+            without the probe rule (no alerts), and the `tail -F` follower.
 
 See bench/README.md for the targets and how each number is taken.
 """
@@ -40,6 +44,8 @@ from liverun import (
     PACED_RATE,
     PROBE_EVERY,
     SHIPPED_RULES,
+    AlertPlan,
+    AlertResult,
     Context,
     LivePlan,
     LiveResult,
@@ -47,6 +53,7 @@ from liverun import (
     PacedResult,
     Simple,
     Verdict,
+    alert_run,
     drain,
     events,
     fmt_rate,
@@ -64,7 +71,9 @@ TARGET_RSS_MB = 60.0
 TARGET_FLAT_MB_PER_MIN = 0.1  # RSS slope over the second half of the soak
 TARGET_DELIVERY_DROP = 0.10
 TARGET_DELIVERY_P99_MS = 50.0
-SCENARIOS = ("latency", "throughput", "soak", "delivery")
+TARGET_ALERTS_PER_S = 200  # the alert rate at which the CPU, p99 and RSS targets apply
+ALERT_RATES = (20, 200, 2_000)  # 2,000: every event alerts (the storm)
+SCENARIOS = ("latency", "throughput", "soak", "delivery", "alerts")
 
 
 # -------------------------------------------------------------------------------- 1. latency
@@ -314,6 +323,73 @@ def print_delivery_table(results: list[LiveResult]) -> None:
             print(f"    detector log: {note[:200]}")
 
 
+# --------------------------------------------------------------------------------- 5. alerts
+
+
+def scenario_alerts(ctx: Context) -> None:
+    seconds, output = ctx.args.seconds, ctx.args.alert_output
+    rates = ctx.args.alert_rates
+    print(f"\n== alerts: {PACED_RATE:,} events/s for {seconds:g} s, {', '.join(f'{r:,.0f}' for r in rates)} probe "
+          f"alerts/s to {output}{f' (dispatch: {ctx.args.dispatch})' if ctx.args.dispatch else ''}, lumberjack "
+          f"1 MB / 10 backups / gzip; load before: {load_average()}", flush=True)
+    tail = paced_run(ctx, "tail", seconds)[0]
+    every = [max(1, round(PACED_RATE / rate)) for rate in rates]
+    quiet_every = every[rates.index(TARGET_ALERTS_PER_S)] if TARGET_ALERTS_PER_S in rates else every[0]
+    plans = [AlertPlan(f"detector, no alerts (1 in {quiet_every} a probe)", 0, quiet_every, rule=False,
+                       output=output)]
+    plans += [AlertPlan(f"detector, {PACED_RATE / n:,.0f} alerts/s", PACED_RATE / n, n, output=output)
+              for n in every]
+    results = [alert_run(ctx, plan, seconds) for plan in plans]
+    print_alerts_table(tail, results)
+    for r in results[1:]:
+        rate = r.plan.alerts_per_s
+        name = f"@{rate:,.0f}/s"
+        kept = r.lag_end <= PACED_RATE * 0.5 and r.behind_end <= max(rate * 0.5, 1) and r.latency.missing == 0
+        if rate == TARGET_ALERTS_PER_S:
+            cpu, p99 = r.cpu.percent, r.latency.p(0.99)
+            ctx.verdicts.append(Verdict("alerts", f"{name}: tree CPU <= {TARGET_CPU_PERCENT:g}% of a core",
+                                        f"{cpu:.1f}% ({r.processes} process{'es' if r.processes > 1 else ''})",
+                                        f"no alerts {results[0].cpu.percent:.1f}%, tail {tail.cpu.percent:.1f}%",
+                                        cpu <= TARGET_CPU_PERCENT, r.load))
+            ctx.verdicts.append(Verdict("alerts", f"{name}: p99 write->alert <= {TARGET_P99_MS:g} ms",
+                                        f"{p99:.2f} ms ({r.latency.missing} missing)",
+                                        f"tail {tail.latency.p(0.99):.2f} ms",
+                                        p99 <= TARGET_P99_MS and r.latency.missing == 0, r.load))
+            ctx.verdicts.append(Verdict("alerts", f"{name}: peak RSS <= {TARGET_RSS_MB:g} MB", f"{r.rss_peak:.1f} MB",
+                                        f"no alerts {results[0].rss_peak:.1f} MB", r.rss_peak <= TARGET_RSS_MB, r.load))
+        if rate >= PACED_RATE:
+            ctx.verdicts.append(Verdict(
+                "alerts", f"{name} (storm): kept up", f"lag {r.lag_end:,.0f} ev, {r.behind_end:,} alerts behind",
+                f"p99 {r.latency.p(0.99):.1f} ms, {r.latency.missing} missing", kept, r.load))
+
+
+def print_alerts_table(tail: PacedResult, results: list[AlertResult]) -> None:
+    header = (f"{'row':<40} {'alerts':>7} {'missing':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>8} "
+              f"{'CPU %':>6} {'us/alert':>8} {'runq %':>6} {'RSS MB':>6} {'lag mid':>7} {'lag end':>7} "
+              f"{'behind':>6} {'drain s':>7}  load 1/5/15 at end")
+    print(header)
+    print("-" * len(header))
+    print(f"{'baseline: tail -F in Python':<40} {tail.latency.cells()} {tail.cpu.percent:>6.1f} {'-':>8} "
+          f"{tail.cpu.runq_percent:>6.1f} {tail.rss_peak:>6.1f} {'-':>7} {'-':>7} {'-':>6} {'-':>7}  {tail.load}")
+    quiet = results[0].cpu.percent
+    for r in results:
+        rate = r.plan.alerts_per_s
+        per_alert = f"{(r.cpu.percent - quiet) / 100 / rate * 1e6:>8.0f}" if rate else f"{'-':>8}"
+        cells = r.latency.cells() if r.plan.rule else f"{'-':>7} {'-':>7} {'-':>7} {'-':>7} {'-':>7} {'-':>8}"
+        label = r.label + (f" [{r.processes} procs]" if r.processes > 1 else "")
+        print(f"{label:<40} {cells} {r.cpu.percent:>6.1f} {per_alert} {r.cpu.runq_percent:>6.1f} "
+              f"{r.rss_peak:>6.1f} {r.lag_mid:>7,.0f} {r.lag_end:>7,.0f} {r.behind_end:>6,} {r.drained:>7.2f}"
+              f"  {r.load}")
+        if r.latency.worst:
+            print(f"    slowest: {r.latency.slowest()}")
+        for note in r.notes:
+            print(f"    detector log: {note[:200]}")
+    w = results[-1].written
+    print(f"  written: {w.count:,} events per row at {fmt_rate(w.rate)}/s; writer (bench process) CPU "
+          f"{100 * w.cpu / w.seconds:.0f}% of a core. CPU % is the detector's process tree; us/alert = "
+          "(CPU % - the no-alerts row's) / alerts/s")
+
+
 # ------------------------------------------------------------------------------------ the report
 
 
@@ -350,6 +426,16 @@ def parse_only(text: str) -> list[str]:
     return names
 
 
+def parse_rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(r) for r in text.split(",") if r.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of rates: {text!r}") from None
+    if not rates or any(r <= 0 or r > PACED_RATE for r in rates):
+        raise argparse.ArgumentTypeError(f"rates must be in (0, {PACED_RATE}]")
+    return rates
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=parse_only, default=list(SCENARIOS), help="e.g. latency,soak (default all)")
@@ -361,6 +447,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="events/s of the throughput and delivery runs (default 50,000; 0: as fast as possible)")
     parser.add_argument("--alerts-per-s", type=float, default=1_000.0,
                         help="probe alerts/s of the delivery runs (default 1,000: 1 event in rate/1,000)")
+    parser.add_argument("--alert-rates", type=parse_rates, default=ALERT_RATES,
+                        help="probe alerts/s of the alerts scenario (default 20,200,2000)")
+    parser.add_argument("--alert-output", choices=("stdout", "file"), default="stdout",
+                        help="the output of the alerts scenario's probe alerts (default stdout, into a file)")
+    parser.add_argument("--dispatch", choices=("thread", "process"),
+                        help="set the detector's outbox.dispatch in the alerts scenario (default: its own, auto)")
     parser.add_argument("--file", type=Path, help="pre-generated events (default bench/out/audit-<events>.log)")
     parser.add_argument("--src", type=Path, default=REPO,
                         help="run `python -m detector` from this tree (default: the repository; e.g. a patched copy)")
@@ -377,7 +469,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 RUNNERS: dict[str, Callable[[Context], None]] = {
     "latency": scenario_latency, "throughput": scenario_throughput, "soak": scenario_soak,
-    "delivery": scenario_delivery,
+    "delivery": scenario_delivery, "alerts": scenario_alerts,
 }
 
 

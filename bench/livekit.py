@@ -67,10 +67,10 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: list[str], stderr: Path | None = None, cwd: Path = REPO) -> subprocess.Popen[bytes]:
-        with open(stderr or os.devnull, "ab") as err:
-            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=err)
+    def start(self, argv: list[str], stderr: Path | None = None, cwd: Path = REPO,
+              stdout: Path | None = None) -> subprocess.Popen[bytes]:
+        with open(stderr or os.devnull, "ab") as err, open(stdout or os.devnull, "ab") as out:
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         self.procs.append(proc)
         return proc
 
@@ -172,6 +172,75 @@ class CpuMeter:
     @property
     def runq_percent(self) -> float:
         return 100.0 * self.delay / self.wall if self.wall > 0 else 0.0
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (the detector and its delivery child, if any)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid`, of its live descendants, and of its children that it has reaped
+    (cutime + cstime: a delivery child restarted during the run still counts)."""
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            if member == pid:
+                total += int(fields[13]) + int(fields[14])
+    return total / CLOCK_TICKS
+
+
+class TreeCpuMeter(CpuMeter):
+    """`CpuMeter` of a whole process tree: the detector and its delivery child together."""
+
+    def start(self) -> None:
+        self.cpu0, self.delay0, self.t0 = tree_cpu_seconds(self.pid), run_delay(self.pid), time.monotonic()
+
+    def stop(self) -> None:
+        self.cpu, self.wall = tree_cpu_seconds(self.pid) - self.cpu0, time.monotonic() - self.t0
+        self.delay = run_delay(self.pid) - self.delay0
+
+
+class TreeRssSampler(threading.Thread):
+    """VmRSS of a process tree every `interval` seconds, summed; `peak` is the largest sum, or
+    the root's own VmHWM if larger (a peak between two samples)."""
+
+    def __init__(self, pid: int, interval: float = 1.0) -> None:
+        super().__init__(name="tree-rss-sampler", daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak = 0.0
+        self.members = 1
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            total = 0.0
+            members = process_tree(self.pid)
+            for member in members:
+                with contextlib.suppress(OSError, KeyError):
+                    rss, hwm = rss_mb(member)
+                    total += rss
+                    if member == self.pid:
+                        self.peak = max(self.peak, hwm)
+            self.peak = max(self.peak, total)
+            self.members = max(self.members, len(members))
+            self.done.wait(self.interval)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
 
 
 class RssSampler(threading.Thread):
@@ -358,9 +427,10 @@ class Detector:
         self.config.write_text(yaml.safe_dump(config))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, children: Children, timeout: float = 60.0) -> int:
+    def start(self, children: Children, timeout: float = 60.0, stdout: Path | None = None) -> int:
+        """Start it (its standard output to `stdout`, else nowhere) and wait for "started"."""
         self.proc = children.start([python(), "-m", "detector", "run", "--config", str(self.config)],
-                                   stderr=self.stderr, cwd=self.src)
+                                   stderr=self.stderr, cwd=self.src, stdout=stdout)
         wait_until(self._started, timeout, "detector run to start")
         return self.proc.pid
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from livekit import (
+    PROBE_RULE,
     PROBE_RULES_YAML,
     REPO,
     Children,
@@ -24,6 +25,8 @@ from livekit import (
     GoWriter,
     Pacer,
     RssSampler,
+    TreeCpuMeter,
+    TreeRssSampler,
     Writer,
     cycle_lines,
     load_average,
@@ -406,3 +409,98 @@ class Simple:
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+# ------------------------------------------------------------------------- alert rates (storm)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPlan:
+    """One `detector run` at PACED_RATE events/s of which `alerts_per_s` are probes that alert."""
+
+    label: str
+    alerts_per_s: float
+    probe_every: int  # 1 in `probe_every` events is a probe
+    rule: bool = True  # False: the probe rule is not loaded (same stream, no alerts)
+    output: str = "stdout"  # stdout (the detector's standard output goes to the watched file) | file
+
+
+@dataclass(slots=True)
+class AlertResult:
+    label: str
+    plan: AlertPlan
+    latency: Latency
+    cpu: TreeCpuMeter
+    written: Written
+    load: str
+    rss_peak: float = 0.0
+    processes: int = 1  # the detector, plus its delivery child if it has one
+    lag_mid: float = 0.0  # events written - evaluated when half the events were written
+    lag_end: float = 0.0  # ... when all were written
+    behind_end: int = 0  # probe alerts written - seen when all were written
+    drained: float = 0.0  # s from the last write until the last probe was seen (nan: some never)
+    notes: list[str] = field(default_factory=list)
+
+
+def alert_outputs(plan: AlertPlan, alerts: Path) -> list[dict[str, Any]]:
+    """One output, for the probe alerts only: the shipped rules' alerts are built and routed nowhere,
+    so the alert rate is exactly the probe rate."""
+    if plan.output == "file":
+        return [{"name": "file", "type": "file", "path": str(alerts), "fsync": False, "include_rules": [PROBE_RULE]}]
+    return [{"name": "stdout", "type": "stdout", "include_rules": [PROBE_RULE]}]
+
+
+def alert_run(ctx: Context, plan: AlertPlan, seconds: float) -> AlertResult:
+    root = ctx.scenario_dir("alerts")
+    try:
+        with ctx.children.scope():
+            alerts = root / "alerts" / "alerts.jsonl"
+            rules = [SHIPPED_RULES, str(root / "probe.yaml")] if plan.rule else [SHIPPED_RULES]
+            outbox: dict[str, Any] = {}
+            if ctx.args.outbox_sync:
+                outbox["synchronous"] = ctx.args.outbox_sync
+            if ctx.args.dispatch:
+                outbox["dispatch"] = ctx.args.dispatch
+            detector = Detector(root, rules, alert_outputs(plan, alerts), ctx.args.src,
+                                {"outbox": outbox} if outbox else None)
+            detector.start(ctx.children, stdout=alerts if plan.output == "stdout" else None)
+            results = root / "results" / "seen.log"
+            start_observer(ctx, alerts, results)
+            return measure_alerts(ctx, root, plan, detector, seconds=seconds, results=results)
+    finally:
+        ctx.cleanup(root)
+
+
+def measure_alerts(ctx: Context, root: Path, plan: AlertPlan, detector: Detector, *, seconds: float,
+                   results: Path) -> AlertResult:
+    assert detector.proc is not None
+    pid = detector.proc.pid
+    count = int(PACED_RATE * seconds)
+    sampler, cpu = TreeRssSampler(pid), TreeCpuMeter(pid)
+    writer = make_writer(ctx.args.writer, root / "log" / "audit.log")
+    marks: dict[int, tuple[float, int]] = {}  # written -> (events behind, probes behind)
+    stream = events(ctx.source, plan.probe_every)
+
+    def milestone(n: int) -> None:
+        writer.flush()
+        evaluated = detector.metrics().get("detector_events_total", 0.0)
+        marks[n] = (n - evaluated, math.ceil(n / plan.probe_every) - len(read_times(results)))
+
+    sampler.start()
+    cpu.start()
+    written = write_paced(writer, stream, PACED_RATE, count, milestone)
+    cpu.stop()
+    load = load_average()
+    writer.close()
+    probes = written.probes
+    wait_for_probes(results, probes if plan.rule else {}, timeout=10.0)
+    ordered = sorted(marks)  # 25, 50, 75, 100%
+    sampler.stop()
+    seen = read_times(results)
+    latency = Latency.of(probes, seen) if plan.rule else Latency([], 0)
+    (lag_mid, _), (lag_end, behind_end) = marks[ordered[1]], marks[ordered[-1]]
+    last_seen = max(seen.values(), default=math.nan)
+    drained = last_seen - written.ended if plan.rule and not latency.missing else math.nan
+    return AlertResult(plan.label, plan, latency, cpu, written, load, sampler.peak, sampler.members, lag_mid,
+                       lag_end, behind_end if plan.rule else 0, max(drained, 0.0),
+                       detector.warnings()[:5])
