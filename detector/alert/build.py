@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable
 
-from detector.alert.model import Alert, alert_from_match
+from detector.alert.model import Alert, alert_from_match, time_in_range
 from detector.alert.redact import redact_alert
 from detector.errors import BadInput
 from detector.event import AuditEvent
@@ -56,13 +56,27 @@ def build_alerts(
         build: AlertBuilder, matches: Iterable[Match], on_error: Callable[[BadInput], None] | None) -> list[Alert]:
     """The alerts of `matches`. One that cannot be built is reported to `on_error` and skipped
     (raised without one): no event may stop scan or the daemon, and no alert goes out that
-    skipped redaction."""
-    alerts = []
+    skipped redaction. Alerts whose time had to be clamped (see alert.model.time_in_range) go
+    out, and are reported once, naming their rules."""
+    alerts, clamped = [], []
     for match in matches:
+        if on_error is not None and not time_in_range(match.event):
+            clamped.append(match)
         try:
             alerts.append(build(match))
         except Exception as exc:
             if on_error is None:
                 raise
             on_error(BadInput("alert_error", f"alert of rule {match.rule!r} not built: {type(exc).__name__}: {exc}"))
+    if clamped and on_error is not None:
+        on_error(_clamped(clamped))
     return alerts
+
+
+def _clamped(matches: list[Match]) -> BadInput:
+    """The report of alerts sent with their time clamped (one per event, naming its rules)."""
+    rules = ", ".join(repr(match.rule) for match in matches)
+    which = f"the alert of rule {rules} carries" if len(matches) == 1 else f"the alerts of rules {rules} carry"
+    stamp = matches[0].event.stageTimestamp
+    return BadInput("time_out_of_range", f"stageTimestamp {stamp!r} is outside what an alert's evt.time holds "
+                    f"(1677-09-21 to 2262-04-11): {which} the nearest time")

@@ -15,7 +15,8 @@ from typing import Any
 
 import msgspec
 
-from detector.parse.extract import epoch_nanos
+from detector.event import AuditEvent
+from detector.parse.extract import NANOS_MAX, NANOS_MIN, epoch_nanos
 from detector.rules.model import FieldValue, Match
 
 _ID_NAMESPACE = uuid.UUID("6d1f0a7e-3c2b-5e4f-9a8b-7c6d5e4f3a2b")
@@ -76,12 +77,24 @@ def alert_id(rule: str, audit_id: str, stage: str) -> str:
 _ID_PREFIX = _ID_NAMESPACE.bytes
 
 
+def event_nanos(event: AuditEvent) -> int:
+    """The event's stage time in nanoseconds since the epoch, unclamped (0 if it has none)."""
+    return epoch_nanos(event.stageTimestamp or "", event.time) if event.time is not None else 0
+
+
+def time_in_range(event: AuditEvent) -> bool:
+    """Whether an alert's `evt.time` (parse.extract.NANOS_MIN..NANOS_MAX) holds the event's
+    stage time; alert_from_match clamps one that does not to the nearest bound."""
+    return NANOS_MIN <= event_nanos(event) <= NANOS_MAX
+
+
 def alert_from_match(match: Match, hostname: str) -> Alert:
-    """Build the alert for a match (Falco's text line is `<evt.time>: <Priority> <output>`)."""
+    """Build the alert for a match (Falco's text line is `<evt.time>: <Priority> <output>`).
+    A stage time outside `evt.time`'s range is clamped to it (see time_in_range)."""
     event = match.event
     audit_id = event.auditID or ""
     stage = event.stage or ""
-    nanos = epoch_nanos(event.stageTimestamp or "", event.time) if event.time is not None else 0
+    nanos = min(max(event_nanos(event), NANOS_MIN), NANOS_MAX)
     seconds, fraction = divmod(nanos, 1_000_000_000)
     fields: dict[str, FieldValue | int] = {"evt.time": nanos, **match.output_fields}
     label = match.priority.label

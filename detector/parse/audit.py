@@ -211,7 +211,8 @@ def parse_timestamp(text: str | None) -> datetime:
     if len(text) < 20 or text[10] not in "Tt":
         raise BadInput("bad_timestamp", f"stageTimestamp {text!r} is not RFC 3339")
     try:
-        parsed = datetime.fromisoformat(text)
+        # RFC 3339 allows a lowercase "t" and "z", which fromisoformat refuses.
+        parsed = datetime.fromisoformat(text.upper() if text.isascii() else text)
     except ValueError:
         raise BadInput("bad_timestamp", f"stageTimestamp {text!r} is not RFC 3339") from None
     if parsed.tzinfo is None:

@@ -137,6 +137,18 @@ def epoch_nanos(timestamp: str, parsed: datetime) -> int:
     return seconds * 1_000_000_000 + int((digits + "000000000")[:9])
 
 
+# Time fields and alerts hold a time as a signed 64-bit count of nanoseconds (Falco's, and what
+# orjson and msgspec encode): 1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z.
+NANOS_MIN = -(1 << 63)
+NANOS_MAX = (1 << 63) - 1
+
+
+def clamped_nanos(timestamp: str, parsed: datetime) -> int:
+    """`epoch_nanos`, clamped to the range a time field or an alert holds (RFC 3339 allows years
+    0001 to 9999, and a zone offset may move them past either end)."""
+    return min(max(epoch_nanos(timestamp, parsed), NANOS_MIN), NANOS_MAX)
+
+
 _FRACTION = re.compile(r"\.(\d*)")
 _SECONDS: dict[str, int] = {}
 # Events come in time order, so a few minutes of seconds are plenty. A bigger memo keeps

@@ -8,9 +8,10 @@ marked "detector:" in their descriptions.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import jmespath
@@ -25,6 +26,7 @@ from detector.parse.extract import (
     MISSING,
     Value,
     as_text,
+    clamped_nanos,
     epoch_nanos,
     epoch_seconds,
     get_path,
@@ -450,21 +452,24 @@ def _jmes_values(arg: Any, _opts: FieldOptions) -> Extractor:
 def _time_iso(ev: AuditEvent) -> Value:
     if ev.time is None or ev.stageTimestamp is None:
         return None
-    nanos = epoch_nanos(ev.stageTimestamp, ev.time) % 1_000_000_000
-    return ev.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+    seconds, nanos = divmod(clamped_nanos(ev.stageTimestamp, ev.time), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
 
 
+# The local-time fields format the clamped nanoseconds, as the alert's own time does: a stage
+# time in year 0001 or 9999 with a zone offset has no datetime in UTC or the local zone.
 def _time_local(ev: AuditEvent) -> Value:
     if ev.time is None or ev.stageTimestamp is None:
         return None
-    nanos = epoch_nanos(ev.stageTimestamp, ev.time) % 1_000_000_000
-    return ev.time.astimezone().strftime("%H:%M:%S") + f".{nanos:09d}"
+    seconds, nanos = divmod(clamped_nanos(ev.stageTimestamp, ev.time), 1_000_000_000)
+    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{nanos:09d}"
 
 
 def _datetime_local(ev: AuditEvent) -> Value:
-    if ev.time is None:
+    if ev.time is None or ev.stageTimestamp is None:
         return None
-    return ev.time.astimezone().strftime("%Y-%m-%d ") + str(_time_local(ev))
+    seconds, nanos = divmod(clamped_nanos(ev.stageTimestamp, ev.time), 1_000_000_000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{nanos:09d}"
 
 
 def _hostname(_ev: AuditEvent) -> Value:
