@@ -3,17 +3,25 @@
 `audit.log` is rotated to `audit-2006-01-02T15-04-05.000.log` (UTC rotation time, which sorts
 as text), then maybe compressed in place to `audit-<ts>.log.gz` (the `.log` is removed once the
 `.gz` is complete) and pruned oldest first by count and age. See shared/k8s/lumberjack.md §4, §6.
+
+A name tells when its file ended, never when it began. The file that replaced it began at that
+same moment with the event that triggered the rotation, stamped just before it was written; so
+`follows(stamp, head)` can tell "the file right after the one rotated at `stamp`" from a later
+one by the `stageTimestamp` of its first line (the one place the source layer reads into a
+line: one top-level key of one line, and only when a resume needs the proof).
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import stat
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from detector.source.position import FileIdentity, fingerprint
 
@@ -22,6 +30,8 @@ STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S.%f"  # Go's "2006-01-02T15-04-05.000" (the reg
 _STAMP = r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{3})"
 GZ_ERRORS = (OSError, EOFError, zlib.error)  # gzip reports corruption with all three
 _MAX_READS = 8  # directory reads until two agree (a rotation takes microseconds; a read of 1000 names ~1 ms)
+_STAMP_GRAIN = timedelta(milliseconds=1)  # a name's stamp is the rotation time cut to the millisecond
+FIRST_LINE_BYTES = 1 << 16  # read this much for a first line, then up to the line limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,3 +191,56 @@ def find_backup(backups: list[Backup], identity: FileIdentity) -> tuple[Backup, 
                 identity, read_gz_head(backup.gz, identity.fingerprint_len)):
             match = backup, True
     return match
+
+
+def stamp_time(stamp: str) -> datetime:
+    """The rotation time (UTC) a backup stamp stands for, cut to the millisecond as in the name."""
+    return datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=UTC)
+
+
+def first_event_time(head: bytes) -> datetime | None:
+    """The `stageTimestamp` of the audit event on the first line of `head`, or None if that line
+    is incomplete, not a JSON object or has no timezone-aware `stageTimestamp` (legacy format)."""
+    end = head.find(b"\n")
+    if end < 0:
+        return None
+    try:
+        doc = json.loads(head[:end])
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError), or nested too deep
+        return None
+    value = doc.get("stageTimestamp") if isinstance(doc, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when.astimezone(UTC) if when.tzinfo is not None else None
+
+
+def follows(stamp: str, first: datetime | None) -> bool:
+    """Whether a file whose first event is stamped `first` began when the file stamped `stamp`
+    was rotated, i.e. is the very next file: that first event was stamped before the rotation
+    (it triggered it). A later file begins with an event stamped after the next rotation. The
+    one way to be fooled is an event held back longer than a whole file takes to fill."""
+    return first is not None and first < stamp_time(stamp) + _STAMP_GRAIN
+
+
+def first_line(read: Callable[[int], bytes | None], limit: int) -> bytes:
+    """The first bytes of a file up to and including its first newline if that is within
+    `limit` bytes (else what was read): `read(size)` returns its first `size` bytes."""
+    head = read(min(FIRST_LINE_BYTES, limit)) or b""
+    if b"\n" not in head and len(head) < limit and len(head) == min(FIRST_LINE_BYTES, limit):
+        head = read(limit) or b""
+    return head
+
+
+def backup_first_line(backup: Backup, limit: int) -> bytes:
+    """The first line of a backup: from its `.log` while there is one, else from its `.gz`."""
+    if backup.log is not None:
+        log = backup.log
+        head = first_line(lambda size: read_head(log, size), limit)
+        if head:
+            return head
+    gz = backup.gz or f"{backup.log}{GZ_SUFFIX}"  # the .log may have been compressed since the listing
+    return first_line(lambda size: read_gz_head(gz, size), limit)

@@ -14,6 +14,8 @@ pruned. The follower therefore:
 * resumes from a `Position`: the same file at the path (same inode *and* fingerprint: inodes
   are reused), else the backup holding it (`.log` by inode and fingerprint, `.log.gz` by the
   fingerprint of its decompressed first bytes), then the newer backups, then the live file;
+  if that file is gone, it is silent about the files after it only when the first one left is
+  provably the next (`backups.follows`), else it reports `gap_possible`;
 * returns a line only once its newline has arrived (see `lines.LineSplitter`).
 
 After a rotated file is finished the order is always: listed backups (by name), then the file
@@ -30,6 +32,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Literal
 
 from detector.errors import BadInput, Location
@@ -38,10 +41,15 @@ from detector.source.backups import (
     GZ_SUFFIX,
     Backup,
     BackupNames,
+    backup_first_line,
     find_backup,
+    first_event_time,
+    first_line,
+    follows,
     is_match,
     read_gz_head,
     read_head,
+    stamp_time,
 )
 from detector.source.lines import Line, LineSplitter
 from detector.source.openfile import BLOCK_BYTES, OpenFile
@@ -62,9 +70,13 @@ EVENTS = (
     "file_truncated",  # path, offset, size, bytes_lost (a lower bound), rewritten (grown again past us)
     "backup_resumed",  # path, offset, compressed: the saved position was found in a backup
     "backup_opened",  # path, compressed: a backup newer than the last file read, read in full
-    "resume_file_finished",  # path, identity: the checkpointed file was read to its end, then pruned
+    "resume_file_finished",  # path, identity, next: the checkpointed file was read to its end, then pruned
     "data_lost",  # path, identity, bytes_lost (None if unknown), reason (see _lose callers)
-    "gap_possible",  # path, identity, backups_left: a rotated file was pruned before we noticed: we lag
+    # path, identity, backups_left, reason: files may have been pruned unseen. "held_file_pruned": a
+    # rotated file was pruned before we noticed (we lag); "resume_file_pruned": the checkpointed
+    # file is gone and the first file left is not provably the next one (plus checkpoint,
+    # rotated_at, next, next_first_event: see Follower._resume_gap)
+    "gap_possible",
     "file_missing",  # path
     "file_appeared",  # path (read from its beginning)
     "torn_line",  # path, bytes: a file ended inside a line (also sent to on_bad)
@@ -107,6 +119,7 @@ class Follower:
         self._on_bad = on_bad
         self._event = on_event or _ignore
         self._splitter = LineSplitter(max_line_bytes, on_bad)
+        self._max_line = max_line_bytes
         self._cur: OpenFile | None = None
         self._next: OpenFile | None = None  # the file at the path at our last look, held for after the queue
         self._queue: list[Backup] = []  # backups to read in full, oldest first
@@ -240,15 +253,42 @@ class Follower:
                 return
         # Gone (pruned, or not a lumberjack backup). Pruning removes the oldest first, so every
         # backup still here is newer than it, unless its own name tells its stamp.
-        stamp = self._stamp_of(pos.path)
-        if pos.offset == 0 and stamp is not None:
-            stamp = _just_before(stamp)  # nothing was read from it: a backup of that name is read whole
+        own = self._stamp_of(pos.path)
+        stamp = own
+        if pos.offset == 0 and own is not None:
+            stamp = _just_before(own)  # nothing was read from it: a backup of that name is read whole
         self._plan(backups, stamp, live)
         self._mark = stamp
+        name, name_stamp, first = self._first_left()
+        whole = own is not None and name_stamp == own  # unrecognised, but here by name: read whole
         if pos.complete:
-            self._event("resume_file_finished", {"path": pos.path, "identity": str(ident)})
-        elif pos.offset:
+            self._event("resume_file_finished", {"path": pos.path, "identity": str(ident), "next": name})
+        elif (pos.offset or ident.fingerprint_len) and not whole:  # offset 0: it had bytes we never read
             self._lose(pos.path, str(ident), None, "resume_file_gone")
+        if not whole and (own is None or not follows(own, first)):
+            self._resume_gap(pos, own, name, first)
+
+    def _first_left(self) -> tuple[str | None, str | None, datetime | None]:
+        """The file a resume reads first: its name, backup stamp (None for the live file) and the
+        time of its first event (None if unknown); all None when there is no file."""
+        if self._queue:
+            backup = self._queue[0]
+            return backup.name, backup.stamp, first_event_time(backup_first_line(backup, self._max_line))
+        if self._next is not None:
+            held = self._next
+            return held.path, None, first_event_time(first_line(held.read_head, self._max_line))
+        return None, None, None
+
+    def _resume_gap(self, pos: Position, own: str | None, name: str | None, first: datetime | None) -> None:
+        """The checkpointed file is gone and nothing proves that the first file left came right
+        after it: files in between may have been pruned unseen. The fields bound the window:
+        from the checkpointed file's rotation (None if it was still live when checkpointed) to
+        the first event of the first file left."""
+        self._event("gap_possible", {
+            "path": self._path, "identity": str(pos.identity), "backups_left": len(self._queue),
+            "reason": "resume_file_pruned", "checkpoint": pos.path,
+            "rotated_at": _utc(stamp_time(own)) if own is not None else None,
+            "next": name, "next_first_event": _utc(first) if first is not None else None})
 
     def _find_resumed(self, ident: FileIdentity) -> tuple[list[Backup], tuple[Backup, bool] | None]:
         """The backups and the one that is the checkpointed file. Looked for a few times before
@@ -434,7 +474,8 @@ class Follower:
             # Pruned before we saw it rotated: we hold it, but files made after it may have been
             # pruned unseen too (lumberjack prunes oldest first). We were at least MaxBackups behind.
             self._event("gap_possible", {
-                "path": self._path, "identity": str(f.identity()), "backups_left": len(backups)})
+                "path": self._path, "identity": str(f.identity()), "backups_left": len(backups),
+                "reason": "held_file_pruned"})
         self._check_expected(backups, held)
         self._plan(backups, f.stamp or self._mark, held)
 
@@ -576,3 +617,8 @@ def _stat(path: str) -> os.stat_result | None:
 def _just_before(stamp: str) -> str:
     """The greatest text below `stamp` among same-format stamps (its last digit decremented)."""
     return stamp[:-1] + chr(ord(stamp[-1]) - 1)
+
+
+def _utc(when: datetime) -> str:
+    """`when` as the audit log writes times (RFC 3339, microseconds, Z)."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -499,7 +499,8 @@ def test_resume_after_a_file_read_to_its_end_was_pruned_reports_no_loss(tmp_path
     rec = Recorder()
     assert data(drain(follow(path, rec, resume=Position.from_bytes(saved.to_bytes())))) == numbered(12, 39)
     assert "data_lost" not in rec.names()
-    assert rec.fields("resume_file_finished") == [{"path": saved.path, "identity": str(saved.identity)}]
+    assert rec.fields("resume_file_finished") == [
+        {"path": saved.path, "identity": str(saved.identity), "next": backups_of(path)[0]}]
 
 
 def test_backup_pruned_during_catch_up_is_reported_with_its_size(tmp_path: Path) -> None:
