@@ -224,3 +224,25 @@ def test_follows_accepts_a_first_event_up_to_the_end_of_the_stamp_millisecond() 
     assert follows(stamp, datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC))
     assert not follows(stamp, datetime(2026, 11, 22, 10, 0, 0, 6000, tzinfo=UTC))
     assert not follows(stamp, None)
+
+
+def test_resume_from_the_start_of_a_file_since_pruned_reports_its_bytes_lost(tmp_path: Path) -> None:
+    """Checkpointed at offset 0 of a file that held bytes (a line in progress), which was then
+    rotated and pruned: none of it was read, so it is a loss, not silence."""
+    path = tmp_path / "audit.log"
+    log = AuditLog(path, max_backups=2)
+    line = event(0, log.clock())
+    log.writer.write_raw(line[:30])
+    with follow(path, Recorder(), start_at="beginning") as first:
+        assert first.read() == []
+        saved = first.position
+    assert saved is not None and saved.offset == 0 and saved.identity.fingerprint_len == 30
+    log.writer.write_raw(line[30:])
+    log.n = 1
+    log.write(4)  # rotates
+    log.write_until_gone(backups_of(path)[0])
+    got, rec = resume(path, saved)
+    assert got == list(range(first_event(backups_of(path)[0])["auditID"], log.n))
+    assert rec.fields("data_lost") == [
+        {"path": str(path), "identity": str(saved.identity), "bytes_lost": None, "reason": "resume_file_gone"}]
+    assert [gap["checkpoint"] for gap in rec.fields("gap_possible")] == [str(path)]
