@@ -2,7 +2,8 @@
 
 Falco consumers (falcosidekick and friends) accept `time`, `rule`, `priority`, `output`,
 `source`, `tags`, `output_fields`, `hostname` (and `uuid`); we add `audit_id` and `id`, which is
-stable for (rule, auditID, stage) so that a duplicate after a crash can be dropped downstream.
+the same for the same rule and event bytes (see alert_id), so that a repeat after a crash can be
+dropped downstream, and differs between distinct events whatever auditIDs clients choose.
 """
 
 from __future__ import annotations
@@ -61,16 +62,24 @@ class Alert(msgspec.Struct, frozen=True, gc=False):
         }
 
 
-def alert_id(rule: str, audit_id: str, stage: str) -> str:
-    """Stable identity of an alert: uuid5 of (rule, auditID, stage), the same on every run.
+def alert_id(rule: str, audit_id: str, stage: str, event_json: bytes) -> str:
+    """Identity of an alert: a UUIDv5 (namespace _ID_NAMESPACE) of the name
+    `rule NUL auditID NUL stage NUL event-json`, where event-json is the event's JSON as read
+    (its line; for an item of an EventList or a JSON document, that item re-encoded).
 
-    Equal to `str(uuid.uuid5(_ID_NAMESPACE, ...))`, computed without building UUID objects
-    (this runs once per alert).
+    Re-reading the same line (after a crash, a replay, a retried webhook batch) gives the same
+    id, so repeats can be dropped by id; two distinct events never share one, even when a
+    client sends the same `Audit-ID` header for many requests (kube-apiserver then writes that
+    auditID on each: with (rule, auditID, stage) alone, the outbox dropped every later alert as
+    a repeat of the first). Equal to `str(uuid.uuid5(_ID_NAMESPACE, name))` where name is
+    UTF-8 text, computed without building UUID objects (this runs once per alert).
     """
-    digest = bytearray(hashlib.sha1(_ID_PREFIX + f"{rule}\x00{audit_id}\x00{stage}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    text = digest.hex()
+    digest = hashlib.sha1(_ID_PREFIX + f"{rule}\x00{audit_id}\x00{stage}\x00".encode())
+    digest.update(event_json)
+    raw = bytearray(digest.digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
@@ -99,7 +108,7 @@ def alert_from_match(match: Match, hostname: str) -> Alert:
     fields: dict[str, FieldValue | int] = {"evt.time": nanos, **match.output_fields}
     label = match.priority.label
     return Alert(
-        id=alert_id(match.rule, audit_id, stage),
+        id=alert_id(match.rule, audit_id, stage, event.line()),
         time=f"{_utc_seconds(seconds)}.{fraction:09d}Z",
         rule=match.rule,
         priority=label,
