@@ -31,15 +31,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # Only what the build reads (see .dockerignore): metadata first, then the code and rules.
 COPY pyproject.toml setup.py README.md ./
+COPY requirements/run.lock requirements/
 COPY detector/ detector/
 COPY rules/ rules/
 
-# 1. Wheels: the project's own (carrying the shipped rules as package data) and every
-#    dependency's (all of them publish manylinux wheels: no compiler needed).
+# 1. Wheels: every dependency's, exactly as locked and hash-checked (all of them publish
+#    manylinux wheels: no compiler needed), then the project's own (carrying the shipped rules
+#    as package data), built without resolving anything.
 # 2. A virtualenv without pip, filled by the base image's pip from those wheels only.
 # 3. /opt/detector/rules: a stable path for the shipped rules inside the installed package,
 #    so configurations can list it before their own rules directory.
-RUN pip wheel --wheel-dir /wheels . \
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements/run.lock \
+ && pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv --without-pip /opt/detector \
  && pip --python /opt/detector/bin/python install --no-index --find-links /wheels /wheels/detector-*.whl \
  && ln -s "$(/opt/detector/bin/python -c 'from importlib.resources import files; print(files("detector.shipped_rules"))')" \

@@ -334,6 +334,10 @@ class LiveRunner:
     def _on_source_event(self, name: str, fields: dict[str, object]) -> None:
         if name == "rotation_followed":
             self.metrics.rotations.inc()
+        elif name == "watch_overflow":
+            self.metrics.watch_overflows.inc()
+        elif name == "gap_possible":
+            self.metrics.gaps_possible.labels(str(fields.get("reason", "held_file_pruned"))).inc()
         if name == "data_lost":
             self.metrics.data_losses.inc()
             lost = fields.get("bytes_lost")
@@ -354,7 +358,7 @@ class LiveRunner:
         log_event(event)
 
 
-_WARNINGS = ("torn_line", "file_truncated", "read_error", "open_failed", "gap_possible")
+_WARNINGS = ("torn_line", "file_truncated", "read_error", "open_failed", "gap_possible", "watch_overflow")
 
 
 def alert_hostname() -> str:

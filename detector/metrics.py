@@ -29,6 +29,10 @@ class Metrics:
         self.lag_seconds = Gauge("detector_lag_seconds", "Now minus the stageTimestamp of the last event",
                                  registry=r)
         self.rotations = Counter("detector_rotations", "Log rotations followed", registry=r)
+        self.gaps_possible = Counter("detector_gaps_possible", "Times whole log files may have been deleted before "
+                                     "they were read, by reason", ["reason"], registry=r)
+        self.watch_overflows = Counter("detector_watch_overflows", "inotify queue overflows (events dropped by the "
+                                       "kernel; the log and its backups are looked at again)", registry=r)
         self.bytes_lost = Counter("detector_bytes_lost", "Log bytes lost before they could be read", registry=r)
         self.data_losses = Counter("detector_data_loss_events", "Times log data was lost (size known or not)",
                                    registry=r)

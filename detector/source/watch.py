@@ -1,17 +1,24 @@
 """Wake the follower when its file may have changed: inotify on the directory, or polling.
 
 The directory is watched, not the file: the file is renamed away at each rotation. Events are
-filtered by name (the live file and its backups) and only set a flag: watchdog's reader thread
-never reads the file, the follower does all I/O on its own thread (STYLE.md §13). When inotify
-cannot be used (no inotify, instance or watch limits: watchdog raises) `mode="auto"` falls back
-to polling the file's stat. A deleted or replaced directory is noticed (inotify reports the
-deletion; a periodic check catches a rename) and watched again once it exists.
+filtered by name (the live file and its backups). When inotify cannot be used (no inotify,
+instance or watch limits) `mode="auto"` falls back to polling the file's stat. A deleted or
+replaced directory is noticed (inotify reports the deletion; a periodic check catches a rename)
+and watched again once it exists.
 
-Coalescing: the API server writes one event per write(2), so a busy log raises thousands of
-IN_MODIFY a second. We use watchdog's inotify reader (`InotifyFD`) without its observer and
-event-queue threads, and our callback holds the reader until the follower has taken the
-wake-up: meanwhile the kernel merges the identical IN_MODIFY events still queued into one, so a
-busy log costs one inotify read per wake-up (at most 1/min_interval a second), not one per write.
+No threads: the inotify descriptor is read on the follower's own thread, inside `wait()`. A busy
+log raises thousands of IN_MODIFY a second (the API server writes one event per write(2)); while
+the follower is busy reading, nobody reads the descriptor, so the kernel merges the identical
+IN_MODIFY events still queued into one, and a busy log costs one small read per wake-up (at most
+1/min_interval a second), not one per write. watchdog >= 7.1 reads inotify on a thread of its own
+that drains the kernel queue into an unbounded Python queue, which defeats exactly that merging
+(and our earlier trick of holding its reader thread would let that queue grow without bound), so
+only watchdog's inotify bindings are used here: `inotify_init`, `inotify_add_watch`,
+`inotify_rm_watch`, `InotifyConstants`, `InotifyEvent`. tests/unit/source/test_watch.py checks
+that they still exist and behave, so a watchdog release that changes them fails loudly.
+
+A queue overflow (IN_Q_OVERFLOW: events were dropped) wakes the follower, which looks at the
+file and its backups afresh on every wake-up, and is reported as `watch_overflow`.
 
 `wait()` only says "look now"; after it the caller runs `Follower.read()` until it returns
 fewer lines than it asked for.
@@ -19,13 +26,26 @@ fewer lines than it asked for.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import os
+import select
+import struct
 import threading
 import time
 from collections.abc import Callable
 from typing import Literal
 
-from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD, Mask
+from watchdog.observers.inotify_c import (
+    InotifyConstants,
+    InotifyEvent,
+    Mask,
+    WatchDescriptor,
+    inotify_add_watch,
+    inotify_init,
+    inotify_rm_watch,
+)
 
 from detector.errors import Location, SourceError
 from detector.source.backups import BackupNames
@@ -45,16 +65,18 @@ MIN_INTERVAL = 0.015
 # ~9-13 ms at 4-8 ms, for a few points of a core more.
 BUSY_INTERVAL = 0.005
 BUSY_LINES_PER_S = 10_000
-HOLD_SECONDS = 1.0  # longest the reader is held for an unclaimed wake-up (the follower is busy reading)
+READ_BYTES = 64 * 1024  # one read of queued inotify events (each is 16 bytes + a padded name)
 # Not IN_OPEN / IN_CLOSE_NOWRITE / IN_ACCESS: the follower's own reads would wake it.
 _MASK = (InotifyConstants.IN_MODIFY | InotifyConstants.IN_CLOSE_WRITE | InotifyConstants.IN_CREATE
          | InotifyConstants.IN_DELETE | InotifyConstants.IN_MOVED_FROM | InotifyConstants.IN_MOVED_TO
          | InotifyConstants.IN_DELETE_SELF | InotifyConstants.IN_MOVE_SELF)
+_HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then len bytes of name)
 
 WAKER_EVENTS = (
     "watch_started",  # path (the directory), mode ("inotify" | "poll")
     "watch_fallback",  # path, error: inotify failed, polling instead
     "watch_lost",  # path: the directory was deleted or replaced; polling until it is back
+    "watch_overflow",  # path: the kernel's inotify queue overflowed; everything is looked at again
 )
 
 
@@ -71,50 +93,88 @@ def _signature(path: str) -> tuple[int, ...] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
+def _inotify_error() -> OSError:
+    code = ctypes.get_errno()
+    if code == errno.ENOSPC:
+        return OSError(code, "inotify watch limit reached")
+    if code == errno.EMFILE:
+        return OSError(code, "inotify instance limit reached")
+    return OSError(code, os.strerror(code))
+
+
+def parse_events(buffer: bytes) -> list[InotifyEvent]:
+    """The `struct inotify_event` records of one read."""
+    events = []
+    at = 0
+    while at + _HEADER.size <= len(buffer):
+        wd, mask, cookie, length = _HEADER.unpack_from(buffer, at)
+        name = buffer[at + _HEADER.size:at + _HEADER.size + length].rstrip(b"\0")
+        at += _HEADER.size + length
+        events.append(InotifyEvent(WatchDescriptor(wd), Mask(mask), cookie, name))
+    return events
+
+
 class _DirectoryWatch:
-    """watchdog's inotify reader on one directory; `on_event` and friends run on its thread."""
+    """An inotify instance watching one directory, read by the caller's thread."""
 
-    def __init__(self, directory: str, names: BackupNames, changed: threading.Event,
-                 lost: threading.Event) -> None:
+    def __init__(self, directory: str, names: BackupNames) -> None:
         self._names = names
-        self._changed = changed
-        self._lost = lost
-        self._claimed = threading.Event()
-        self._reader = InotifyFD()  # our own instance, not the process-wide shared one
-        try:
-            self._reader.add_callback(os.fsencode(directory), Mask(_MASK), self, CallbackId(0))
-        except BaseException:
-            self._reader.close()
-            raise
-        self._reader.start()
+        fd = inotify_init()
+        if fd < 0:
+            raise _inotify_error()
+        self.fd = fd
+        self._lock = threading.Lock()  # close() may come from another thread than read()
+        wd = inotify_add_watch(fd, os.fsencode(directory), _MASK)
+        if wd < 0:
+            error = _inotify_error()
+            os.close(fd)
+            raise error
+        self._wd = wd
+        self.lost = False  # the directory itself went away (deleted, moved, unmounted)
+        self.overflowed = False  # the kernel dropped events
 
-    def on_event(self, event: InotifyEvent) -> None:
-        if event.is_delete_self or event.is_move_self:  # the watched directory itself went away
-            self._lost.set()
-            self._changed.set()
-        elif not event.is_directory and self._names.is_related(os.fsdecode(event.name)):
-            self._changed.set()
-            # Hold the reader until the follower claims this wake-up: writes in the meantime
-            # merge into one queued IN_MODIFY in the kernel instead of costing a read each.
-            self._claimed.wait(HOLD_SECONDS)
-            self._claimed.clear()
+    def read(self, wait_ms: int, wake_fd: int) -> bool:
+        """Wait up to `wait_ms` (0: do not wait) for events, read them all; True if one concerns
+        the followed file or its backups, the directory itself, or says events were lost."""
+        poller = select.poll()
+        poller.register(wake_fd, select.POLLIN)
+        with self._lock:
+            if self.fd < 0:
+                return False
+            poller.register(self.fd, select.POLLIN)
+        changed = False
+        for _ in range(64):  # bounded: a directory flooded with events must not keep us here
+            ready = {fd for fd, _flags in poller.poll(wait_ms)}
+            if self.fd not in ready:
+                return changed
+            with self._lock:
+                if self.fd < 0:
+                    return changed
+                try:
+                    buffer = os.read(self.fd, READ_BYTES)
+                except BlockingIOError:
+                    return changed
+            changed = self._take(parse_events(buffer)) or changed
+            wait_ms = 0
+        return changed
 
-    def on_watch_deleted(self, wd: int) -> None:
-        self._lost.set()
-        self._changed.set()
-
-    def on_queue_overflow(self) -> None:
-        self._changed.set()  # events were dropped: look at everything
-
-    def claimed(self) -> None:
-        """The follower took the wake-up: release the reader (from the follower's thread)."""
-        self._claimed.set()
+    def _take(self, events: list[InotifyEvent]) -> bool:
+        changed = False
+        for event in events:
+            if event.is_queue_overflow:
+                self.overflowed = changed = True
+            elif event.is_delete_self or event.is_move_self or event.is_ignored:
+                self.lost = changed = True  # the watched directory itself went away
+            elif not event.is_directory and self._names.is_related(os.fsdecode(event.name)):
+                changed = True
+        return changed
 
     def close(self) -> None:
-        self._claimed.set()
-        self._reader.stop()  # closes the inotify instance, which ends the reader's loop
-        if self._reader.is_alive():
-            self._reader.join()
+        with self._lock:
+            fd, self.fd = self.fd, -1
+        if fd >= 0:
+            inotify_rm_watch(fd, WatchDescriptor(self._wd))
+            os.close(fd)
 
 
 class Waker:
@@ -135,17 +195,21 @@ class Waker:
         self._busy_interval = min(busy_interval, min_interval)
         self._interval = min_interval  # the pause in force: min_interval, or busy_interval while busy
         self._event = on_event or _ignore
-        self._changed = threading.Event()
-        self._lost = threading.Event()
         self._closed = threading.Event()  # also what we sleep on, so close() interrupts a wait
+        self._wake_r, self._wake_w = os.pipe()  # close() from another thread interrupts a poll()
         self._observer: _DirectoryWatch | None = None
         self._watched: tuple[int, int] | None = None  # (dev, inode) of the watched directory
         self._next_check = 0.0
         self._last_return = self._previous_return = float("-inf")
         self._sig = _signature(self._path)
+        self.overflows = 0
         self.mode: Literal["inotify", "poll"] = "poll" if mode == "poll" else "inotify"
-        if self.mode == "inotify":
-            self._arm()
+        try:
+            if self.mode == "inotify":
+                self._arm()
+        except BaseException:
+            self._close_pipe()
+            raise
         self._event("watch_started", {"path": self._directory, "mode": self.mode})
 
     def wait(self, timeout: float, lines: int = 0) -> bool:
@@ -163,15 +227,19 @@ class Waker:
             remaining = deadline - now
             if remaining <= 0:
                 return False
-            if self._changed.wait(min(remaining, self._step())):
+            if self._block(min(remaining, self._step())):
                 return self._changed_return(deadline)
         return False
 
     def close(self) -> None:
-        """Stop watching; watchdog's reader thread is stopped and joined."""
+        """Stop watching and wake a wait() in progress (from any thread)."""
+        if self._closed.is_set():
+            return
         self._closed.set()
-        self._changed.set()
         self._disarm()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"!")
+        self._close_pipe()
 
     def __enter__(self) -> Waker:
         return self
@@ -182,20 +250,36 @@ class Waker:
     # -- internals -----------------------------------------------------------------------------
 
     def _step(self) -> float:
-        """How long to block on the flag before looking at the filesystem ourselves."""
+        """How long to block before looking at the filesystem ourselves."""
         if self._observer is None:
             return self._poll_interval
         return RECHECK_SECONDS
 
+    def _block(self, seconds: float) -> bool:
+        """Wait on inotify (or, polling, just sleep) up to `seconds`; True if a related change came."""
+        observer = self._observer
+        if observer is None:
+            self._closed.wait(seconds)
+            return False
+        return self._take_events(observer, max(1, round(seconds * 1000)))
+
+    def _take_events(self, observer: _DirectoryWatch, wait_ms: int) -> bool:
+        changed = observer.read(wait_ms, self._wake_r)
+        if observer.overflowed:
+            observer.overflowed = False
+            self.overflows += 1
+            self._event("watch_overflow", {"path": self._directory, "overflows": self.overflows})
+        return changed
+
     def _poll_once(self, now: float) -> bool:
         """Without a working watch, compare the file's stat; with one, check the directory. True if changed."""
         if self._observer is not None:
-            if self._lost.is_set() or now >= self._next_check:
+            if self._observer.lost or now >= self._next_check:
                 self._next_check = now + RECHECK_SECONDS
-                if self._lost.is_set() or self._directory_identity() != self._watched:
+                if self._observer.lost or self._directory_identity() != self._watched:
                     self._disarm()
                     self._event("watch_lost", {"path": self._directory})
-                    self._changed.set()
+                    return True
             return False
         sig = _signature(self._path)
         changed = sig != self._sig
@@ -210,11 +294,16 @@ class Waker:
         earliest = self._last_return + self._interval
         pause = min(earliest, deadline) - time.monotonic()
         if pause > 0:
-            self._closed.wait(pause)  # coalesce: a busy log costs at most 1/interval wake-ups a second
-        self._changed.clear()
-        if self._observer is not None:
-            self._observer.claimed()
-        self._sig = _signature(self._path) if self._observer is None else self._sig
+            # Coalesce: a busy log costs at most 1/interval wake-ups a second. Meanwhile the
+            # kernel merges the writes' IN_MODIFY events into one.
+            self._closed.wait(pause)
+        observer = self._observer
+        if observer is not None:
+            # What queued up until now is covered by the read the caller does next: take it
+            # off the queue, or the next wait() would return at once for nothing new.
+            self._take_events(observer, 0)
+        else:
+            self._sig = _signature(self._path)
         self._previous_return, self._last_return = self._last_return, time.monotonic()
         return not self._closed.is_set()
 
@@ -230,14 +319,16 @@ class Waker:
         identity = self._directory_identity()
         if identity is None:
             return False  # not there (yet): poll until it is
-        self._lost.clear()
         try:
-            observer = _DirectoryWatch(self._directory, self._names, self._changed, self._lost)
+            observer = _DirectoryWatch(self._directory, self._names)
         except OSError as exc:
             if self._requested == "inotify":
                 raise SourceError(f"cannot watch with inotify: {exc}", Location(self._directory)) from None
             self.mode = "poll"
             self._event("watch_fallback", {"path": self._directory, "error": str(exc)})
+            return False
+        if self._directory_identity() != identity:  # replaced while we armed: look again later
+            observer.close()
             return False
         self._observer = observer
         self._watched = identity
@@ -250,3 +341,8 @@ class Waker:
         if observer is not None:
             observer.close()
         self._sig = _signature(self._path)
+
+    def _close_pipe(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
