@@ -175,9 +175,12 @@ def evaluation_error(rule: str, exc: Exception) -> BadInput:
 
 
 def diagnose_line(data: bytes) -> str | None:
-    """Why a line would not parse (used for a final line that lacks its newline)."""
+    """Whether the final line of a finished input, which lacks its newline, may be cut short:
+    why (its JSON is invalid), or None when it is whole JSON. A whole line is then read like
+    any other (and reported at its line if it is no usable event); `source.replay.read_input`
+    and `source.stream.StreamFollower` take this as their `diagnose`."""
     try:
         parse_line(data)
     except BadInput as error:
-        return error.message
+        return error.message if error.reason == "invalid_json" else None
     return None

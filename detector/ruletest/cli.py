@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from detector.engine import Engine
+from detector.engine import Engine, diagnose_line
 from detector.errors import DetectorError, Location, RuleLoadError
 from detector.parse.fieldspec import FieldOptions
 from detector.rules.explain import explain
@@ -93,7 +93,7 @@ def replay(ruleset: Ruleset, paths: list[str]) -> int:
     counts: Counter[str] = Counter()
     engine = Engine(ruleset, lambda alert: counts.update([alert.rule]), lambda _error: None)
     for path in paths:
-        engine.run(read_input(path, engine.report_bad))
+        engine.run(read_input(path, engine.report_bad, diagnose=diagnose_line))
     stats = engine.stats
     print(f"events: {stats.events}  bad lines: {sum(stats.bad.values())}  alerts: {sum(counts.values())}")
     width = max((len(r.name) for r in ruleset.rules), default=10)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detector.engine import diagnose_line
 from detector.errors import BadInput, DetectorError
 from detector.event import AuditEvent
 from detector.parse.audit import event_from_dict, parse_document, parse_line
@@ -32,7 +33,7 @@ def load_events(source: dict[str, Any] | Path) -> list[AuditEvent]:
         return [event_from_dict(source)]
     errors: list[BadInput] = []
     events: list[AuditEvent] = []
-    for record in read_records(str(source), errors.append):
+    for record in read_records(str(source), errors.append, diagnose=diagnose_line):
         parsed = parse_document(record.data) if record.is_document else [parse_line(record.data)]
         for item in parsed:
             if isinstance(item, BadInput):

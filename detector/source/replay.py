@@ -26,7 +26,7 @@ from detector.errors import BadInput, Location, SourceError
 from detector.source.cutter import Block, LineCutter, Lines
 
 OnBad = Callable[[BadInput], None]
-Diagnose = Callable[[bytes], str | None]
+Diagnose = Callable[[bytes], str | None]  # why a final line may be cut short; None: it is whole
 
 STDIN_NAME = "<stdin>"
 _BLOCK_BYTES = 1 << 17  # measured: as fast as 1 MiB on plain files, faster through gzip (its buffer size)
@@ -94,10 +94,12 @@ def read_input(
     `[`, or a `{` whose line does not end with `}`: then the whole input is one document
     `Record`, of at most `max_document_bytes`.
     The input is opened on first iteration; if it cannot be opened, `SourceError` is raised.
-    Every other problem (over-long or unterminated line, corrupt gzip, oversized document)
-    goes to `on_bad` as a `BadInput` with its location, and reading goes on where
-    it can. `diagnose`, if given, is asked about an unterminated final line and its answer is
-    appended to that report.
+    Every other problem (over-long or torn final line, corrupt gzip, oversized document)
+    goes to `on_bad` as a `BadInput` with its location, and reading goes on where it can.
+    A final line without its newline is judged by `diagnose` (the parser's, as this layer knows
+    no JSON): None means it is whole, and it is yielded as the last `Lines`; otherwise it is
+    reported as `unterminated_line`, with `diagnose`'s reason. Without `diagnose` it is
+    always reported.
     """
     name = STDIN_NAME if path == "-" else path
     stream = _open(path)
@@ -262,7 +264,9 @@ def _read_lines(
         on_bad(BadInput("unreadable", str(exc), Location(name, cutter.lineno + 1)))
         return
     if last := cutter.rest():
-        report_unterminated(last, Location(name, cutter.lineno + 1), on_bad, diagnose)
+        lineno = cutter.lineno + 1
+        if (whole := final_line(last, Location(name, lineno), on_bad, diagnose)) is not None:
+            yield Lines([whole], name, [lineno])
 
 
 def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -271,13 +275,19 @@ def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def report_unterminated(line: bytes, where: Location, on_bad: OnBad, diagnose: Diagnose | None) -> None:
-    """Report a final line without its newline: it may be a record cut short, so never yield it."""
+def final_line(line: bytes, where: Location, on_bad: OnBad, diagnose: Diagnose | None) -> bytes | None:
+    """The final line of a finished input, which lacks its newline (`json.dump` writes none
+    after its one line), if it is whole: `diagnose` (the parser's: this layer knows no JSON)
+    finds no reason to think it cut short. Otherwise it is reported and None returned: it may
+    be a record cut short, so it is never read. Without `diagnose` it is always reported."""
     if not line.strip():
         on_bad(BadInput("blank_line", "blank line (skipped)", where))
-        return
-    message = "final line has no newline (skipped: it may be incomplete)"
+        return None
     hint = diagnose(line) if diagnose is not None else None
+    if diagnose is not None and hint is None:
+        return line.removesuffix(b"\r")
+    message = "final line has no newline (skipped: it may be incomplete)"
     if hint:
         message += f"; {hint}"
     on_bad(BadInput("unterminated_line", message, where))
+    return None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from detector.errors import BadInput, Location
 from detector.source.cutter import LineCutter
-from detector.source.replay import STDIN_NAME, report_unterminated
+from detector.source.replay import STDIN_NAME, Diagnose, final_line
 
 OnBad = Callable[[BadInput], None]
 
@@ -35,9 +35,13 @@ class StreamLine:
 class StreamFollower:
     """Complete lines of the file descriptor `fd` as they arrive; `ended` once it is closed."""
 
-    def __init__(self, fd: int, *, on_bad: OnBad, max_line_bytes: int = 1 << 20, name: str = STDIN_NAME) -> None:
+    def __init__(self, fd: int, *, on_bad: OnBad, max_line_bytes: int = 1 << 20, name: str = STDIN_NAME,
+                 diagnose: Diagnose | None = None) -> None:
+        """`diagnose` judges a final line without its newline once the stream has ended, as in
+        `replay.read_input`: whole lines are returned, others reported."""
         self._fd = fd
         self._on_bad = on_bad
+        self._diagnose = diagnose
         self._cutter = LineCutter(name, max_line_bytes, on_bad)
         self._ready: list[StreamLine] = []
         self._eof = False
@@ -79,11 +83,15 @@ class StreamFollower:
             self._ready += (StreamLine(line, batch.path, n) for line, n in zip(batch.lines, batch.linenos, strict=True))
 
     def _end(self, error: str | None) -> None:
-        """The stream is over: a final line without its newline may be cut short, so it is
-        reported and skipped (as `detector scan` does)."""
+        """The stream is over: a final line without its newline is returned if `diagnose` finds
+        it whole, else reported and skipped as possibly cut short (as `detector scan` does).
+        After a read error, it is cut short for sure."""
         self._eof = True
         where = Location(self._cutter.name, self._cutter.lineno + 1)
         if error is not None:
             self._on_bad(BadInput("unreadable", error, where))
         if (rest := self._cutter.rest()).strip():
-            report_unterminated(rest, where, self._on_bad, None)
+            # After a read error the line is cut short for sure: no diagnosis.
+            line = final_line(rest, where, self._on_bad, self._diagnose if error is None else None)
+            if line is not None:
+                self._ready.append(StreamLine(line, where.path, self._cutter.lineno + 1))

@@ -167,14 +167,25 @@ def test_final_line_without_newline_is_reported_with_the_diagnosis(tmp_path: Pat
 
 
 def test_final_line_without_newline_and_without_diagnosis(tmp_path: Path) -> None:
-    """Without `diagnose`, or when it has nothing to say, the report is the bare message."""
-    for options in ({}, {"diagnose": lambda _data: None}):
-        _, bad = scan(write(tmp_path, b"a\nb"), **options)
-        assert [b.message for b in bad] == ["final line has no newline (skipped: it may be incomplete)"]
+    """Without `diagnose` (this layer cannot tell a whole line), the report is the bare message."""
+    _, bad = scan(write(tmp_path, b"a\nb"))
+    assert [b.message for b in bad] == ["final line has no newline (skipped: it may be incomplete)"]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_final_line_without_newline_is_read_when_diagnose_finds_it_whole(tmp_path: Path, gz: bool) -> None:
+    """A finished input's last line without its newline (as `json.dump` writes) is a record when
+    `diagnose` has nothing against it: gzip or not, after other lines or alone, CR removed."""
+    for data, expected in ((b"a\nb", [(b"a", 1), (b"b", 2)]), (b'{"kind":"Event"}', [(b'{"kind":"Event"}', 1)]),
+                           (b"a\nb\r", [(b"a", 1), (b"b", 2)])):
+        path = write(tmp_path, gzip.compress(data) if gz else data, "audit.log.gz" if gz else "audit.log")
+        records, bad = scan(path, diagnose=lambda _data: None)
+        assert (lines_of(records), bad) == (expected, [])
 
 
 def test_single_object_without_newline_is_an_unterminated_line(tmp_path: Path) -> None:
-    """A lone one-line object with no newline stays in line mode, so it is reported, not parsed."""
+    """A lone one-line object with no newline stays in line mode: reported when `diagnose` finds
+    it incomplete."""
     records, bad = scan(write(tmp_path, b'{"kind":"Event"}'), diagnose=lambda _data: "looks fine")
     assert records == []
     assert reasons(bad) == [("unterminated_line", 1)]

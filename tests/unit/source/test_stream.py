@@ -59,6 +59,26 @@ def test_over_long_and_unterminated_lines_are_reported_and_skipped(pipe: tuple[i
         ("line_too_long", Location(STDIN_NAME, 1)), ("unterminated_line", Location(STDIN_NAME, 3))]
 
 
+def test_a_whole_final_line_is_returned_when_the_stream_ends(pipe: tuple[int, int]) -> None:
+    """At the end of a pipe, a last line without its newline is returned when `diagnose` finds it
+    whole (`detector run --file -` fed by `json.dump`), and reported with its reason when not."""
+    for last, diagnosis in ((b'{"d":4}', None), (b'{"d"', "invalid JSON")):
+        read, write = os.pipe()
+        bad: list[BadInput] = []
+        stream = StreamFollower(read, on_bad=bad.append, diagnose=lambda _line, why=diagnosis: why)
+        os.write(write, b'{"c":3}\n' + last)
+        os.close(write)
+        got: list[StreamLine] = []
+        while not stream.ended:
+            stream.wait(5)
+            got += stream.read()
+        os.close(read)
+        whole = [StreamLine(last, STDIN_NAME, 2)] if diagnosis is None else []
+        assert got == [StreamLine(b'{"c":3}', STDIN_NAME, 1), *whole]
+        assert [(b.reason, b.location, b.message.endswith(f"; {diagnosis}")) for b in bad] == (
+            [] if diagnosis is None else [("unterminated_line", Location(STDIN_NAME, 2), True)])
+
+
 def test_max_lines_bounds_each_read(pipe: tuple[int, int]) -> None:
     read, write = pipe
     stream = StreamFollower(read, on_bad=lambda _b: None)
