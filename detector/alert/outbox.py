@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 
 from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
 from detector.alert.model import Alert
@@ -54,7 +54,6 @@ STATUSES = (PENDING, DELIVERED, DEAD, DROPPED)
 HELD = (PENDING, DEAD)  # rows that carry an alert body and count against max_rows
 DROPPED_KEY = "outbox.dropped"
 DEFAULT_SETTINGS = OutboxSettings()
-_ALERT_FIELDS = Alert.__struct_fields__
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivery (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -348,16 +347,22 @@ class Outbox:
                     break
 
     # -- the dispatcher side -----------------------------------------------------------------
-    def pending(self, output: str, limit: int = 100) -> list[PendingRow]:
-        """The oldest pending rows of `output`, in order (due or not)."""
-        rows = self._db().execute(
-            "SELECT seq, output, attempts, created_at, next_attempt_at, body FROM delivery "
-            "WHERE output = ? AND status = 'pending' ORDER BY seq LIMIT ?", (output, limit)).fetchall()
+    def pending(self, output: str, limit: int = 100, skip: tuple[int, int] | None = None) -> list[PendingRow]:
+        """The oldest pending rows of `output`, in order (due or not). `skip` = (first, last):
+        leave out the rows with first <= seq <= last (a worker's rows sent and not yet marked),
+        in the query, so that they are neither read nor decoded again."""
+        sql = ("SELECT seq, output, attempts, created_at, next_attempt_at, body FROM delivery "
+               "WHERE output = ? AND status = 'pending'")
+        args: tuple[Any, ...] = (output,)
+        if skip is not None:
+            sql += " AND seq NOT BETWEEN ? AND ?"
+            args += skip
+        rows = self._db().execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
         deliveries = []
         for seq, out, attempts, created, next_at, body in rows:
             try:
                 alert = decode_alert(body)
-            except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+            except (msgspec.DecodeError, TypeError) as exc:
                 self.dead_letter(seq, f"stored alert cannot be decoded ({type(exc).__name__})")
                 continue
             deliveries.append(PendingRow(seq, out, alert, attempts, created, next_at))
@@ -491,11 +496,16 @@ def _filters(output: str | None, status: str | None, seqs: Sequence[int] | None)
 
 
 def encode_alert(alert: Alert) -> bytes:
-    """Every field of the alert (not only the Falco shape), for a lossless round trip."""
-    return orjson.dumps({name: getattr(alert, name) for name in _ALERT_FIELDS})
+    """Every field of the alert (not only the Falco shape), for a lossless round trip: a JSON
+    object of the fields by name (msgspec: ~2x faster than a dict through orjson, the same
+    bytes, and integers past 64 bits too)."""
+    return _ENCODER.encode(alert)
 
 
 def decode_alert(body: bytes) -> Alert:
-    data = orjson.loads(body)
-    data["tags"] = tuple(data["tags"])
-    return Alert(**data)
+    """The alert of a stored body (msgspec.DecodeError when it is not one)."""
+    return _DECODER.decode(body)
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(Alert)

@@ -250,7 +250,7 @@ def test_an_undecodable_row_is_dead_lettered_not_fatal(outbox: Outbox) -> None:
         db.execute("UPDATE delivery SET body = ? WHERE seq = ?", (b'{"id": "x"}', first.seq))
     assert [d.seq for d in outbox.pending("all")] == [second.seq]
     (dead,) = outbox.rows(status="dead")
-    assert dead.seq == first.seq and dead.last_error == "stored alert cannot be decoded (KeyError)"
+    assert dead.seq == first.seq and dead.last_error == "stored alert cannot be decoded (ValidationError)"
 
 
 def test_held_counts_see_pending_and_dead_rows_only(outbox: Outbox) -> None:
