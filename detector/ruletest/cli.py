@@ -9,9 +9,11 @@ from pathlib import Path
 
 from detector.engine import Engine, diagnose_line
 from detector.errors import DetectorError, Location, RuleLoadError
+from detector.event import AuditEvent
 from detector.parse.fieldspec import FieldOptions
 from detector.rules.explain import explain
 from detector.rules.loader import rule_files
+from detector.rules.model import CompiledRule
 from detector.rules.ruleset import Ruleset
 from detector.ruletest.runner import TestResult, load_events, run_test
 from detector.ruletest.spec import RuleTest, embedded_tests, load_test_file, test_files_for
@@ -78,15 +80,23 @@ def explain_rule(ruleset: Ruleset, name: str, event_files: list[str], options: F
         raise DetectorError("--explain needs at least one --event FILE")
     for path in event_files:
         for number, event in enumerate(load_events(Path(path)), start=1):
-            matched = rule.predicate(event)
-            print(f"{Location(path, item=f'event {number}')}: {rule.name}: {'MATCH' if matched else 'no match'}"
-                  f" (auditID={event.auditID} verb={event.verb} resource={event.objectRef.resource} "
-                  f"stage={event.stage})")
-            for line in explain(rule.condition, event, options):
-                print(f"  {line}")
-            if matched:
-                print(f"  output: {rule.match(event).output}")
+            where = Location(path, item=f"event {number}")
+            try:
+                _explain_event(rule, event, where, options)
+            except Exception as exc:  # one event the rule fails on ends nothing
+                print(f"{where}: {rule.name}: the rule failed: {type(exc).__name__}: {exc}")
     return EXIT_OK
+
+
+def _explain_event(rule: CompiledRule, event: AuditEvent, where: Location, options: FieldOptions) -> None:
+    matched = rule.predicate(event)
+    print(f"{where}: {rule.name}: {'MATCH' if matched else 'no match'}"
+          f" (auditID={event.auditID} verb={event.verb} resource={event.objectRef.resource} "
+          f"stage={event.stage})")
+    for line in explain(rule.condition, event, options):
+        print(f"  {line}")
+    if matched:
+        print(f"  output: {rule.match(event).output}")
 
 
 def replay(ruleset: Ruleset, paths: list[str]) -> int:

@@ -58,9 +58,14 @@ def run_test(test: RuleTest, ruleset: Ruleset) -> TestResult:
         events = [event for source in test.events for event in load_events(source)]
     except (BadInput, DetectorError) as exc:
         return TestResult(test, False, [f"cannot load events: {exc}"])
-    for event in events:
-        if rule.predicate(event):
-            result.outputs.append(rule.match(event).output)
+    for number, event in enumerate(events, start=1):
+        try:
+            output = rule.match(event).output if rule.predicate(event) else None
+        except Exception as exc:  # an event the rule fails on fails the test, and ends nothing
+            result.problems.append(f"event {number}: the rule failed: {type(exc).__name__}: {exc}")
+            continue
+        if output is not None:
+            result.outputs.append(output)
             if rule.enabled and rule in ruleset.active and rule not in ruleset.candidates(event_key(event)):
                 result.problems.append("internal: the rule index skipped a matching event")
     _judge(result)
