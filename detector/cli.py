@@ -16,7 +16,7 @@ from detector.alert.model import Alert
 from detector.alert.settings import DeliverySettings, parse_delivery, parse_outbox
 from detector.config import DEFAULT_FILE, DEFAULT_STATE_DIR, RunConfig, apply, load_config
 from detector.engine import Engine, diagnose_line, freeze_heap
-from detector.errors import BadInput, DetectorError, Location, RuleLoadError
+from detector.errors import BadInput, DetectorError, Location, RuleLoadError, StateError
 from detector.parse.fields import FIELDS
 from detector.parse.fieldspec import FieldOptions
 from detector.rules.diagnostics import Diagnostic
@@ -262,6 +262,8 @@ def cmd_send_test_alert(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
+    import sqlite3  # noqa: PLC0415
+
     from detector.alert import admin  # noqa: PLC0415
 
     config = run_config(args)
@@ -276,6 +278,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             print(f"{admin.outbox_retry(box, args.output, args.status or 'dead', seqs)} row(s) scheduled for retry")
         else:
             print(f"{admin.outbox_purge(box, args.output, args.status, seqs)} row(s) purged")
+    except sqlite3.DatabaseError as exc:  # damaged after the check at open, or by another process meanwhile
+        raise StateError(f"{box.path}: the state database cannot be used ({exc})") from None
     finally:
         box.close()
     return EXIT_OK

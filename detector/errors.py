@@ -73,3 +73,8 @@ class UsageError(DetectorError):
 
 class SourceError(DetectorError):
     """An input cannot be opened at all (missing file, no permission, a directory...)."""
+
+
+class StateError(DetectorError):
+    """The state directory's database cannot be used: corrupt, deleted while running, or not
+    writable when detector has to stop. Nothing past the last committed checkpoint was skipped."""

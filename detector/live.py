@@ -15,6 +15,7 @@ import functools
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,11 +28,12 @@ import structlog
 
 from detector.alert.events import DeliveryEvent, EventKind, log_event
 from detector.alert.model import Alert
+from detector.alert.outbox import DB_NAME
 from detector.alert.settings import DeliverySettings
 from detector.alert.stage import Delivery, open_delivery
 from detector.config import RunConfig
-from detector.engine import evaluation_error, freeze_heap
-from detector.errors import BadInput, ConfigError, DetectorError, Location, RuleLoadError
+from detector.engine import diagnose_line, evaluation_error, freeze_heap
+from detector.errors import BadInput, ConfigError, DetectorError, Location, RuleLoadError, StateError
 from detector.event import AuditEvent
 from detector.logs import configure_logging
 from detector.metrics import Metrics, MetricsServer
@@ -44,8 +46,10 @@ from detector.source.tail import Follower
 from detector.source.watch import Waker
 
 CHECKPOINT_KEY = "source.checkpoint"
+LOCK_NAME = "detector.lock"  # also tells that detector used the state directory before
 BATCH_LINES = 2_000
 WAIT_SECONDS = 0.25
+STORE_RETRY_FIRST, STORE_RETRY_MAX, STORE_RETRY_STEP = 0.1, 5.0, 0.05  # seconds, when the state cannot be stored
 STOP_TIMEOUT = 3.0  # for in-flight sends at SIGTERM: the whole stop stays well under 5 s
 DRAIN_SECONDS, DRAIN_POLL_SECONDS = 30.0, 0.05  # after the end of standard input
 
@@ -82,7 +86,9 @@ class LiveRunner:
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> int:
         state_dir = Path(self.config.state_dir)
+        used_before = (state_dir / LOCK_NAME).exists()
         lock = _lock_state_dir(state_dir)
+        _report_state_files(state_dir, used_before, self.config.start_at)
         server = self._metrics_server()
         try:
             delivery = open_delivery(self.delivery_settings, state_dir, self._on_delivery_event,
@@ -160,10 +166,13 @@ class LiveRunner:
         finally:
             if self._pending is None and follower.position not in (None, self._committed):
                 self._pending = follower.position  # e.g. a rotated file finished since the last housekeeping
-            self._commit(delivery, [], force=True)
-            self.metrics.input_open = False
-            waker.close()
-            follower.close()
+            try:
+                if delivery.stage.unstored is None:  # else the last batch failed: its position stays out
+                    self._commit(delivery, [], force=True)
+            finally:
+                self.metrics.input_open = False
+                waker.close()
+                follower.close()
 
     def _follow_stream(self, delivery: Delivery) -> None:
         """`--file -`: standard input until it ends. A pipe cannot be resumed, so nothing is
@@ -172,7 +181,8 @@ class LiveRunner:
             fd = sys.stdin.fileno()
         except (AttributeError, ValueError, OSError):  # no stdin at all (None), or closed
             raise ConfigError("file: '-' reads standard input, and this process has none") from None
-        stream = StreamFollower(fd, on_bad=self._on_bad, max_line_bytes=self.config.max_line_bytes)
+        stream = StreamFollower(fd, on_bad=self._on_bad, max_line_bytes=self.config.max_line_bytes,
+                                diagnose=diagnose_line)
         log.info("started", file="-", state_dir=self.config.state_dir, rules=len(self.ruleset.active),
                  resume=False, watch="stream")
         self.metrics.input_open = True
@@ -190,8 +200,9 @@ class LiveRunner:
                     stream.wait(WAIT_SECONDS)
                 self.metrics.beat()
         finally:
-            self._commit(delivery, [], force=True)
             self.metrics.input_open = False
+            if delivery.stage.unstored is None:
+                self._commit(delivery, [], force=True)
         if stream.ended:
             log.info("input_ended", file="-")
             self._drain(delivery)
@@ -252,18 +263,68 @@ class LiveRunner:
 
     def _commit(self, delivery: Delivery, alerts: list[Alert], force: bool = False) -> None:
         """Hand alerts over with the position after them; without alerts, checkpoint at most
-        every `checkpoint_interval` (re-reading a few alert-free lines after a crash is harmless)."""
+        every `checkpoint_interval` (re-reading a few alert-free lines after a crash is harmless).
+        Returns only once they are stored (see _store)."""
         now = time.monotonic()
         due = force or alerts or now - self._last_commit >= self.config.checkpoint_interval
         if self._pending is None or not due:
             if alerts:
-                delivery.submit(alerts)
+                self._store(delivery, alerts, None)
             return
-        delivery.submit(alerts, {CHECKPOINT_KEY: self._pending.to_bytes()})
-        self._committed, self._pending = self._pending, None
+        position = self._pending
+        self._store(delivery, alerts, {CHECKPOINT_KEY: position.to_bytes()})
+        self._committed, self._pending = position, None
         self._last_commit = now
 
+    def _store(self, delivery: Delivery, alerts: list[Alert], state: dict[str, bytes | None] | None) -> None:
+        """Store alerts and state in one transaction. When that fails (state_dir full or
+        read-only, database broken) the checkpoint must not move past these alerts, so the loop
+        waits here, retrying the same batch with backoff, until it is stored, or until a stop
+        signal, which ends the run with a StateError and the checkpoint still before the batch."""
+        try:
+            delivery.submit(alerts, state)
+        except _STORE_ERRORS as exc:
+            _fail_if_damaged(exc, self.config.state_dir)
+            self._wait_for_store(delivery, exc)
+
+    def _wait_for_store(self, delivery: Delivery, error: BaseException) -> None:
+        started = time.monotonic()
+        self.metrics.state_writable = False
+        self.metrics.state_write_failures.inc()
+        log.error("state_write_failed", error=_describe(error), state_dir=self.config.state_dir,
+                  alerts=len(delivery.stage.unstored.alerts) if delivery.stage.unstored else 0)
+        delay = STORE_RETRY_FIRST
+        while True:
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                if self.flags.stop:
+                    raise StateError(f"state_dir {self.config.state_dir}: alerts could not be stored "
+                                     f"({_describe(error)}); stopped with the checkpoint before them, "
+                                     f"so they are evaluated again at the next start")
+                self.metrics.beat()  # alive, and waiting on purpose: /readyz says why
+                time.sleep(STORE_RETRY_STEP)
+            try:
+                delivery.retry_unstored()
+            except _STORE_ERRORS as exc:
+                _fail_if_damaged(exc, self.config.state_dir)
+                self.metrics.state_write_failures.inc()
+                if _describe(exc) != _describe(error):  # logged once per state change, not per attempt
+                    log.error("state_write_failed", error=_describe(exc), state_dir=self.config.state_dir)
+                error = exc
+                delay = min(delay * 2, STORE_RETRY_MAX)
+                continue
+            break
+        self.metrics.state_writable = True
+        log.info("state_write_recovered", state_dir=self.config.state_dir,
+                 seconds=round(time.monotonic() - started, 3))
+
     def _housekeeping(self, delivery: Delivery, follower: Follower | None, now: float) -> None:
+        if delivery.outbox.replaced():
+            # SQLite would go on writing to the unlinked file, and the next start would find no
+            # checkpoint and read the log again as if for the first time: stop, loudly.
+            raise StateError(f"state_dir {self.config.state_dir}: the database {delivery.outbox.path} was deleted "
+                             f"or replaced while detector ran; stopped (the next start begins afresh, per start_at, "
+                             f"and reports state_database_missing)")
         # Also checkpoint where the follower stands when no line moved it (a new file after a
         # rotation, a first file opened): a resume then starts from the right file.
         if follower is not None and self._pending is None and follower.position not in (None, self._committed):
@@ -361,6 +422,43 @@ class LiveRunner:
 _WARNINGS = ("torn_line", "file_truncated", "read_error", "open_failed", "gap_possible", "watch_overflow")
 
 
+# What a full, read-only or broken state_dir raises from SQLite or the file system.
+_STORE_ERRORS = (sqlite3.Error, OSError)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _fail_if_damaged(error: BaseException, state_dir: str) -> None:
+    """A damaged database (SQLITE_CORRUPT, SQLITE_NOTADB: plain DatabaseError) does not heal by
+    waiting, unlike a full disk or a read-only mount (OperationalError): stop at once."""
+    if type(error) is sqlite3.DatabaseError:
+        raise StateError(f"state_dir {state_dir}: the state database is damaged ({error}); stopped with the "
+                         f"checkpoint before the alerts it could not store") from None
+
+
+def _report_state_files(state_dir: Path, used_before: bool, start_at: str) -> None:
+    """A state directory that held a database before and now holds none, or an empty one, is
+    not a first start: the checkpoint and undelivered alerts are gone, and the log is read
+    again from start_at. Say so, loudly."""
+    database = state_dir / DB_NAME
+    try:
+        size: int | None = database.stat().st_size
+    except FileNotFoundError:
+        size = None
+    except OSError as exc:
+        raise ConfigError(f"state_dir: cannot use {database}: {exc.strerror or exc}") from None
+    if size is None and used_before:
+        log.error("state_database_missing", path=str(database), start_at=start_at,
+                  message="detector ran with this state directory before, but its database is gone: its "
+                          "checkpoint and undelivered alerts are lost; starting as on a first start")
+    elif size == 0:
+        log.warning("state_database_empty", path=str(database), start_at=start_at,
+                    message="the state database is an empty file (no checkpoint, no alerts); "
+                            "starting as on a first start")
+
+
 def alert_hostname() -> str:
     """The `hostname` of alerts: in a DaemonSet the node's name (its pod's own host name is the
     pod name), else the machine's host name."""
@@ -398,7 +496,7 @@ def _lock_state_dir(state_dir: Path) -> int:
     from one outbox would send every alert twice."""
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(state_dir / "detector.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise ConfigError(f"state_dir: cannot use {state_dir}: {exc.strerror or exc}") from None
     try:

@@ -49,7 +49,10 @@ class Metrics:
                                     registry=r)
         self.rules_loaded = Gauge("detector_rules_loaded", "Rules active in the running ruleset", registry=r)
         self.reloads = Counter("detector_rule_reloads", "Rule reloads, by result", ["result"], registry=r)
+        self.state_write_failures = Counter("detector_state_write_failures", "Failed attempts to store alerts and "
+                                            "the checkpoint in state_dir (full, read-only, broken)", registry=r)
         self.heartbeat = time.monotonic()
+        self.state_writable = True
         self.ready = False
         self.input_open = False
 
@@ -62,8 +65,8 @@ class Metrics:
         return age < stale_after, {"loop_age_seconds": round(age, 3)}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        ok = self.ready and self.input_open
-        return ok, {"rules_loaded": self.ready, "input_open": self.input_open}
+        ok = self.ready and self.input_open and self.state_writable
+        return ok, {"rules_loaded": self.ready, "input_open": self.input_open, "state_writable": self.state_writable}
 
 
 class MetricsServer:

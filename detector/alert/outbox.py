@@ -43,7 +43,7 @@ from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
 from detector.alert.model import Alert
 from detector.alert.route import Router
 from detector.alert.settings import OutboxSettings
-from detector.errors import ConfigError
+from detector.errors import ConfigError, StateError
 
 DB_NAME = "detector.db"
 SCHEMA_VERSION = 1
@@ -129,6 +129,7 @@ class Outbox:
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._held_estimate: int | None = None
+        self._identity: tuple[int, int] | None = None
         self._create()
 
     @classmethod
@@ -151,16 +152,39 @@ class Outbox:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise ConfigError(f"{self.path}: outbox schema {version} is newer than this detector's")
+            # A damaged file often opens fine and fails at the first query that reaches a bad
+            # page: check it whole now (about a second per 100 MB), so that it is one clear
+            # error at start, not a traceback later.
+            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise StateError(_corrupt(self.path, problem))
             db.execute("PRAGMA journal_mode=WAL")
             with self._write() as tx:
                 tx.executescript_in_tx(_SCHEMA)
                 tx.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            st = os.stat(self.path)
+            self._identity = (st.st_dev, st.st_ino)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            if type(exc) is sqlite3.DatabaseError:  # not a database, malformed: not a passing condition
+                raise StateError(_corrupt(self.path, str(exc))) from None
+            raise ConfigError(f"{self.path}: cannot open the outbox: {exc}") from None
         except (sqlite3.Error, OSError) as exc:
             self.close()
             raise ConfigError(f"{self.path}: cannot open the outbox: {exc}") from None
-        except ConfigError:
+        except (ConfigError, StateError):
             self.close()
             raise
+
+    def replaced(self) -> bool:
+        """True once the database file is no longer at its path (deleted, or another file put
+        there): SQLite goes on writing to the open, unlinked file, and the next start would
+        find no checkpoint."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._identity
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -447,6 +471,12 @@ class Outbox:
             counts = self._drop(tx, where, args, self.clock(), "purged", count=False)
         self._held_estimate = None
         return sum(counts.values())
+
+
+def _corrupt(path: Path, problem: str) -> str:
+    problem = " ".join(problem.split())  # quick_check's report spans lines: one line
+    return (f"{path}: the state database is damaged ({problem}); move it aside and start again: "
+            f"its checkpoint and undelivered alerts are lost, and the log is read again per start_at")
 
 
 class OutboxBusy(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
@@ -39,24 +40,42 @@ class AlertStage:
         self.notify = notify
         self.on_event = on_event
         self.clock = clock
+        self.unstored: _Batch | None = None
         throttle.load(outbox.state_items(STATE_PREFIX))
 
     def submit(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> list[Alert]:
         """Store the alerts that pass throttling (plus summaries of windows that closed) and
-        `state` in one transaction; returns the alerts stored."""
+        `state` in one transaction; returns the alerts stored.
+
+        If storing fails (disk full, read-only or broken database: the exception propagates),
+        the batch is kept as `unstored` and `retry_unstored` stores exactly that batch later:
+        throttling has already decided about it and must not count its alerts twice. Nothing
+        else may be submitted before it is stored, or the state would move past it."""
+        if self.unstored is not None:
+            raise RuntimeError("an earlier batch is not stored yet: retry_unstored() first")
         now = self.clock()
         closed, closed_changes = self.throttle.expire(now)
         passed, changes = self.throttle.admit(alerts, now)
-        stored = closed + passed
-        self.outbox.enqueue(stored, {**closed_changes, **changes, **(state or {})})
-        self._report(closed)
-        if stored:
+        self.unstored = _Batch(closed + passed, {**closed_changes, **changes, **(state or {})}, closed)
+        return self.retry_unstored()
+
+    def retry_unstored(self) -> list[Alert]:
+        """Store the batch whose storing failed (nothing if none); returns its alerts."""
+        batch = self.unstored
+        if batch is None:
+            return []
+        self.outbox.enqueue(batch.alerts, batch.state)
+        self.unstored = None
+        self._report(batch.summaries)
+        if batch.alerts:
             self.notify()
-        return stored
+        return batch.alerts
 
     def tick(self) -> list[Alert]:
         """Close ended throttle windows and store their summaries; call it every second or so
         while the source is idle (submit does it too)."""
+        if self.unstored is not None:
+            return self.retry_unstored()
         return self.submit(())
 
     def _report(self, summaries: Sequence[Alert]) -> None:
@@ -64,6 +83,15 @@ class AlertStage:
             count = alert.output_fields.get("detector.suppressed")
             self.on_event(DeliveryEvent(EventKind.SUPPRESSED, alert_id=alert.id, rule=alert.rule,
                                         count=count if isinstance(count, int) else 0))
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """What one submit stores in one transaction."""
+
+    alerts: list[Alert]
+    state: dict[str, bytes | None]
+    summaries: list[Alert]  # of throttle windows that closed, reported once stored
 
 
 class Dispatching(Protocol):
@@ -100,6 +128,9 @@ class Delivery:
 
     def submit(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> list[Alert]:
         return self.stage.submit(alerts, state)
+
+    def retry_unstored(self) -> list[Alert]:
+        return self.stage.retry_unstored()
 
     def start(self) -> None:
         self.dispatcher.start()

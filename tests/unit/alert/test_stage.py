@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from detector.alert.events import DeliveryEvent, EventKind
 from detector.alert.settings import DeliverySettings, StdoutSettings, ThrottleSettings
@@ -58,3 +62,31 @@ def test_summary_after_the_window_and_restart(tmp_path: Path) -> None:
     _, summary = sink.alerts
     assert summary.output_fields["detector.suppressed"] == 3 and summary.rule == "Exec"
     assert [e.count for e in events if e.kind is EventKind.SUPPRESSED] == [3]
+
+
+def test_a_batch_that_cannot_be_stored_is_kept_and_stored_as_it_was(tmp_path: Path) -> None:
+    """When the outbox write fails, the batch (alerts, throttle windows, checkpoint) is kept
+    whole: nothing else can be submitted before it, and retrying stores exactly it, without
+    throttling its alerts a second time."""
+    sink = MemorySink("mem")
+    delivery = open_delivery(settings(), tmp_path, sinks={"mem": sink})
+    enqueue = delivery.outbox.enqueue
+    failures = [sqlite3.OperationalError("database or disk is full")]
+
+    def flaky(alerts: Any, state: Any = None) -> int:
+        if failures:
+            raise failures.pop()
+        return enqueue(alerts, state)
+
+    delivery.outbox.enqueue = flaky  # type: ignore[method-assign]
+    alerts = delivery.alerts_for([make_match("Exec", auditID="a1")])
+    with pytest.raises(sqlite3.OperationalError):
+        delivery.submit(alerts, {"checkpoint": b"7"})
+    assert delivery.outbox.get_state("checkpoint") is None
+    with pytest.raises(RuntimeError, match="not stored yet"):
+        delivery.submit((), {"checkpoint": b"8"})
+    assert delivery.retry_unstored() == alerts  # not suppressed as a repeat within its own window
+    assert delivery.outbox.get_state("checkpoint") == b"7"
+    assert delivery.stage.unstored is None
+    assert delivery.retry_unstored() == []
+    delivery.close()
