@@ -107,9 +107,12 @@ def test_two_stages_on_the_same_slim_base() -> None:
 
 
 def test_builder_builds_wheels_into_a_pipless_venv() -> None:
-    """The builder makes wheels, installs them offline into /opt/detector, links and validates the shipped rules."""
+    """The builder makes wheels (the dependencies' exactly as locked, hash-checked; then the
+    project's without resolving anything), installs them offline into /opt/detector, links and
+    validates the shipped rules."""
     (run,) = [i.args for i in stage(0) if i.name == "RUN"]
-    for step in ("pip wheel --wheel-dir /wheels .", f"python -m venv --without-pip {VENV}",
+    for step in ("pip wheel --require-hashes --wheel-dir /wheels -r requirements/run.lock",
+                 "pip wheel --no-deps --wheel-dir /wheels .", f"python -m venv --without-pip {VENV}",
                  f"pip --python {VENV}/bin/python install --no-index --find-links /wheels /wheels/detector-*.whl",
                  f"{IMAGE_SHIPPED_RULES}", f"{VENV}/bin/detector validate {IMAGE_SHIPPED_RULES}"):
         assert step in run, step
