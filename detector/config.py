@@ -12,10 +12,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from detector.errors import ConfigError, Location
 from detector.rules.model import Priority
+from detector.rules.yamlload import MAX_CONFIG_FILE_BYTES, YamlError, load_typed, read_capped
 
 DEFAULT_FILE = "/var/log/kubernetes/audit/audit.log"
 DEFAULT_STATE_DIR = "/var/lib/detector"
@@ -62,13 +61,13 @@ def load_config(path: str | None) -> RunConfig:
     if path is None:
         return RunConfig()
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = load_typed(read_capped(Path(path), MAX_CONFIG_FILE_BYTES, "the config file"), path)
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", Location(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", Location(path, line)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config file: {exc}", Location(path)) from None
+    except YamlError as exc:
+        raise ConfigError(exc.message, exc.location) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from detector.errors import ConfigError, Location
+from detector.rules.yamlload import MAX_CONFIG_FILE_BYTES, YamlError, load_typed, read_capped
 
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 
@@ -90,13 +89,13 @@ class AuditPolicy:
 def load_policy(path: str) -> AuditPolicy:
     """Read and validate a Policy file; problems are ConfigErrors naming the file and rule."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = load_typed(read_capped(Path(path), MAX_CONFIG_FILE_BYTES, "the audit policy"), path)
     except OSError as exc:
         raise ConfigError(f"cannot read audit policy: {exc.strerror or exc}", Location(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}",
-                          Location(path, mark.line + 1 if mark else None)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read audit policy: {exc}", Location(path)) from None
+    except YamlError as exc:
+        raise ConfigError(exc.message, exc.location) from None
     if not isinstance(data, dict) or data.get("kind") != "Policy":
         raise ConfigError("not an audit Policy (kind: Policy)", Location(path))
     if data.get("apiVersion") not in ("audit.k8s.io/v1", "audit.k8s.io/v1beta1", "audit.k8s.io/v1alpha1"):

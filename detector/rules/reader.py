@@ -6,9 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detector.errors import Location, RuleLoadError
+from detector.errors import Location
 from detector.rules.diagnostics import Code, Diagnostic
-from detector.rules.yamlload import YamlMap, load_documents
+from detector.rules.yamlload import (
+    MAX_RULES_FILE_BYTES,
+    YamlError,
+    YamlLimitError,
+    YamlMap,
+    load_documents,
+    read_capped,
+)
 
 # Falco decides an item's kind by the first of these keys that is present.
 KINDS = ("required_engine_version", "required_plugin_versions", "list", "macro", "rule")
@@ -39,14 +46,18 @@ def read_items(path: Path, diagnostics: list[Diagnostic]) -> list[Item]:
     """All items of one file, in order; problems are appended to `diagnostics`."""
     shown = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_capped(path, MAX_RULES_FILE_BYTES, "the rules file")
     except (OSError, UnicodeDecodeError) as exc:
         diagnostics.append(Diagnostic(Code.UNREADABLE, f"cannot read rules file: {exc}", Location(shown)))
         return []
+    except YamlLimitError as exc:
+        diagnostics.append(Diagnostic(Code.TOO_LARGE, exc.message, Location(shown)))
+        return []
     try:
         documents = load_documents(text, shown)
-    except RuleLoadError as exc:
-        diagnostics.append(Diagnostic(Code.YAML_INVALID, exc.message, exc.location or Location(shown)))
+    except YamlError as exc:
+        code = Code.TOO_LARGE if isinstance(exc, YamlLimitError) else Code.YAML_INVALID
+        diagnostics.append(Diagnostic(code, exc.message, exc.location or Location(shown)))
         return []
     items: list[Item] = []
     for document in documents:

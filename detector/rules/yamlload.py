@@ -1,29 +1,64 @@
-"""Safe YAML loading for rules files, keeping scalars as text and remembering line numbers.
+"""Safe, bounded YAML loading for every file detector reads: rules, tests, config, audit policy.
 
-Falco's loader (yaml-cpp) reads every scalar as a string: `items: [yes, 0755]` are the
-strings "yes" and "0755", and `comps: [=, in]` holds a bare `=` that PyYAML's implicit
-resolvers would turn into its special "value" tag. So the loader is SafeLoader with no
-implicit resolvers: every plain scalar is a str, and nothing but str/list/dict is built.
+Rules files keep scalars as text. Falco's loader (yaml-cpp) reads every scalar as a string:
+`items: [yes, 0755]` are the strings "yes" and "0755", and `comps: [=, in]` holds a bare `=`
+that PyYAML's implicit resolvers would turn into its special "value" tag. So TextLoader is
+SafeLoader with no implicit resolvers: every plain scalar is a str, and nothing but
+str/list/dict is built. The other files keep YAML's usual types (TypedLoader), less that
+"value" tag, so a rules file re-read for its `tests:` still loads.
+
+A small file must not be able to cost much: a file is read up to a size cap, and aliases may
+add at most MAX_ALIAS_NODES nodes in all (a "billion laughs" of nested `&a`/`*a` lists is
+600 bytes and 10^9 nodes). Both are checked before anything is built, and the error names
+the file and the line of the alias that went past the bound.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from detector.errors import Location, RuleLoadError
+from detector.errors import DetectorError, Location
 
 # libyaml's SafeLoader when PyYAML was built with it (several times faster on large rule
 # files); the pure-Python SafeLoader otherwise. Either way we only compose nodes: no Python
-# object is ever constructed from YAML tags.
+# object is ever constructed from YAML tags. libyaml also stops at 1,000 nesting levels.
 _SafeBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# Nodes that aliases may add to a file, over the nodes written in it. Sharing an exceptions
+# list among a few dozen rules fits; an exponential alias chain stops within milliseconds.
+MAX_ALIAS_NODES = 10_000
+
+# Bytes of one rules file: ~13x Falco's largest (falco_rules.yaml, 150 kB), and a hot reload of
+# a file this size takes about 2 s. Tests files carry events, so they may be larger.
+MAX_RULES_FILE_BYTES = 2 << 20
+MAX_TESTS_FILE_BYTES = 16 << 20
+MAX_CONFIG_FILE_BYTES = 1 << 20
+
+
+class YamlError(DetectorError):
+    """A YAML text is invalid; callers rewrap it into their own error family."""
+
+
+class YamlLimitError(YamlError):
+    """A YAML file exceeds a bound (its size, or what its aliases add)."""
 
 
 class TextLoader(_SafeBase):  # type: ignore[misc]
     """A safe loader whose plain scalars all stay strings."""
 
     yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 - PyYAML's class attribute
+
+
+class TypedLoader(_SafeBase):  # type: ignore[misc]
+    """SafeLoader's types (bool, int, float, null...), but a bare `=` stays the string "="."""
+
+    yaml_implicit_resolvers: dict[Any, Any] = {  # noqa: RUF012 - PyYAML's class attribute
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
 
 class YamlMap(dict[str, Any]):
@@ -34,17 +69,94 @@ class YamlMap(dict[str, Any]):
     key_lines: dict[str, tuple[int, int]]
 
 
+def read_capped(path: Path, limit: int, what: str) -> str:
+    """A file's UTF-8 text, refused past `limit` bytes without reading further.
+
+    OSError and UnicodeDecodeError pass through; the size is a YamlLimitError."""
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise YamlLimitError(f"{what} is larger than {_size(limit)} (the limit for one file); not loaded",
+                             Location(str(path)))
+    return data.decode("utf-8")
+
+
 def load_documents(text: str, path: str) -> list[Any]:
-    """All documents of a YAML text, as plain values with YamlMap mappings."""
+    """All documents of a rules text, as plain values (str scalars) with YamlMap mappings.
+
+    Raises YamlError (YamlLimitError past a bound)."""
     try:
+        check_aliases(text, path)
         nodes = list(yaml.compose_all(text, Loader=TextLoader))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        line = mark.line + 1 if mark is not None else None
-        column = mark.column + 1 if mark is not None else None
-        raise RuleLoadError(f"invalid YAML: {problem}", Location(path, line, column)) from None
+        raise YamlError(*_described(exc, path)) from None
     return [None if node is None else _convert(node) for node in nodes]
+
+
+def load_typed(text: str, path: str) -> Any:
+    """The single document of a text with YAML's usual types (config, tests, policy files).
+
+    Raises YamlError (YamlLimitError past a bound)."""
+    try:
+        check_aliases(text, path)
+        return yaml.load(text, Loader=TypedLoader)  # TypedLoader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise YamlError(*_described(exc, path)) from None
+
+
+def check_aliases(text: str, path: str, limit: int = MAX_ALIAS_NODES) -> None:
+    """Raise YamlLimitError at the alias whose expansion takes the file past `limit` added nodes.
+
+    One pass over the parser's events, keeping the node count of each anchored value: nothing
+    is expanded. Texts without an anchor (`&`) cannot hold a valid alias and are not parsed."""
+    if "&" not in text:
+        return
+    sizes: dict[str, int] = {}
+    open_counts: list[tuple[str | None, int]] = []  # per open collection: its anchor, nodes so far
+    added = 0
+    for event in yaml.parse(text, Loader=TextLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_counts.append((event.anchor, 1))
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, count = open_counts.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, count = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, count = None, sizes.get(event.anchor or "", 0)  # an unknown one fails when composed
+            added += count
+            if added > limit or any(event.anchor == outer for outer, _ in open_counts):
+                raise YamlLimitError(_alias_problem(event.anchor, added > limit, limit), _at(event, path))
+        else:
+            continue
+        if anchor:
+            sizes[anchor] = count
+        if open_counts:
+            outer, total = open_counts[-1]
+            open_counts[-1] = (outer, total + count)
+
+
+def _alias_problem(anchor: str | None, too_many: bool, limit: int) -> str:
+    if too_many:
+        return f"alias *{anchor} expands the file past {limit:,} nodes added by aliases; not loaded"
+    return f"alias *{anchor} refers to a value that contains it (a recursive structure); not loaded"
+
+
+def _at(event: yaml.Event, path: str) -> Location:
+    mark = event.start_mark
+    return Location(path) if mark is None else Location(path, mark.line + 1, mark.column + 1)
+
+
+def _described(exc: yaml.YAMLError, path: str) -> tuple[str, Location]:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    line = mark.line + 1 if mark is not None else None
+    column = mark.column + 1 if mark is not None else None
+    return f"invalid YAML: {problem}", Location(path, line, column)
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit:,} bytes"
 
 
 def _convert(node: yaml.Node) -> Any:

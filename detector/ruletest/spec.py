@@ -7,8 +7,8 @@
           - ../tests/fixtures/events/pod_privileged_human.json
         expect: {fires: true, count: 1, output_contains: ["user=alice"]}
 
-Test files are ordinary YAML (SafeLoader with its normal types), so inline events keep
-their booleans and numbers.
+Test files are ordinary YAML (SafeLoader with its normal types, bounded as rules files are), so
+inline events keep their booleans and numbers.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from detector.errors import Location, RuleLoadError
+from detector.rules.yamlload import MAX_TESTS_FILE_BYTES, YamlError, load_typed, read_capped
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +74,11 @@ def embedded_tests(rules_file: Path) -> list[RuleTest]:
 
 def _load_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_typed(read_capped(path, MAX_TESTS_FILE_BYTES, "the tests file"), str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise RuleLoadError(f"cannot read tests file: {exc}", Location(str(path))) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise RuleLoadError(f"invalid YAML: {getattr(exc, 'problem', exc)}", Location(str(path), line)) from None
+    except YamlError as exc:
+        raise RuleLoadError(exc.message, exc.location) from None
 
 
 def _test(entry: Any, path: Path, rule: str | None, number: int) -> RuleTest:
