@@ -21,6 +21,22 @@ DEFAULT_STATE_DIR = "/var/lib/detector"
 
 
 @dataclass(frozen=True, slots=True)
+class InputConfig:
+    """`input:`: where events come from. `file` follows `file` (the default); `webhook`
+    receives them over HTTPS into a spool in state_dir (detector/source/webhook.py)."""
+
+    type: str = "file"
+    listen: str = "0.0.0.0:9443"
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    client_ca_file: str | None = None
+    token_file: str | None = None
+    insecure_plain_http: bool = False
+    max_body_bytes: int = 12 << 20  # 12 MiB: a full batch of 400 events with request bodies
+    max_concurrent_requests: int = 8
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     """Everything `detector run` needs to know, validated."""
 
@@ -43,6 +59,7 @@ class RunConfig:
     throttle: Any = None
     outbox: Any = None
     metrics: dict[str, str] | None = None
+    input: InputConfig = InputConfig()
     source: str = field(default="<defaults>", compare=False)
 
 
@@ -91,6 +108,8 @@ def apply(config: RunConfig, values: dict[str, Any], where: str) -> RunConfig:
 def _validate(key: str, value: Any, where: str) -> Any:
     if key == "metrics":
         return _metrics(value, where)
+    if key == "input":
+        return _input(value, where)
     if key in _RAW:
         return value  # outputs/throttle/outbox: validated by the alert stage
     check = _CHECKS.get(key)
@@ -183,4 +202,76 @@ _CHECKS: dict[str, Any] = {
     "file": _text, "state_dir": _text, "cluster_name": _text, "rules": _paths, "min_priority": _priority,
     "trusted_proxies": _count(0), "max_line_bytes": _count(1), "poll_interval": _seconds,
     "checkpoint_interval": _seconds, "internal_networks": _networks,
+}
+
+
+# -- input: ---------------------------------------------------------------------------------------
+_INPUT_TYPES = ("file", "webhook")
+_INPUT_FILES = ("tls_cert_file", "tls_key_file", "client_ca_file", "token_file")
+
+
+def _input(value: Any, where: str) -> InputConfig:
+    """The `input:` mapping; every error names `input.<key>`. A webhook needs TLS (a
+    certificate and key) and client authentication (a client CA and/or a token file), unless
+    `insecure_plain_http` on a loopback address (a sidecar or a local test)."""
+    if not isinstance(value, dict):
+        raise ConfigError("input: must be a mapping like {type: webhook, listen: \"0.0.0.0:9443\", ...}",
+                          Location(where))
+    known = {f.name for f in fields(InputConfig)}
+    for key in value:
+        if key not in known:
+            raise ConfigError(f"input: unknown key {key!r} (known: {', '.join(sorted(known))})", Location(where))
+    changes: dict[str, Any] = {}
+    for key, raw in value.items():
+        if raw is None:
+            continue
+        try:
+            changes[key] = _INPUT_CHECKS[key](raw)
+        except ValueError as exc:
+            raise ConfigError(f"input.{key}: {exc}", Location(where)) from None
+    config = replace(InputConfig(), **changes)
+    if config.type == "webhook":
+        _check_webhook(config, where)
+    return config
+
+
+def _check_webhook(config: InputConfig, where: str) -> None:
+    from detector.metrics import parse_listen  # noqa: PLC0415 - see _metrics
+
+    try:
+        host, _port = parse_listen(config.listen)
+    except ValueError as exc:
+        raise ConfigError(f"input.listen: {exc}", Location(where)) from None
+    if config.insecure_plain_http:
+        if not _is_loopback(host):
+            raise ConfigError(f"input.insecure_plain_http: allowed only with a loopback listen address "
+                              f"(127.0.0.1, ::1, localhost), not {config.listen!r}: anyone on the network could "
+                              f"read the events or send forged ones", Location(where))
+        return
+    if not (config.tls_cert_file and config.tls_key_file):
+        raise ConfigError("input: a webhook needs tls_cert_file and tls_key_file (or insecure_plain_http: true "
+                          "on a loopback listen address)", Location(where))
+    if not (config.client_ca_file or config.token_file):
+        raise ConfigError("input: a webhook needs client authentication: client_ca_file (mTLS), token_file "
+                          "(bearer token), or both", Location(where))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false (got {value!r})")
+    return value
+
+
+_INPUT_CHECKS: dict[str, Any] = {
+    "type": _choice(_INPUT_TYPES), "listen": _text, **dict.fromkeys(_INPUT_FILES, _text),
+    "insecure_plain_http": _flag, "max_body_bytes": _count(1024), "max_concurrent_requests": _count(1),
 }

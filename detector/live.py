@@ -41,9 +41,11 @@ from detector.parse.audit import parse_line
 from detector.rules.loader import rule_files
 from detector.rules.ruleset import Ruleset
 from detector.source.position import Position
+from detector.source.spool import Spool, spool_path
 from detector.source.stream import StreamFollower
 from detector.source.tail import Follower
 from detector.source.watch import Waker
+from detector.source.webhook import ReceiverSettings, WebhookReceiver
 
 CHECKPOINT_KEY = "source.checkpoint"
 LOCK_NAME = "detector.lock"  # also tells that detector used the state directory before
@@ -52,6 +54,10 @@ WAIT_SECONDS = 0.25
 STORE_RETRY_FIRST, STORE_RETRY_MAX, STORE_RETRY_STEP = 0.1, 5.0, 0.05  # seconds, when the state cannot be stored
 STOP_TIMEOUT = 3.0  # for in-flight sends at SIGTERM: the whole stop stays well under 5 s
 DRAIN_SECONDS, DRAIN_POLL_SECONDS = 30.0, 0.05  # after the end of standard input
+RECEIVER_STOP_SECONDS, SPOOL_DRAIN_SECONDS = 1.5, 1.0  # webhook input at SIGTERM: requests in flight, then the spool
+SPOOL_LINE_OVERHEAD = 4096  # a spool line is the request body plus its envelope
+SPOOL_MAX_LAG_BYTES = 256 << 20  # spooled but not evaluated yet: past this, requests get 429
+OUTBOX_FULL_FRACTION = 0.9  # of outbox.max_rows pending: requests get 429 (the outbox drops the oldest past max_rows)
 
 log = structlog.get_logger("detector.run")
 
@@ -82,6 +88,10 @@ class LiveRunner:
         self._committed: Position | None = None
         self._last_commit = time.monotonic()
         self._line: SourceLine | None = None  # the line being handled, for reports
+        self.spool: Spool | None = None
+        self.receiver: WebhookReceiver | None = None
+        self._outbox_pending = 0  # as of the last housekeeping: backpressure for the webhook input
+        self._spool_lag = 0
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> int:
@@ -134,17 +144,26 @@ class LiveRunner:
 
     # -- the loop ---------------------------------------------------------------------------
     def _follow(self, delivery: Delivery) -> None:
-        if self.config.file == "-":
+        webhook = self.config.input.type == "webhook"
+        if self.config.file == "-" and not webhook:
             self._follow_stream(delivery)
             return
-        resume = self._resume_position(delivery)
-        follower = Follower(self.config.file, start_at=self.config.start_at,  # type: ignore[arg-type]
+        # The webhook input spools each accepted request as one line, and that spool is
+        # followed and checkpointed exactly like a live audit.log (detector/source/spool.py).
+        path = spool_path(self.config.state_dir) if webhook else self.config.file
+        spool = Spool(path, on_event=self._on_source_event) if webhook else None
+        resume = self._resume_position(delivery, path)
+        max_line = max(self.config.max_line_bytes, self.config.input.max_body_bytes + SPOOL_LINE_OVERHEAD) \
+            if webhook else self.config.max_line_bytes
+        follower = Follower(path, start_at="beginning" if webhook else self.config.start_at,  # type: ignore[arg-type]
                             resume=resume, on_bad=self._on_bad, on_event=self._on_source_event,
-                            max_line_bytes=self.config.max_line_bytes)
-        waker = Waker(self.config.file, mode=self.config.watch,  # type: ignore[arg-type]
+                            max_line_bytes=max_line)
+        waker = Waker(path, mode=self.config.watch,  # type: ignore[arg-type]
                       poll_interval=self.config.poll_interval, on_event=self._on_source_event)
-        log.info("started", file=self.config.file, state_dir=self.config.state_dir, rules=len(self.ruleset.active),
-                 resume=resume is not None, watch=waker.mode)
+        receiver = self._receiver(spool) if spool is not None else None
+        self.spool, self.receiver = spool, receiver
+        log.info("started", file=path, state_dir=self.config.state_dir, rules=len(self.ruleset.active),
+                 resume=resume is not None, watch=waker.mode, **self._input_fields(receiver))
         next_housekeeping = 0.0
         handled = 0  # lines since the last wake-up: a busy log is looked at more often
         try:
@@ -157,13 +176,17 @@ class LiveRunner:
                 if now >= next_housekeeping:
                     self._housekeeping(delivery, follower, now)
                     next_housekeeping = now + 1.0
-                self.metrics.input_open = follower.is_open
+                self.metrics.input_open = follower.is_open and (receiver is None or self._admit() is None)
                 handled += len(lines)
                 if len(lines) < BATCH_LINES and not self.flags.stop:
                     waker.wait(WAIT_SECONDS, handled)
                     handled = 0
                 self.metrics.beat()
+            if receiver is not None:
+                self._stop_receiver(receiver, follower, delivery)
         finally:
+            if receiver is not None:
+                receiver.close(0.0)  # stopped already, unless the loop ended with an error
             if self._pending is None and follower.position not in (None, self._committed):
                 self._pending = follower.position  # e.g. a rotated file finished since the last housekeeping
             try:
@@ -173,6 +196,51 @@ class LiveRunner:
                 self.metrics.input_open = False
                 waker.close()
                 follower.close()
+                if spool is not None:
+                    spool.close()
+
+    # -- the webhook input ------------------------------------------------------------------------
+    def _receiver(self, spool: Spool) -> WebhookReceiver:
+        from detector.metrics import parse_listen  # noqa: PLC0415 - validated at config load
+
+        cfg = self.config.input
+        host, port = parse_listen(cfg.listen)
+        settings = ReceiverSettings(host, port, tls_cert_file=cfg.tls_cert_file, tls_key_file=cfg.tls_key_file,
+                                    client_ca_file=cfg.client_ca_file, token_file=cfg.token_file,
+                                    max_body_bytes=cfg.max_body_bytes,
+                                    max_concurrent_requests=cfg.max_concurrent_requests)
+        receiver = WebhookReceiver(settings, spool, admit=self._admit,
+                                   observer=InputObserver(self.metrics, self._on_source_event))
+        log.info("webhook_listening", listen=cfg.listen, port=receiver.port, tls=receiver.tls is not None,
+                 mtls=bool(cfg.client_ca_file), token=bool(cfg.token_file))
+        return receiver
+
+    def _input_fields(self, receiver: WebhookReceiver | None) -> dict[str, object]:
+        return {} if receiver is None else {"input": "webhook", "port": receiver.port}
+
+    def _admit(self) -> str | None:
+        """Why the webhook refuses requests now (429 and /readyz false), or None: alerts could
+        not be stored, the outbox is (nearly) full, or evaluation is far behind the spool."""
+        if not self.metrics.state_writable:
+            return "state_unwritable"
+        if self._outbox_pending >= self.delivery_settings.outbox.max_rows * OUTBOX_FULL_FRACTION:
+            return "outbox_full"
+        if self._spool_lag > SPOOL_MAX_LAG_BYTES:
+            return "spool_behind"
+        return None
+
+    def _stop_receiver(self, receiver: WebhookReceiver, follower: Follower, delivery: Delivery) -> None:
+        """SIGTERM with the webhook input: stop accepting, answer the requests in flight, then
+        evaluate what the spool holds (for a while: the rest is read after the next start)."""
+        if not receiver.close(RECEIVER_STOP_SECONDS):
+            log.warning("webhook_stop_timeout", seconds=RECEIVER_STOP_SECONDS)
+        deadline = time.monotonic() + SPOOL_DRAIN_SECONDS
+        while time.monotonic() < deadline:
+            lines = follower.read(BATCH_LINES)
+            if lines:
+                self._handle(lines, follower.position or lines[-1].position, delivery)
+            if len(lines) < BATCH_LINES:
+                break
 
     def _follow_stream(self, delivery: Delivery) -> None:
         """`--file -`: standard input until it ends. A pipe cannot be resumed, so nothing is
@@ -331,10 +399,14 @@ class LiveRunner:
             self._pending = follower.position
         self._commit(delivery, [])
         delivery.stage.tick()
+        if self.spool is not None:
+            self._spool_lag = follower.lag_bytes if follower is not None else 0
+            self.spool.prune(self._committed)
         self.metrics.lag_bytes.set(follower.lag_bytes if follower is not None else 0)
         self.metrics.checkpoint_age.set(now - self._last_commit)
         pending, dead, oldest = _outbox_depth(delivery)
         self.metrics.outbox_depth.set(pending)
+        self._outbox_pending = pending
         self.metrics.outbox_dead.set(dead)
         self.metrics.outbox_oldest.set(oldest)
         if self.flags.reload or self._rules_changed():
@@ -371,7 +443,7 @@ class LiveRunner:
         log.info("rules_reloaded", reason=why, rules=len(ruleset.active))
 
     # -- callbacks ----------------------------------------------------------------------------
-    def _resume_position(self, delivery: Delivery) -> Position | None:
+    def _resume_position(self, delivery: Delivery, path: str) -> Position | None:
         raw = delivery.outbox.get_state(CHECKPOINT_KEY)
         if raw is None:
             return None
@@ -380,9 +452,9 @@ class LiveRunner:
         except DetectorError as exc:
             log.error("checkpoint_unreadable", error=str(exc), start_at=self.config.start_at)
             return None
-        if os.path.dirname(os.path.abspath(position.path)) != os.path.dirname(os.path.abspath(self.config.file)):
+        if os.path.dirname(os.path.abspath(position.path)) != os.path.dirname(os.path.abspath(path)):
             log.warning("checkpoint_ignored", reason="the checkpoint is for another directory",
-                        checkpoint=position.path, file=self.config.file)
+                        checkpoint=position.path, file=path)
             return None
         return position
 
@@ -419,7 +491,48 @@ class LiveRunner:
         log_event(event)
 
 
-_WARNINGS = ("torn_line", "file_truncated", "read_error", "open_failed", "gap_possible", "watch_overflow")
+class InputObserver:
+    """The webhook receiver's requests as metrics per endpoint (requests by code, bytes,
+    rejects by reason, latency) and its rejects as log lines, one per reason per 10 s at most."""
+
+    LOG_EVERY = 10.0
+
+    def __init__(self, metrics: Metrics, on_event: Callable[[str, dict[str, object]], None]) -> None:
+        from prometheus_client import Counter, Histogram  # noqa: PLC0415 - only with a webhook input
+
+        r = metrics.registry
+        self.requests = Counter("detector_input_requests", "Requests to the webhook input, by endpoint and "
+                                "HTTP status", ["input", "endpoint", "code"], registry=r)
+        self.bytes = Counter("detector_input_bytes", "Request body bytes accepted into the spool, by endpoint",
+                             ["input", "endpoint"], registry=r)
+        self.rejects = Counter("detector_input_rejects", "Requests and connections refused, by endpoint and "
+                               "reason", ["input", "endpoint", "reason"], registry=r)
+        self.latency = Histogram("detector_input_request_seconds", "From the request head read to the answer, "
+                                 "by endpoint", ["input", "endpoint"], registry=r,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+        self._on_event = on_event
+        self._logged: dict[str, float] = {}
+
+    def request(self, endpoint: str, status: int, reason: str | None, size: int, seconds: float) -> None:
+        if status:
+            self.requests.labels("webhook", endpoint, str(status)).inc()
+            self.latency.labels("webhook", endpoint).observe(seconds)
+        if reason is None:
+            self.bytes.labels("webhook", endpoint).inc(size)
+            return
+        self.rejects.labels("webhook", endpoint, reason).inc()
+        now = time.monotonic()
+        if now - self._logged.get(reason, -self.LOG_EVERY) >= self.LOG_EVERY:  # never a header or a token
+            self._logged[reason] = now
+            self._on_event("webhook_rejected", {"endpoint": endpoint, "status": status, "reason": reason})
+
+    def event(self, name: str, fields: dict[str, object]) -> None:
+        self._on_event(name, fields)
+
+
+_WARNINGS = ("torn_line", "file_truncated", "read_error", "open_failed", "gap_possible", "watch_overflow",
+             "webhook_rejected", "token_file_unreadable", "token_file_empty", "tls_reload_failed", "spool_full",
+             "spool_write_failed")
 
 
 # What a full, read-only or broken state_dir raises from SQLite or the file system.
