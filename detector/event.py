@@ -97,7 +97,8 @@ class AuditEvent(msgspec.Struct, gc=False):
     `user` and `objectRef` are always present (empty when the JSON has none) so that the hot
     fields are plain attribute paths. The trailing fields are ours, never meant to be read from
     JSON (we overwrite them after decoding): the original bytes (or where to find them), the
-    lazily parsed body, the parsed stage time and a per-event cache of extracted field values.
+    lazily parsed body, the parsed stage time, a per-event cache of extracted field values and
+    the cluster named by the event's envelope.
     """
 
     kind: str | None = None
@@ -131,6 +132,9 @@ class AuditEvent(msgspec.Struct, gc=False):
     time: datetime | None = msgspec.field(default=None, name="__detector_time__")
     cache: dict[str, Any] | None = msgspec.field(default=None, name="__detector_cache__")
     annotation_values: dict[str, str] | None = msgspec.field(default=None, name="__detector_annotations__")
+    # The cluster the event came from, when its envelope says (an EKS log group, GKE resource
+    # labels, an AKS resourceId, the webhook's URL path); None for a plain audit line.
+    cluster: str | None = msgspec.field(default=None, name="__detector_cluster__")
 
     def line(self) -> bytes:
         """The event's JSON text as read (for an event built from a dict: its JSON)."""

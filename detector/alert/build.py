@@ -3,7 +3,9 @@
 Enrichment adds the key fields every output shows (and throttle keys may use) when the rule's
 template did not already render them, under their field names: `ka.user.name`, `ka.verb`,
 `ka.target.resource`, `ka.target.subresource`, `ka.target.namespace`, `ka.target.name`,
-`ka.sourceips`, `ka.useragent`, plus `ka.cluster.name` from the configuration. They travel in
+`ka.sourceips`, `ka.useragent`, plus `ka.cluster.name`: the event's cluster (named by its
+envelope: an EKS log group, GKE resource labels, an AKS resourceId, the webhook's URL path), else
+the configured `cluster_name`. Routes and throttle keys read them from there. They travel in
 `output_fields`, which Falco consumers treat as an open map (falcosidekick adds its
 `customfields` there too).
 """
@@ -33,7 +35,8 @@ _KEY_FIELDS: dict[str, Callable[[AuditEvent], str | list[str] | None]] = {
 
 
 class AlertBuilder:
-    """Builds delivery-ready alerts for one detector instance (host and cluster fixed)."""
+    """Builds delivery-ready alerts for one detector instance (its host; the cluster when the
+    event does not name its own)."""
 
     def __init__(self, hostname: str | None = None, cluster_name: str | None = None) -> None:
         self.hostname = hostname or socket.gethostname()
@@ -47,8 +50,10 @@ class AlertBuilder:
                 value = extract(match.event)
                 if value is not None:
                     fields[name] = value
-        if self.cluster_name is not None and fields.get(CLUSTER_FIELD) is None:
-            fields[CLUSTER_FIELD] = self.cluster_name
+        if fields.get(CLUSTER_FIELD) is None:
+            cluster = match.event.cluster or self.cluster_name
+            if cluster is not None:
+                fields[CLUSTER_FIELD] = cluster
         return redact_alert(alert, match.event)
 
 

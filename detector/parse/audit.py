@@ -2,7 +2,9 @@
 
 The hot path is a single typed msgspec decode. Anything unusual -- a producer that writes a
 number where a string belongs, an EventList or a JSON array on one line -- takes a slower,
-lenient path that mirrors what Falco's k8saudit plugin accepts.
+lenient path that mirrors what Falco's k8saudit plugin accepts. Only there, for what is no
+audit event, are cloud and webhook envelopes looked for (parse.envelopes): an ordinary line
+pays nothing for them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ import orjson
 
 from detector.errors import BadInput
 from detector.event import AuditEvent, TooDeep, decode_bounded, json_bytes
+from detector.parse.envelopes import SPOOL_PREFIX, Envelope, Inner, Piece, unwrap_spool, unwrap_text, unwrap_value
 from detector.parse.extract import text_map
+
+OnBad = Callable[[BadInput], None]
+LineParser = Callable[[bytes, OnBad | None], "AuditEvent | list[AuditEvent]"]
+_AUTO, _NONE = Envelope.AUTO, Envelope.NONE
 
 _DECODER = msgspec.json.Decoder(AuditEvent)
 # parse_block holds every event of a block at once: ~110 real events in a 128 KiB block, but
@@ -33,23 +40,27 @@ _STR_KEYS = (
 _USER_KEYS = ("user", "impersonatedUser")
 
 
-def parse_line(line: bytes, on_bad: Callable[[BadInput], None] | None = None) -> AuditEvent | list[AuditEvent]:
-    """Decode one line; a line holding an EventList or an array yields a list of events.
+def parse_line(line: bytes, on_bad: OnBad | None = None, envelope: Envelope = _AUTO) -> AuditEvent | list[AuditEvent]:
+    """Decode one line; a line holding an EventList, an array or an envelope (with `envelope`
+    AUTO, the default: any cloud's, or a webhook spool line; NONE: none) yields a list of events.
 
     In such a list, an unusable item goes to `on_bad` and the others are kept; the line is an
-    error only when no item is usable."""
+    error only when no item is usable (with `on_bad`, an envelope's every bad record goes there
+    and the list may be empty: a CONTROL_MESSAGE, or only skipped records)."""
     try:
         event = _DECODER.decode(line)
     except msgspec.ValidationError:
-        return _parse_lenient(line, on_bad)
+        return _parse_lenient(line, on_bad, envelope)
     except msgspec.DecodeError as exc:
         if not line.strip():
             raise BadInput("blank_line", "blank line (skipped)") from None
+        if envelope is _AUTO and (pieces := unwrap_text(line)) is not None:  # base64 (of gzip) data
+            return _events_of(pieces, on_bad)
         raise BadInput("invalid_json", f"invalid JSON: {_short(exc)}") from None
     except RecursionError:  # msgspec recurses even to skip a value: thousands of nested arrays
         raise BadInput("invalid_json", TOO_DEEP) from None
     if event.kind != "Event":
-        return _parse_lenient(line, on_bad)
+        return _parse_lenient(line, on_bad, envelope)
     event.raw = line
     # The usual event, checked inline: the acceptance test of parse_timestamp, copied because
     # the call (via _check_event) cost ~0.2 us a line, 4% of a scan. It only ever accepts what
@@ -115,18 +126,66 @@ def parse_block(block: LineBlock) -> list[AuditEvent | None] | None:
     return events
 
 
-def parse_document(data: bytes) -> list[AuditEvent | BadInput]:
-    """Decode a whole JSON document: an Event, an EventList, or an array of those."""
-    return list(_walk(_loads(data, "invalid JSON document")))
+def parse_document(data: bytes, envelope: Envelope = _AUTO) -> list[AuditEvent | BadInput]:
+    """Decode a whole JSON document: an Event, an EventList, an envelope (see parse_line), or
+    an array of those. With a cloud's `envelope`, only that cloud's envelopes are events."""
+    if envelope in _CLOUDS:
+        return _forced_document(_loads(data, "invalid JSON document"), envelope)
+    return list(_walk(_loads(data, "invalid JSON document"), envelope))
 
 
-def _parse_lenient(line: bytes, on_bad: Callable[[BadInput], None] | None) -> AuditEvent | list[AuditEvent]:
+def line_parser(envelope: Envelope = _AUTO) -> LineParser:
+    """The line decoder for an `--envelope` choice: parse_line itself for AUTO (detection) and
+    NONE (plain audit events only); for one cloud's, a decoder that reads nothing else. The
+    fast block decode (parse_block) is only for AUTO and NONE."""
+    def parse(line: bytes, on_bad: OnBad | None = None) -> AuditEvent | list[AuditEvent]:
+        if envelope in _CLOUDS:
+            return _parse_forced(line, on_bad, envelope)
+        return parse_line(line, on_bad, envelope)
+
+    return parse
+
+
+_CLOUDS = frozenset({Envelope.EKS, Envelope.GKE, Envelope.AKS})
+
+
+def _parse_forced(line: bytes, on_bad: OnBad | None, envelope: Envelope) -> list[AuditEvent]:
+    """A line that must be one of `envelope`'s records (JSON, or base64 of gzip of JSON)."""
+    if not line.strip():
+        raise BadInput("blank_line", "blank line (skipped)")
+    try:
+        value = _loads(line, "invalid JSON")
+    except BadInput:
+        pieces = unwrap_text(line, envelope)
+        if pieces is None:
+            raise
+    else:
+        pieces = unwrap_value(value, envelope)
+        if pieces is None:
+            raise BadInput("bad_envelope", f"not a {envelope.value} audit envelope") from None
+    return _events_of(pieces, on_bad)
+
+
+def _forced_document(value: Any, envelope: Envelope) -> list[AuditEvent | BadInput]:
+    results: list[AuditEvent | BadInput] = []
+    for item in value if isinstance(value, list) else [value]:
+        pieces = unwrap_value(item, envelope)
+        if pieces is None:
+            results.append(BadInput("bad_envelope", f"not a {envelope.value} audit envelope"))
+        else:
+            results += _piece_results(pieces)
+    return results
+
+
+def _parse_lenient(line: bytes, on_bad: OnBad | None, envelope: Envelope = _AUTO) -> AuditEvent | list[AuditEvent]:
+    if envelope is _AUTO and line.startswith(SPOOL_PREFIX):  # the webhook receiver's spool
+        return _events_of(unwrap_spool(line), on_bad)
     value = _loads(line, "invalid JSON")
     if isinstance(value, dict) and value.get("kind") == "Event":
         return event_from_dict(value)
     if not isinstance(value, dict | list):
         raise BadInput("not_object", f"{NOT_AN_EVENT}: a JSON {type(value).__name__}, not an object")
-    results = list(_walk(value))
+    results = list(_walk(value, envelope))
     events = [item for item in results if isinstance(item, AuditEvent)]
     errors = [item for item in results if isinstance(item, BadInput)]
     if errors and not events:
@@ -153,24 +212,90 @@ def _loads(data: bytes, what: str) -> Any:
         raise BadInput("invalid_json", reason) from None
 
 
-def _walk(value: Any) -> Any:
-    """Yield events (or the error for each unusable item) of an Event/EventList/array value."""
+def _walk(value: Any, envelope: Envelope = _AUTO) -> Any:
+    """Yield events (or the error for each unusable item) of an Event/EventList/envelope/array value."""
     if isinstance(value, list):
         for item in value:
-            yield from _walk(item)
+            yield from _walk(item, envelope)
         return
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind == "EventList" and isinstance(value.get("items"), list):
         # The API server's webhook backend sends items without their own `kind`.
         for item in value["items"]:
-            yield from _walk({**item, "kind": "Event"} if isinstance(item, dict) and "kind" not in item else item)
+            yield from _walk({**item, "kind": "Event"} if isinstance(item, dict) and "kind" not in item else item,
+                             _NONE)
     elif kind == "Event":
         try:
             yield event_from_dict(value)
         except BadInput as exc:
             yield exc
+    elif envelope is _AUTO and kind is None and (pieces := unwrap_value(value)) is not None:
+        yield from _piece_results(pieces)
     else:
         yield BadInput("not_audit_event", f"{NOT_AN_EVENT} (kind={_show(kind)})")
+
+
+def _events_of(pieces: list[Piece], on_bad: OnBad | None) -> list[AuditEvent]:
+    """The events of an envelope's pieces. Each bad record goes to `on_bad`; without one, the
+    first is raised when no event is usable (as for an EventList line)."""
+    events: list[AuditEvent] = []
+    errors: list[BadInput] = []
+    for result in _piece_results(pieces):
+        (events if isinstance(result, AuditEvent) else errors).append(result)  # type: ignore[arg-type]
+    if on_bad is None:
+        if errors and not events:
+            raise BadInput(errors[0].reason, errors[0].message)  # a new one: see _parse_lenient
+        return events
+    for error in errors:
+        on_bad(error)
+    return events
+
+
+def _piece_results(pieces: list[Piece]) -> list[AuditEvent | BadInput]:
+    """Each piece's events (with its cluster), or its error naming where it sat."""
+    results: list[AuditEvent | BadInput] = []
+    for piece in pieces:
+        if isinstance(piece, BadInput):
+            results.append(piece)
+            continue
+        errors: list[BadInput] = []
+        try:
+            events = _inner_events(piece, errors.append)
+        except BadInput as exc:
+            errors.append(exc)
+            events = []
+        for event in events:
+            event.cluster = piece.cluster
+        results += events
+        results += [BadInput(e.reason, f"{piece.where}: {e.message}") for e in errors]
+    return results
+
+
+def _inner_events(piece: Inner, on_bad: OnBad) -> list[AuditEvent]:
+    """The event(s) of one piece: a mapped Event, an audit event's text, or an EventList item
+    (no `kind` of its own; its bytes as sent are the event's)."""
+    data = piece.data
+    if isinstance(data, dict):
+        return [event_from_dict(data)]
+    if not piece.item:
+        result = parse_line(data, on_bad, _NONE)
+        return result if isinstance(result, list) else [result]
+    try:
+        event = _DECODER.decode(data)
+    except (msgspec.DecodeError, RecursionError):  # oddly typed: the lenient way, `kind` added
+        value = _loads(data, "invalid JSON")
+        if isinstance(value, dict) and "kind" not in value:
+            value = {**value, "kind": "Event"}
+        return [event_from_dict(value)] if isinstance(value, dict) else [_not_object(value)]
+    if event.kind is None:
+        event.kind = "Event"
+    event.raw = data
+    _check_event(event)
+    return [event]
+
+
+def _not_object(value: Any) -> AuditEvent:
+    raise BadInput("not_object", f"{NOT_AN_EVENT}: a JSON {type(value).__name__}, not an object")
 
 
 def event_from_dict(value: dict[str, Any]) -> AuditEvent:

@@ -48,7 +48,7 @@ from detector.parse.fieldspec import (
     const,
     with_presence,
 )
-from detector.redact import mask_secrets
+from detector.redact import mask_command
 
 
 def _annotation(key: str) -> Extractor:
@@ -59,6 +59,14 @@ def _annotation(key: str) -> Extractor:
         return values.get(key)
 
     return extract
+
+
+def _cluster_name(ev: AuditEvent) -> Value:
+    """The cluster the envelope named, else Falco's `cluster_name` annotation."""
+    return ev.cluster if ev.cluster is not None else _cluster_annotation(ev)
+
+
+_cluster_annotation = _annotation("cluster_name")
 
 
 def annotation_values(raw: msgspec.Raw) -> dict[str, str]:
@@ -146,7 +154,7 @@ def _uri_param(arg: Any, _opts: FieldOptions) -> Extractor:
 
 def _exec_command(ev: AuditEvent) -> Value:
     values = query_values(ev.requestURI, "command")
-    return mask_secrets(" ".join(values)) if values else None
+    return mask_command(values) if values else None
 
 
 def _subjects(ev: AuditEvent) -> list[Any] | None:
@@ -587,7 +595,9 @@ def _specs() -> list[FieldSpec]:
           const(_source_ip_at(-1)), type=FieldType.IPADDR),
         s("ka.client.ip", "detector: client address: the last source IP, skipping [N] trusted proxies "
           "(default: the trusted_proxies setting)", _client_ip, arg=index, type=FieldType.IPADDR),
-        s("ka.cluster.name", "Cluster name (annotation cluster_name)", const(_annotation("cluster_name"))),
+        s("ka.cluster.name", "Cluster name: from the event's envelope (EKS log group, GKE resource labels, AKS "
+          "resourceId, webhook path), else the annotation cluster_name (detector: the envelope)",
+          const(_cluster_name)),
         *containers.container_specs(),
         *_json_specs(),
         s("jmes.value", "detector: JMESPath expression over the whole event; strings as text, "
