@@ -1,20 +1,19 @@
 """Prometheus metrics and the /healthz, /readyz endpoints of `detector run`.
 
-One registry per process (not the global one, so tests can run several), served with the
-standard library's HTTP server on a daemon thread.
+One registry per process (not the global one, so tests can run several), served by
+detector/httpd.py's bounded responder on one daemon thread.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from detector.httpd import DEFAULT_LIMITS, BoundedHTTPServer, Limits, Response, Route
 
 
 class Metrics:
@@ -70,28 +69,20 @@ class Metrics:
 
 
 class MetricsServer:
-    """Serves /metrics, /healthz and /readyz on `host:port` until `close()`."""
+    """Serves /metrics, /healthz and /readyz on `host:port` until `close()`, within `limits`
+    (detector/httpd.py: one thread, bounded connections, timeouts, GET and HEAD only)."""
 
-    def __init__(self, metrics: Metrics, listen: str, stale_after: float = 30.0) -> None:
-        host, _, port = listen.rpartition(":")
-        handler = _handler(metrics, stale_after)
-        self._server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="detector-metrics", daemon=True)
-        self._thread.start()
+    def __init__(self, metrics: Metrics, listen: str, stale_after: float = 30.0,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
+        host, port = parse_listen(listen)
+        self._server = BoundedHTTPServer(host, port, _routes(metrics, stale_after), limits, name="detector-metrics")
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self._server.port
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
+        self._server.close()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -102,26 +93,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # an empty host: the operator asked for all addresses
 
 
-def _handler(metrics: Metrics, stale_after: float) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-            elif self.path in ("/healthz", "/readyz"):
-                ok, detail = metrics.health(stale_after) if self.path == "/healthz" else metrics.readiness()
-                body = json.dumps({"status": "ok" if ok else "fail", **detail}).encode()
-                self._send(200 if ok else 503, body, "application/json")
-            else:
-                self._send(404, b"not found\n", "text/plain")
+def _routes(metrics: Metrics, stale_after: float) -> Route:
+    def route(path: str) -> Response:
+        if path == "/metrics":
+            return Response(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+        if path in ("/healthz", "/readyz"):
+            ok, detail = metrics.health(stale_after) if path == "/healthz" else metrics.readiness()
+            body = json.dumps({"status": "ok" if ok else "fail", **detail}).encode()
+            return Response(200 if ok else 503, body, "application/json")
+        return Response(404, b"not found\n")
 
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    return Handler
+    return route
