@@ -1,39 +1,224 @@
-"""Masking of credentials that show up in audit data (exec commands, request URIs).
+"""Masking of credentials that show up in audit data (exec commands, request URIs, bodies).
 
 Lives at the bottom of the package because both the field table (which renders exec
-commands) and the alert stage (which redacts payloads) need it.
+commands) and the alert stage (which redacts payloads) need it. Three entry points:
+
+- `mask_secrets(text)`: any text (a field value, a rendered JSON document, a response body);
+- `mask_argv(args)`: a command as its argument list (the `command=` parameters of an exec),
+  where a credential may be the argument after its flag;
+- `is_credential_name(name)`: does an environment variable, ConfigMap key or JSON key name
+  say it holds a credential?
+
+Every credential value becomes `****`; the key, flag, scheme or user name before it stays, so
+an alert still says what was done. What is masked, per form and per tool, and what cannot be,
+is the table in docs/threat-model.md ("Credential masking").
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable, Sequence
+from urllib.parse import quote_plus, unquote_plus
 
 MASK = "****"
 
-_SECRET_WORDS = (
-    r"token|password|passwd|pwd|secret|api[-_]?key|apikey|access[-_]?key|secret[-_]?key"
-    r"|client[-_]?secret|auth|authorization|credentials?|private[-_]?key|bearer"
-)
-# `--token=abc`, `--password abc`, `password=abc`, `TOKEN: abc`, `Bearer abc`
-# A value is a quoted string (masked whole, quotes kept) or a run of non-blank characters.
-_VALUE = r"""(?P<value>"[^"]*"|'[^']*'|[^\s&;'"]+)"""
-_FLAG_VALUE = re.compile(
-    rf"(?i)(?P<key>(?:--?|\b)[\w.-]*(?:{_SECRET_WORDS})[\w.-]*)(?P<sep>\s*[=:]\s*|\s+){_VALUE}"
-)
-_AUTH_SCHEME = re.compile(rf"(?i)\b(?P<scheme>bearer|basic)\s+{_VALUE}")
-_QUERY_VALUE = re.compile(rf"(?i)(?P<key>[?&][\w.-]*(?:{_SECRET_WORDS})[\w.-]*=)(?P<value>[^&#\s]*)")
+# --- names ------------------------------------------------------------------------------------
+# A name holds a credential when one of its parts (split at -_. and camelCase) is a credential
+# word, or names a key of some kind (`api_key`, `AccessKey`); `...key` alone counts for names
+# written as environment variables (`STRIPE_KEY`), not for JSON keys (`"key": "app"` in a
+# toleration or a selector is not a secret). A last part that says the value is a reference,
+# a file, a duration or a switch makes it no credential: `secretName`, `--token-file`,
+# `tokenExpirationSeconds`, `--authorization-mode`, `AUTH_ENABLED`.
+_CREDENTIAL_PARTS = frozenset({
+    "password", "passwd", "passphrase", "pwd", "pass", "pw", "token", "secret", "credential", "credentials",
+    "apikey", "auth", "bearer", "signature", "sig", "creds", "privatekey", "secretkey", "accesskey",
+})
+_CREDENTIAL_SUBSTRINGS = ("password", "passwd", "passphrase", "token", "secret", "apikey", "credential")
+_KEY_QUALIFIERS = frozenset({
+    "api", "access", "private", "secret", "signing", "encryption", "master", "client", "account", "shared",
+    "storage", "sas", "ssh", "license", "app", "auth", "session", "consumer", "subscription",
+})
+_NOT_A_VALUE_PARTS = frozenset({
+    "name", "names", "ref", "refs", "file", "files", "path", "dir", "ttl", "seconds", "expiration", "mode",
+    "type", "kind", "length", "id", "ids", "enabled", "disabled", "enable", "disable", "url", "uri",
+    "endpoint", "audience", "audiences", "provider", "method", "user", "username", "policy", "required",
+    "timeout", "version", "header", "prefix", "namespace", "source", "stdin", "env", "selector", "count",
+    "duration", "period", "format", "strategy", "reviews", "requests", "volume", "mount", "project",
+})
+_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
 
-# Every pattern below needs one of these words; most texts have none, and a substring test is
-# far cheaper than the patterns (this runs on every field of every alert).
-# ...followed, like every pattern requires, by a separator and a value: `secrets` alone (a
-# resource name) or `ServiceAccount token` at the end of a text need no masking work.
-_ANCHOR = re.compile(r"(?i)(?:token|pass|pwd|secret|key|auth|credential|bearer|basic)[\w.-]*(?:\s*[=:]|\s+\S)")
+@functools.lru_cache(maxsize=4096)
+def is_credential_name(name: str, env_style: bool = True) -> bool:
+    """Does this key or variable name say its value is a credential? `env_style` lets a bare
+    `key` part count (`SSH_KEY`, `stripe.key`), which JSON keys such as `key` must not."""
+    parts = [p.lower() for p in _PART.findall(name)]
+    if not parts or parts[-1] in _NOT_A_VALUE_PARTS:
+        return False
+    for index, part in enumerate(parts):
+        if part in _CREDENTIAL_PARTS or any(word in part for word in _CREDENTIAL_SUBSTRINGS):
+            return True
+        if part == "key" and (env_style or (index > 0 and parts[index - 1] in _KEY_QUALIFIERS)):
+            return True
+    return False
+
+
+def _is_flag_key(key: str) -> bool:
+    name = key.lstrip("-")
+    return is_credential_name(name, env_style=name.isupper() or key.startswith("-"))
+
+
+# --- commands -----------------------------------------------------------------------------------
+# Short flags whose value is a password, per tool (decided per tool: `-p` is mysql's password but
+# a port for docker run, kubectl port-forward or ssh; `-u user:pw` is curl's, docker's -u is a uid).
+# `attached`: the value may follow the flag in the same argument (`-pX`).
+_PASSWORD_FLAGS: dict[str, tuple[frozenset[str], bool]] = {}
+for _names, _flags, _attached in (
+    ("mysql mariadb mysqldump mysqladmin mysqlimport mysqlshow mysqlcheck mysqlpump mysqlsh mariadb-dump "
+     "mariadb-admin mariadb-import mariadb-check", "-p", True),
+    ("sshpass", "-p", True),
+    ("mongo mongosh mongodump mongorestore mongoexport mongoimport mongostat mongotop mongofiles", "-p", True),
+    ("redis-cli keydb-cli valkey-cli", "-a", True),
+    ("ldapsearch ldapmodify ldapadd ldapdelete ldapwhoami ldappasswd ldapcompare ldapmodrdn", "-w", True),
+    ("sqlcmd bcp isql", "-P", True),
+    ("zip unzip 7z 7za 7zr", "-P -p", True),
+    ("login", "-p", True),  # `docker login -p X`; docker's own -p (run, create) is a port
+):
+    for _name in _names.split():
+        _PASSWORD_FLAGS[_name] = (frozenset(_flags.split()), _attached)
+# `-u user:password` (curl's --user, --proxy-user), `-U user%password` (smbclient).
+_USER_PASSWORD_FLAGS: dict[str, tuple[frozenset[str], str]] = {
+    "curl": (frozenset({"-u", "--user", "-U", "--proxy-user"}), ":"),
+    "smbclient": (frozenset({"-U", "--user"}), "%"),
+    "rpcclient": (frozenset({"-U", "--user"}), "%"),
+}
+# Words that take the next argument as a password: redis' AUTH command (`AUTH pw`, `AUTH user pw`).
+_REDIS = frozenset({"redis-cli", "keydb-cli", "valkey-cli"})
+# Registry clients whose `login` subcommand takes `-p password`.
+_LOGIN_CLIENTS = frozenset({"docker", "podman", "nerdctl", "buildah", "skopeo", "helm", "oras", "crane", "regctl"})
+_TOOLS = (frozenset(_PASSWORD_FLAGS) - {"login"}) | frozenset(_USER_PASSWORD_FLAGS) | _LOGIN_CLIENTS
+_FLAG_WORD = re.compile(r"--?[A-Za-z][\w.-]*")
+
+
+def _tool(arg: str, current: str | None) -> str | None:
+    """The tool whose flags the arguments after `arg` are (`current` if `arg` names none)."""
+    name = arg.rsplit("/", 1)[-1]
+    if name == "login" and current in _LOGIN_CLIENTS:
+        return "login"
+    return name if name in _TOOLS else current
+
+
+def mask_argv(args: Sequence[str]) -> list[str]:
+    """Each argument of a command with its credentials masked: in the argument itself
+    (`--password=X`, `-pX` of mysql, `sh -c "..."`), or as the argument after its flag
+    (`--token X`, `-p X` of sshpass, `-u user:X` of curl, `-a X` of redis-cli, `AUTH X`)."""
+    out = [mask_secrets(arg) for arg in args]
+    tool: str | None = None
+    index = 0
+    while index < len(args):
+        tool = _tool(args[index], tool)
+        index += _mask_next(tool, args, out, index)
+    return out
+
+
+def _mask_next(tool: str | None, args: Sequence[str], out: list[str], index: int) -> int:
+    """Mask what `args[index]` says is a credential; the number of arguments consumed."""
+    arg, rest = args[index], len(args) - index - 1
+    if tool in _PASSWORD_FLAGS:
+        flags, attached = _PASSWORD_FLAGS[tool]
+        if arg in flags and rest:
+            out[index + 1] = _masked_word(args[index + 1])
+            return 2
+        if attached and arg[:2] in flags and len(arg) > 2 and arg[2:] != MASK:
+            out[index] = arg[:2] + MASK
+            return 1
+    if tool in _USER_PASSWORD_FLAGS:
+        flags, separator = _USER_PASSWORD_FLAGS[tool]
+        flag, equals, value = arg.partition("=")
+        if flag in flags and (equals or rest):
+            user = value if equals else args[index + 1]
+            masked = _user_password(user, separator)
+            if equals:
+                out[index] = f"{flag}={masked}"
+                return 1
+            out[index + 1] = masked
+            return 2
+        if arg[:2] in flags and len(arg) > 2 and not arg.startswith("--"):
+            out[index] = arg[:2] + _user_password(arg[2:], separator)
+            return 1
+    if tool in _REDIS and arg.upper() == "AUTH" and rest:
+        last = min(index + 2, len(args) - 1) if rest >= 2 and not args[index + 2].startswith("-") else index + 1
+        out[last] = _masked_word(args[last])
+        return last - index + 1
+    if rest and _FLAG_WORD.fullmatch(arg) and _is_flag_key(arg) and not args[index + 1].startswith("-"):
+        out[index + 1] = _masked_word(args[index + 1])
+        return 2
+    if arg in ("--from-literal", "--from-env-file-literal") and rest:
+        out[index + 1] = _literal(args[index + 1])
+        return 2
+    return 1
+
+
+def _masked_word(value: str) -> str:
+    return value if value in (MASK, "") else MASK
+
+
+def _user_password(value: str, separator: str) -> str:
+    user, found, _password = value.partition(separator)
+    return f"{user}{separator}{MASK}" if found else value
+
+
+def _literal(value: str) -> str:
+    key, found, _value = value.partition("=")
+    return f"{key}={MASK}" if found else value
+
+
+def mask_command(args: Sequence[str]) -> str:
+    """The command line of `args` (joined by spaces) with its credentials masked."""
+    return mask_secrets(" ".join(mask_argv(args)))
+
+
+# --- text -------------------------------------------------------------------------------------------
+# Every pattern needs one of these; most texts have none, and one search is far cheaper than the
+# passes below (this runs on every string field of every alert).
+_TOOL_NAMES = "|".join(sorted((re.escape(t) for t in _TOOLS), key=len, reverse=True))
+_ANCHOR = re.compile(
+    r"(?i)token|pass|pwd|pw\b|secret|key|auth|credential|creds|bearer|basic|sig|cookie|literal|://[^\s/@]*@"
+    rf"|command=|(?<![\w.-])(?:{_TOOL_NAMES})(?![\w.-])")
+
+_WORDS = r"(?:pass|pwd|pw|token|secret|credential|creds|api[-_.]?key|key|auth|bearer|sig|cookie)"
+_KEY_CHARS = r"[A-Za-z0-9_.-]"
+# Values. Quoted ones are masked whole (the quotes stay); a JSON-escaped one (`\"x\"`, inside a
+# JSON string) too. A bare value after `:` (JSON, YAML flow) ends at , } ] too; after `=` (k=v,
+# flags, environment) it ends at blanks, `&` and `;` only.
+_QUOTED = r"""\\"(?:[^"\\]|\\[^"])*\\"|"(?:[^"\\]|\\.)*"|'[^']*'"""
+_BARE_EQ = r"""(?:[^\s&;'"\\]|\\(?![nrt"\\/]))+"""
+_BARE_COLON = r"""(?:[^\s&;'"\\,{}\[\]]|\\(?![nrt"\\/]))+"""
+_KEYED = re.compile(
+    rf"""(?P<q>\\?["']?)(?P<key>(?<![\w.-]){_KEY_CHARS}*{_WORDS}{_KEY_CHARS}*)(?P=q)"""
+    rf"""(?:(?P<eq>[ \t]*=[ \t]*)(?P<v1>{_QUOTED}|{_BARE_EQ})"""
+    rf"""|(?P<colon>[ \t]*:[ \t]*)(?P<v2>{_QUOTED}|{_BARE_COLON}))""",
+    re.IGNORECASE)
+_FLAG_SPACE = re.compile(
+    rf"""(?<![\w-])(?P<key>--?{_KEY_CHARS}*{_WORDS}{_KEY_CHARS}*)(?P<sep>[ \t]+)(?P<value>{_QUOTED}|{_BARE_EQ})""",
+    re.IGNORECASE)
+_HEADER = re.compile(
+    r"""(?P<key>\b(?:proxy-)?authorization|\bcookie|\bx-api-key|\bx-auth-token)"""
+    r"""(?P<sep>\\?["']?[ \t]*[:=][ \t]*\\?["']?)"""
+    r"""(?P<scheme>[A-Za-z][\w.-]*[ \t]+(?=\S))?"""
+    rf"""(?P<value>{_QUOTED}|(?!\+)(?:[^\s"'\\,;]|"[^"]*")+(?:[,;][ \t]*(?:[^\s"'\\,;]|"[^"]*")+)*)""",
+    re.IGNORECASE)
+_SCHEME = re.compile(r"(?i)\b(?P<scheme>bearer|basic|token|negotiate|digest)[ \t]+(?P<value>[A-Za-z0-9._~+/=-]{4,})")
+_USERINFO = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@\"'\\]*:)(?P<value>[^\s/@\"'\\]+)@")
+_PASS_PHRASE = re.compile(r"(?<![\w-])(?P<pre>pass:)(?P<value>" + _QUOTED + "|" + _BARE_EQ + ")")
+_LITERAL = re.compile(r"(?P<pre>--from-literal[= ][^=\s\"'\\]+=)(?P<value>" + _QUOTED + "|" + _BARE_EQ + ")")
+_QUERY = re.compile(r"\?(?P<query>[^\s\"'<>#\\]*=[^\s\"'<>#\\]*)")
+_COMMAND = re.compile(r"(?<![\w.-])(?:[\w.-]*/)?(?P<tool>" + _TOOL_NAMES + r")(?=[ \t])(?P<args>[^;|&\n\r`()]*)")
 
 
 def might_hold_secret(text: str) -> bool:
-    """Cheap pre-check: does `text` contain a credential-looking word at all?"""
+    """Cheap pre-check: could `text` hold a credential that `mask_secrets` masks?"""
     if len(text) <= _MEMO_MAX_CHARS:
         return _might_hold_secret_memo(text)
     return _ANCHOR.search(text) is not None
@@ -51,23 +236,121 @@ def _might_hold_secret_memo(text: str) -> bool:
 
 
 def mask_secrets(text: str) -> str:
-    """Replace the value that follows a credential-looking flag or key with `****`."""
-    if not text:
+    """`text` with every credential value it recognises replaced by `****` (see the module
+    docstring). Never raises on any string; masking a masked text changes nothing."""
+    if not text or not might_hold_secret(text):
         return text
-    if _ANCHOR.search(text) is None:
-        return text
-    text = _AUTH_SCHEME.sub(lambda m: f"{m.group('scheme')} {_masked(m.group('value'))}", text)
-    text = _QUERY_VALUE.sub(lambda m: m.group("key") + MASK, text)
-    return _FLAG_VALUE.sub(_mask_flag, text)
+    for substitute in _PASSES:
+        text = substitute(text)
+    return text
 
 
-def _mask_flag(match: re.Match[str]) -> str:
-    value = match.group("value")
-    if value.strip("'\"") == MASK or value.startswith("-") or value.lower() in ("bearer", "basic"):
+def _sub(pattern: re.Pattern[str], build: Callable[[re.Match[str]], str]) -> Callable[[str], str]:
+    return lambda text: pattern.sub(build, text)
+
+
+def _quoted_mask(value: str) -> str:
+    """`****` in the quotes `value` had (`"x"` -> `"****"`, `\\"x\\"` -> `\\"****\\"`)."""
+    if value.startswith('\\"'):
+        return f'\\"{MASK}\\"'
+    if value[:1] in ("'", '"') and len(value) >= 2:
+        return f"{value[0]}{MASK}{value[0]}"
+    return MASK
+
+
+def _is_masked(value: str) -> bool:
+    return value.strip("\\'\"") in (MASK, "")
+
+
+_NOT_SECRETS = frozenset({"true", "false", "null", "none", "yes", "no", "<na>"})
+
+
+def _keyed(match: re.Match[str]) -> str:
+    value = match.group("v1") if match.group("v1") is not None else match.group("v2")
+    key = match.group("key")
+    quoted = bool(match.group("q"))
+    if _is_masked(value) or value.strip("\\'\"").lower() in _NOT_SECRETS:
         return match.group(0)
-    return f"{match.group('key')}{match.group('sep')}{_masked(value)}"
+    if not is_credential_name(key.lstrip("-"), env_style=not quoted and (key.isupper() or key.startswith("-"))):
+        return match.group(0)
+    sep = match.group("eq") if match.group("eq") is not None else match.group("colon")
+    return f"{match.group('q')}{key}{match.group('q')}{sep}{_quoted_mask(value)}"
 
 
-def _masked(value: str) -> str:
-    quote = value[0] if value[:1] in ("'", '"') else ""
-    return f"{quote}{MASK}{quote}"
+def _flag_space(match: re.Match[str]) -> str:
+    value = match.group("value")
+    if _is_masked(value) or value.startswith("-") or not _is_flag_key(match.group("key")):
+        return match.group(0)
+    return f"{match.group('key')}{match.group('sep')}{_quoted_mask(value)}"
+
+
+def _header(match: re.Match[str]) -> str:
+    value = match.group("value")
+    if _is_masked(value):
+        return match.group(0)
+    return f"{match.group('key')}{match.group('sep')}{match.group('scheme') or ''}{_quoted_mask(value)}"
+
+
+def _scheme(match: re.Match[str]) -> str:
+    value = match.group("value")
+    if value == MASK or value.lower() in ("bearer", "basic", "token"):
+        return match.group(0)
+    return f"{match.group('scheme')} {MASK}"
+
+
+def _prefixed(match: re.Match[str]) -> str:
+    value = match.group("value")
+    return match.group(0) if _is_masked(value) else f"{match.group('pre')}{_quoted_mask(value)}"
+
+
+def _userinfo(match: re.Match[str]) -> str:
+    return f"{match.group('pre')}{MASK}@"
+
+
+def _query(match: re.Match[str]) -> str:
+    return "?" + mask_query(match.group("query"))
+
+
+def mask_query(query: str) -> str:
+    """A URL query with credentials masked: credential-named parameters, and the `command=`
+    parameters of an exec or attach taken together as one command (kubectl sends each argument
+    as one parameter, spaces as `+`, anything else percent-encoded). Parameters left as they
+    were keep their encoding; masked ones are re-encoded (`+` for spaces, `****` kept)."""
+    pairs = [part.partition("=") for part in query.split("&")]
+    decoded = [(unquote_plus(key), unquote_plus(value)) for key, _eq, value in pairs]
+    commands = [index for index, (key, _value) in enumerate(decoded) if key == "command"]
+    masked_args = mask_argv([decoded[index][1] for index in commands]) if commands else []
+    masked = dict(zip(commands, masked_args, strict=True))
+    out = []
+    for index, (key, equals, raw) in enumerate(pairs):
+        name, value = decoded[index]
+        new = masked[index] if index in masked else (
+            _masked_word(value) if equals and is_credential_name(name) else mask_secrets(value))
+        encoded = raw if new == value else quote_plus(new, safe="*/", errors="backslashreplace")
+        out.append(f"{key}{equals}{encoded}")
+    return "&".join(out)
+
+
+def _command(match: re.Match[str]) -> str:
+    args = match.group("args")
+    words = args.split()
+    masked = mask_argv([match.group("tool"), *words])[1:]
+    if masked == words:
+        return match.group(0)
+    pieces = re.split(r"(\s+)", args)
+    it = iter(masked)
+    rebuilt = "".join(next(it) if piece and not piece.isspace() else piece for piece in pieces)
+    return match.group(0)[: len(match.group(0)) - len(args)] + rebuilt
+
+
+_PASSES: tuple[Callable[[str], str], ...] = (
+    _sub(_QUERY, _query),
+    _sub(_USERINFO, _userinfo),
+    _sub(_HEADER, _header),
+    _sub(_SCHEME, _scheme),
+    _sub(_LITERAL, _prefixed),
+    _sub(_PASS_PHRASE, _prefixed),
+    _sub(_KEYED, _keyed),
+    _sub(_FLAG_SPACE, _flag_space),
+    _sub(_COMMAND, _command),
+)

@@ -18,6 +18,15 @@ responseObject) is never part of an alert. What `redact_alert` guarantees:
    line are replaced by the masked form. The rest of the message is rule text and is left alone
    (masking free prose over-matches: "Unauthorized access" would become "Unauthorized ****").
 
+3. Credentials the event's structure names, whatever field prints them (`credential_values`):
+   the value of every key named like a credential in the request/response objects (a
+   TokenReview's `spec.token`, a TokenRequest's `status.token`, ConfigMap `data` under
+   `db_password`), container `env[].value` whose `name` says password/token/secret/key, the
+   last-applied-configuration annotation of any object, and every argument of an exec/attach
+   command that `mask_argv` masks (so `ka.uri.param[command]` or a JSON rendering of the
+   requestURI shows it masked as `ka.exec.command` does). Each is replaced, as written and
+   JSON-escaped (4 characters or more; not `true`/`false` and such), by its masked form.
+
 Replacement may over-redact (a one-letter secret value would be replaced everywhere); it never
 under-redacts the cases above.
 """
@@ -29,13 +38,14 @@ import binascii
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote
 
 import msgspec
 
 from detector.alert.model import Alert
 from detector.event import AuditEvent
-from detector.redact import mask_secrets, might_hold_secret
+from detector.parse.extract import query_values
+from detector.redact import MASK, is_credential_name, mask_argv, mask_secrets, might_hold_secret
 
 REDACTED = "<redacted: secret data>"
 WITHHELD = "<output withheld: it showed data of a Secret>"
@@ -63,7 +73,8 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
     # Secret data only ever travels in request/response objects: a Secret event logged at
     # Metadata level carries none, and needs only the credential masking below.
     secret_event = is_secret_event(event) and _has_body(event)  # the cheaper test first: few events are
-    if not secret_event and not any(_may_need_masking(v) for v in alert.output_fields.values()):
+    credentials = credential_values(event)
+    if not secret_event and not credentials and not any(_may_need_masking(v) for v in alert.output_fields.values()):
         return alert  # the common case: nothing to mask, nothing to copy
     fields = dict(alert.output_fields)
     replacements: dict[str, str] = {}
@@ -85,6 +96,9 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
         fields = {k: _replace_in(v, scan) for k, v in fields.items()}
         if found is None or _leaks(message, redacted):  # None: the Secret's data could not be read
             message, output = WITHHELD, alert.output[: len(alert.output) - len(alert.message)] + WITHHELD
+    if credentials:
+        message, output = _replace(message, credentials), _replace(output, credentials)
+        fields = {k: _replace_in(v, credentials) for k, v in fields.items()}
     return msgspec.structs.replace(alert, output_fields=fields, message=message, output=output)
 
 
@@ -205,9 +219,13 @@ def _mask_value(value: Any, replacements: dict[str, str]) -> Any:
         return [_mask_value(v, replacements) for v in value]
     if not isinstance(value, str) or not value or value == REDACTED:
         return value
-    plain = unquote(value) if "%" in value else value
-    masked = mask_secrets(plain)
-    if masked == plain:
+    masked = mask_secrets(value)  # query strings are decoded (and `+` read as a space) by the masker
+    if "%" in masked:  # percent-encoding elsewhere (a path, a JSON-escaped URI): mask the decoded text too
+        plain = unquote(masked)
+        decoded = mask_secrets(plain)
+        if decoded != plain:
+            masked = decoded
+    if masked == value:
         return value
     replacements[value] = masked
     return masked
@@ -230,3 +248,89 @@ def _replace_in(value: Any, replacements: dict[str, str]) -> Any:
 
 def _leaks(message: str, values: Iterable[str]) -> bool:
     return any(len(v) >= _SCAN_MIN and v[:_PREFIX] in message for v in values)
+
+
+# --- credentials named by the event's structure -----------------------------------------------------
+_CREDENTIAL_HINTS = (b'"env"', b"oken", b"assw", b"ecret", b"ConfigMap", b"last-applied", b"ey\"", b'ey"',
+                     b"command=", b"uth", b"redential")
+_WALK_BUDGET = 20_000  # nodes walked per event at most: a bigger body is left to the text masker
+_NOT_SECRETS = frozenset({"true", "false", "null", "none", "yes", "no"})
+
+
+def credential_values(event: AuditEvent) -> dict[str, str]:
+    """Every credential the event's structure names (see the module docstring, 3.), in each
+    form it may be printed (as written, JSON-escaped, URL-encoded), mapped to its masked form."""
+    line = event.line()
+    if line and not any(hint in line for hint in _CREDENTIAL_HINTS):
+        return {}
+    found: dict[str, str] = {}
+    if event.requestURI and "command=" in event.requestURI:
+        args = query_values(event.requestURI, "command") or []
+        for arg, masked in zip(args, mask_argv(args), strict=True):
+            if arg != masked:
+                _add(found, arg, masked, encoded=True)
+    if _has_body(event):
+        body = _body(event)
+        if isinstance(body, dict):
+            for part in ("requestObject", "responseObject"):
+                _walk_credentials(body.get(part), found)
+    return found
+
+
+def _walk_credentials(root: Any, found: dict[str, str]) -> None:
+    """Collect credential values of `root` into `found`, iteratively, within _WALK_BUDGET nodes."""
+    stack, budget = [root], _WALK_BUDGET
+    while stack and budget > 0:
+        node = stack.pop()
+        budget -= 1
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            _credentials_of(node, found)
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+
+
+def _credentials_of(node: dict[str, Any], found: dict[str, str]) -> None:
+    name, value = node.get("name"), node.get("value")
+    if isinstance(name, str) and isinstance(value, str) and is_credential_name(name):  # env[] entries
+        _add(found, value, MASK)
+    configmap = node.get("kind") == "ConfigMap"
+    for key, item in node.items():
+        if not isinstance(item, str):
+            if key in ("data", "binaryData", "stringData") and isinstance(item, dict):
+                _data_credentials(item, found, configmap)
+            elif key == "annotations" and isinstance(item, dict) and isinstance(item.get(_LAST_APPLIED), str):
+                _add(found, item[_LAST_APPLIED], MASK)
+            continue
+        if is_credential_name(key, env_style=False):
+            _add(found, item, MASK)
+
+
+def _data_credentials(data: dict[str, Any], found: dict[str, str], configmap: bool) -> None:
+    """ConfigMap-style data: values under credential-like keys (`db.password`, `tls.key`), and
+    credentials inside the files it holds (`application.properties` with `db.password=x`)."""
+    for key, value in data.items():
+        if not isinstance(value, str):
+            continue
+        if is_credential_name(str(key)):
+            _add(found, value, MASK)
+            for decoded in _decoded(value):
+                _add(found, decoded, MASK)
+        elif configmap or might_hold_secret(value):
+            masked = mask_secrets(value)
+            if masked != value:
+                _add(found, value, masked)
+
+
+def _add(found: dict[str, str], value: str, masked: str, encoded: bool = False) -> None:
+    if len(value) < _SCAN_MIN or value.lower() in _NOT_SECRETS or value == masked:
+        return
+    found[value] = masked
+    escaped = msgspec.json.encode(value).decode()[1:-1]
+    if escaped != value:
+        found[escaped] = msgspec.json.encode(masked).decode()[1:-1]
+    if encoded:
+        for encode in (quote_plus, quote):
+            form = encode(value, safe="")
+            if form != value:
+                found[form] = encode(masked, safe="*")

@@ -48,7 +48,7 @@ from detector.parse.fieldspec import (
     const,
     with_presence,
 )
-from detector.redact import mask_secrets
+from detector.redact import mask_command
 
 
 def _annotation(key: str) -> Extractor:
@@ -154,7 +154,7 @@ def _uri_param(arg: Any, _opts: FieldOptions) -> Extractor:
 
 def _exec_command(ev: AuditEvent) -> Value:
     values = query_values(ev.requestURI, "command")
-    return mask_secrets(" ".join(values)) if values else None
+    return mask_command(values) if values else None
 
 
 def _subjects(ev: AuditEvent) -> list[Any] | None:
