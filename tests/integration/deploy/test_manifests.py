@@ -4,6 +4,7 @@ the configuration contract of `detector run`."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -11,12 +12,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.deploy.support import (
     CONFIG_KEYS,
     IMAGE_SHIPPED_RULES,
     KUBE,
     REPO,
+    find_tool,
     load_documents,
     load_yaml,
 )
@@ -308,3 +311,50 @@ def test_installing_the_daemonset_fires_no_shipped_rule(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert "fires none of the shipped rules" in (KUBE / "README.md").read_text(encoding="utf-8")
+
+
+# -- network ---------------------------------------------------------------------------------
+def network_policy() -> dict[str, Any]:
+    (found,) = [r for r in resources() if r["kind"] == "NetworkPolicy"]
+    return found
+
+
+def test_network_policy_admits_only_the_monitoring_namespace_to_the_metrics_port() -> None:
+    """The pods take connections only from namespace `monitoring`, only on the metrics port; egress stays open."""
+    policy = network_policy()["spec"]
+    labels = daemonset()["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items(), "the policy selects detector's pods"
+    assert policy["policyTypes"] == ["Ingress"], "no Egress: alerts must still reach their outputs"
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    (port,) = container()["ports"]
+    assert rule["ports"] == [{"port": port["name"], "protocol": "TCP"}]
+    annotations = daemonset()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port["containerPort"]), "Prometheus still scrapes that port"
+
+
+def readme_network_policy_patch() -> str:
+    """The overlay patch of README.md's section "Metrics and the NetworkPolicy"."""
+    readme = (KUBE / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## 7. Metrics and the NetworkPolicy", 1)[1]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_patch_of_the_network_policy_builds(tmp_path: Path) -> None:
+    """The README's overlay patch builds with kustomize and replaces who may connect, nothing else."""
+    kubectl = find_tool("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (it carries kustomize)")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(KUBE, overlay)  # kustomize refuses an absolute path to a base
+    (overlay / "kustomization.yaml").write_text(f"resources:\n  - {base}\n" + readme_network_policy_patch(),
+                                                encoding="utf-8")
+    result = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    (built,) = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "NetworkPolicy"]
+    (rule,) = built["spec"]["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}},
+                             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    assert rule["ports"] == network_policy()["spec"]["ingress"][0]["ports"]
