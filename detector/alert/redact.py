@@ -38,7 +38,7 @@ import binascii
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 import msgspec
 
@@ -252,7 +252,7 @@ def _leaks(message: str, values: Iterable[str]) -> bool:
 
 # --- credentials named by the event's structure -----------------------------------------------------
 _CREDENTIAL_HINTS = (b'"env"', b"oken", b"assw", b"ecret", b"ConfigMap", b"last-applied", b"ey\"", b'ey"',
-                     b"command=", b"uth", b"redential")
+                     b"uth", b"redential")
 _WALK_BUDGET = 20_000  # nodes walked per event at most: a bigger body is left to the text masker
 _NOT_SECRETS = frozenset({"true", "false", "null", "none", "yes", "no"})
 
@@ -260,21 +260,30 @@ _NOT_SECRETS = frozenset({"true", "false", "null", "none", "yes", "no"})
 def credential_values(event: AuditEvent) -> dict[str, str]:
     """Every credential the event's structure names (see the module docstring, 3.), in each
     form it may be printed (as written, JSON-escaped, URL-encoded), mapped to its masked form."""
+    found: dict[str, str] = {}
+    if event.requestURI and "?" in event.requestURI:
+        _uri_credentials(event.requestURI, found)
     line = event.line()
     if line and not any(hint in line for hint in _CREDENTIAL_HINTS):
-        return {}
-    found: dict[str, str] = {}
-    if event.requestURI and "command=" in event.requestURI:
-        args = query_values(event.requestURI, "command") or []
-        for arg, masked in zip(args, mask_argv(args), strict=True):
-            if arg != masked:
-                _add(found, arg, masked, encoded=True)
+        return found
     if _has_body(event):
         body = _body(event)
         if isinstance(body, dict):
             for part in ("requestObject", "responseObject"):
                 _walk_credentials(body.get(part), found)
     return found
+
+
+def _uri_credentials(uri: str, found: dict[str, str]) -> None:
+    """The masked arguments of an exec's command, and the values of credential-named query
+    parameters (`ka.uri.param[access_token]` prints the value alone)."""
+    args = query_values(uri, "command") or []
+    for arg, masked in zip(args, mask_argv(args), strict=True):
+        if arg != masked:
+            _add(found, arg, masked, encoded=True)
+    for key, value in parse_qsl(urlsplit(uri).query, keep_blank_values=True):
+        if key != "command" and is_credential_name(key):
+            _add(found, value, MASK, encoded=True)
 
 
 def _walk_credentials(root: Any, found: dict[str, str]) -> None:
