@@ -3,6 +3,7 @@ example configuration and environment file."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from detector.metrics import parse_listen
 from tests.integration.deploy.support import CONFIG_KEYS, DEPLOY, SYSTEMD, find_tool, load_yaml
 
 UNIT = SYSTEMD / "detector.service"
@@ -150,3 +152,12 @@ def test_config_example_uses_known_keys_and_loads(tmp_path: Path) -> None:
         for key in [k for k in output if k.endswith("_file")]:
             output[key] = str(secret)  # credentials exist only under systemd
     parse_delivery(data, environ=env_example())
+
+
+def test_metrics_bind_loopback_by_default() -> None:
+    """The config the unit is installed with serves /metrics on a loopback address, the port the README checks."""
+    host, port = parse_listen(config_example()["metrics"]["listen"])
+    assert ipaddress.ip_address(host).is_loopback, "the unit's metrics would be open to the network"
+    readme = (SYSTEMD / "README.md").read_text(encoding="utf-8")
+    assert "install -m 0644 deploy/config.example.yaml /etc/detector/config.yaml" in readme
+    assert f"curl -s {host}:{port}/readyz" in readme
