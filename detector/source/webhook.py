@@ -45,6 +45,8 @@ from detector.errors import ConfigError
 from detector.source.spool import Spool, SpoolFull
 
 RETRY_AFTER = 1  # seconds, in every 429/503/507
+DISCARD_BYTES = 1 << 20  # a refused request's body up to this size is read and dropped: the connection stays
+LINGER_SECONDS = 1.0  # after refusing a bigger one, what the client still sends is dropped for this long
 TLS_RELOAD_SECONDS = TOKEN_RELOAD_SECONDS = 1.0
 CLUSTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
 ENDPOINTS = ("audit", "firehose", "pubsub")
@@ -458,14 +460,42 @@ class _Handler(BaseHTTPRequestHandler):
             finally:
                 receiver.requests.release()
         except Refused as refused:
-            if not size:
-                self.close_connection = True  # the body was not read: the connection cannot be reused
+            linger = not size and not self._discard_body()
             self._answer(endpoint or "-", refused.status, request_id, refused.message)
             receiver.observer.request(endpoint or "-", refused.status, refused.reason, size,
                                       time.perf_counter() - started)
+            if linger:
+                self._linger()
             return
         self._answer(endpoint, 200, request_id, None)
         receiver.observer.request(endpoint, 200, None, size, time.perf_counter() - started)
+
+    def _discard_body(self) -> bool:
+        """Read a small unread body so the connection stays usable (and the client sees our
+        answer, not a reset); False when the connection must close."""
+        length = self.headers.get("Content-Length", "")
+        if self.headers.get("Transfer-Encoding") or not length.strip().isdigit():
+            self.close_connection = True
+            return False
+        if int(length) > DISCARD_BYTES:
+            self.close_connection = True
+            return False
+        with contextlib.suppress(OSError):
+            if len(self.rfile.read(int(length))) == int(length):
+                return True
+        self.close_connection = True
+        return True
+
+    def _linger(self) -> None:
+        """After answering a request whose big body was not read: read (and drop) what the
+        client still sends for a moment before closing, so it reads our answer instead of a
+        connection reset (what HTTP servers call a lingering close)."""
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.settimeout(LINGER_SECONDS)
+            deadline = time.monotonic() + LINGER_SECONDS
+            while time.monotonic() < deadline and self.rfile.read1(1 << 16):
+                pass
 
     def _read_body(self, limit: int) -> bytes:
         if self.headers.get("Transfer-Encoding"):
