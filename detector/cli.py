@@ -17,6 +17,7 @@ from detector.alert.settings import DeliverySettings, parse_delivery, parse_outb
 from detector.config import DEFAULT_FILE, DEFAULT_STATE_DIR, RunConfig, apply, load_config
 from detector.engine import Engine, diagnose_line, freeze_heap
 from detector.errors import BadInput, DetectorError, Location, RuleLoadError, StateError
+from detector.parse.envelopes import Envelope
 from detector.parse.fields import FIELDS
 from detector.parse.fieldspec import FieldOptions
 from detector.rules.diagnostics import Diagnostic
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--format", choices=("json", "text"), default="json")
     scan.add_argument("--max-line-bytes", type=int, default=1 << 20, metavar="N",
                       help="longer lines are reported and skipped (default 1 MiB)")
+    scan.add_argument("--envelope", choices=[e.value for e in Envelope], default=Envelope.AUTO.value,
+                      help="what wraps the audit events: auto (detect per line: plain events, EventLists, "
+                           "EKS CloudWatch Logs/Firehose, GKE LogEntry/Pub/Sub, AKS records; the default), "
+                           "none (plain audit events only), or one cloud's envelope only")
     scan.add_argument("inputs", nargs="+", metavar="FILE", help="audit log (.log, .json, .gz) or - for stdin")
     validate = commands.add_parser("validate", help="check rules files and report every problem")
     validate.add_argument("paths", nargs="+", metavar="PATH")
@@ -158,7 +163,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     else:
         def emit(alert: Alert) -> None:
             out.write(to_text_line(alert).encode())
-    engine = Engine(ruleset, emit, _print_bad)
+    engine = Engine(ruleset, emit, _print_bad, envelope=Envelope(args.envelope))
     freeze_heap()
     for path in args.inputs:
         engine.run(read_input(path, engine.report_bad, args.max_line_bytes, diagnose=diagnose_line))

@@ -12,7 +12,8 @@ from detector.alert.build import AlertBuilder, build_alerts
 from detector.alert.model import Alert
 from detector.errors import BadInput, Location
 from detector.event import AuditEvent
-from detector.parse.audit import parse_block, parse_document, parse_line
+from detector.parse.audit import line_parser, parse_block, parse_document, parse_line
+from detector.parse.envelopes import Envelope
 from detector.rules.model import Match
 from detector.rules.ruleset import Ruleset
 from detector.source.cutter import Block, Lines
@@ -53,8 +54,13 @@ class Engine:
     """Evaluates records with a ruleset and hands alerts and bad input to sinks."""
 
     def __init__(self, ruleset: Ruleset, on_alert: AlertSink, on_bad: BadInputSink,
-                 hostname: str | None = None) -> None:
+                 hostname: str | None = None, envelope: Envelope = Envelope.AUTO) -> None:
         self.ruleset = ruleset
+        # AUTO detects envelopes per line (only where a line is not a plain event); one cloud's
+        # forces its decoder on every line and document, and skips the whole-block decode.
+        self.envelope = envelope
+        self._parse = line_parser(envelope)
+        self._blocks = envelope in (Envelope.AUTO, Envelope.NONE)
         self.on_alert = on_alert
         self.on_bad_input = on_bad
         # The same enrichment and redaction as `detector run`: no Secret data in any output.
@@ -72,7 +78,7 @@ class Engine:
         """Process every batch of lines (or document) of `read_input`; the hot loops keep
         lookups local and allocate nothing extra."""
         for item in items:
-            if type(item) is Block and item.shaped and (events := parse_block(item)) is not None:
+            if type(item) is Block and self._blocks and item.shaped and (events := parse_block(item)) is not None:
                 self._decoded(item, events)
             elif isinstance(item, Record):
                 self._document(item)
@@ -114,7 +120,7 @@ class Engine:
         """Parse and evaluate the line at self._index of self._lines."""
         report_item = self._report_item
         try:
-            event = parse_line(line, report_item)
+            event = self._parse(line, report_item)
         except BadInput as error:
             report_item(error)
             return
@@ -151,7 +157,7 @@ class Engine:
 
     def _document(self, record: Record) -> None:
         try:
-            items = parse_document(record.data)
+            items = parse_document(record.data, self.envelope)
         except BadInput as error:
             error.location = Location(record.path, record.lineno)
             self.report_bad(error)

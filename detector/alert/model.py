@@ -108,7 +108,7 @@ def alert_from_match(match: Match, hostname: str) -> Alert:
     fields: dict[str, FieldValue | int] = {"evt.time": nanos, **match.output_fields}
     label = match.priority.label
     return Alert(
-        id=alert_id(match.rule, audit_id, stage, event.line()),
+        id=alert_id(match.rule, audit_id, stage, _identity_bytes(event)),
         time=f"{_utc_seconds(seconds)}.{fraction:09d}Z",
         rule=match.rule,
         priority=label,
@@ -122,6 +122,14 @@ def alert_from_match(match: Match, hostname: str) -> Alert:
         audit_id=audit_id,
         stage=stage,
     )
+
+
+def _identity_bytes(event: AuditEvent) -> bytes:
+    """The event's own JSON, plus its cluster when an envelope named one: the same bytes from
+    two clusters are two events."""
+    if event.cluster is None:
+        return event.line()
+    return event.line() + b"\x00" + event.cluster.encode()
 
 
 # Alerts come in time order, so the last few seconds are all a cache needs. A bigger one keeps

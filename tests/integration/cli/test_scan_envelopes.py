@@ -79,3 +79,18 @@ def test_scan_spool_lines(detector: Run, rules: Path) -> None:
     firehose = scan(detector, rules, "eks_firehose.json")[2]
     assert ids[2:5] == firehose  # a Firehose batch gives the same ids spooled or read from a file
     assert len(set(ids)) == len(ids)
+
+
+def test_envelope_override_reads_only_that_cloud(detector: Run, rules: Path) -> None:
+    """`--envelope eks` reads the EKS file as auto does; `--envelope gke` or `none` read nothing
+    of it and report each line instead of guessing."""
+    path = str(FIXTURES / "eks_cloudwatch.json")
+    forced = detector("scan", "--envelope", "eks", "--rules", str(rules), path)
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(orjson.loads(x)["rule"] for x in forced.stdout.splitlines()) == [
+        "Exec Stream Opened", "Forbidden Request"]
+    for other in ("gke", "none"):
+        result = detector("scan", "--envelope", other, "--rules", str(rules), path)
+        assert result.returncode == 0 and result.stdout == "", (other, result.stderr)
+        assert "eks_cloudwatch.json" in result.stderr, result.stderr  # reported at its file, not silent
+    assert detector("scan", "--envelope", "azure", path).returncode == 2

@@ -80,3 +80,18 @@ def test_the_id_is_the_documented_uuid5() -> None:
     name = b"Exec\x00chosen-by-the-client\x00ResponseComplete\x00" + line
     expected = str(uuid.uuid5(NAMESPACE, name.decode()))
     assert alert_id("Exec", "chosen-by-the-client", "ResponseComplete", line) == expected == _id_of(line)
+
+
+def test_the_same_bytes_from_two_clusters_are_two_alerts() -> None:
+    """An envelope's cluster is part of the identity (EKS and AKS can carry byte-identical
+    events of two clusters); without a cluster the id is the documented one above."""
+    line = orjson.dumps(event_dict(**SAME))
+    ids = set()
+    for cluster in ("prod-eu", "prod-us"):
+        event = parse_line(line)
+        assert isinstance(event, AuditEvent)
+        event.cluster = cluster
+        ids.add(_alert_id(event))
+    assert len(ids) == 2 and _id_of(line) not in ids
+    name = b"Exec\x00chosen-by-the-client\x00ResponseComplete\x00" + line + b"\x00prod-eu"
+    assert str(uuid.uuid5(NAMESPACE, name.decode())) in ids
