@@ -10,6 +10,7 @@ import fnmatch
 import re
 from collections.abc import Iterable, Mapping
 
+from detector.alert.build import CLUSTER_FIELD
 from detector.alert.model import Alert
 from detector.alert.settings import RouteSettings
 
@@ -17,7 +18,8 @@ from detector.alert.settings import RouteSettings
 class Route:
     """A compiled `RouteSettings`."""
 
-    __slots__ = ("_exclude_rules", "_exclude_tags", "_include_rules", "_include_tags", "_max_level")
+    __slots__ = ("_exclude_clusters", "_exclude_rules", "_exclude_tags", "_include_clusters", "_include_rules",
+                 "_include_tags", "_max_level")
 
     def __init__(self, settings: RouteSettings) -> None:
         self._max_level = int(settings.min_priority)
@@ -25,10 +27,13 @@ class Route:
         self._exclude_rules = _globs(settings.exclude_rules)
         self._include_tags = _globs(settings.include_tags)
         self._exclude_tags = _globs(settings.exclude_tags)
+        self._include_clusters = _globs(settings.include_clusters)
+        self._exclude_clusters = _globs(settings.exclude_clusters)
 
     def selects(self, alert: Alert) -> bool:
-        """True when the alert is severe enough, its rule is included and not excluded, and
-        its tags include one of `include_tags` (if any) and none of `exclude_tags`."""
+        """True when the alert is severe enough, its rule is included and not excluded, its
+        tags include one of `include_tags` (if any) and none of `exclude_tags`, and its cluster
+        (`ka.cluster.name`: the event's, else the configured one) is included and not excluded."""
         if alert.priority_level > self._max_level:
             return False
         rule = alert.rule
@@ -38,7 +43,15 @@ class Route:
             return False
         if self._include_tags is not None and not any(self._include_tags.match(t) for t in alert.tags):
             return False
-        return self._exclude_tags is None or not any(self._exclude_tags.match(t) for t in alert.tags)
+        if self._exclude_tags is not None and any(self._exclude_tags.match(t) for t in alert.tags):
+            return False
+        if self._include_clusters is None and self._exclude_clusters is None:
+            return True
+        cluster = alert.output_fields.get(CLUSTER_FIELD)
+        cluster = cluster if isinstance(cluster, str) else ""  # no cluster: matches only a pattern like "" or "*"
+        if self._include_clusters is not None and not self._include_clusters.match(cluster):
+            return False
+        return self._exclude_clusters is None or not self._exclude_clusters.match(cluster)
 
 
 class Router:

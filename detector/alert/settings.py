@@ -35,6 +35,8 @@ class RouteSettings:
     exclude_rules: tuple[str, ...] = ()
     include_tags: tuple[str, ...] = ()  # empty: any tags; else at least one must match
     exclude_tags: tuple[str, ...] = ()
+    include_clusters: tuple[str, ...] = ()  # empty: any cluster; else ka.cluster.name must match one
+    exclude_clusters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +203,8 @@ def _parse_route(f: Fields) -> RouteSettings:
                    "min_priority")
         priority = parsed
     return RouteSettings(priority, f.texts("include_rules", ("*",)), f.texts("exclude_rules"),
-                         f.texts("include_tags"), f.texts("exclude_tags"))
+                         f.texts("include_tags"), f.texts("exclude_tags"),
+                         f.texts("include_clusters"), f.texts("exclude_clusters"))
 
 
 def _stdout(f: Fields, name: str, route: RouteSettings) -> StdoutSettings:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import msgspec
+
+from detector.alert.model import Alert
 from detector.alert.route import Route, Router
 from detector.alert.settings import RouteSettings
 from detector.rules.model import Priority
@@ -42,3 +45,23 @@ def test_router_keeps_config_order() -> None:
     assert router.outputs_for(make_alert(priority=Priority.WARNING)) == ["b", "c"]
     assert router.outputs_for(make_alert(priority=Priority.EMERGENCY)) == ["b", "a", "c"]
     assert router.outputs == ["b", "a", "c"]
+
+
+def test_clusters_route_on_the_alerts_cluster() -> None:
+    """include_clusters / exclude_clusters glob ka.cluster.name; an alert without a cluster
+    only matches a pattern that matches the empty name."""
+    def alert(cluster: str | None) -> Alert:
+        base = make_alert()
+        fields = {**base.output_fields, **({"ka.cluster.name": cluster} if cluster else {})}
+        return msgspec.structs.replace(base, output_fields=fields)
+
+    prod = Route(RouteSettings(include_clusters=("prod-*",), exclude_clusters=("prod-test",)))
+    assert prod.selects(alert("prod-eu"))
+    assert not prod.selects(alert("prod-test"))
+    assert not prod.selects(alert("staging"))
+    assert not prod.selects(alert(None))
+    assert Route(RouteSettings(include_clusters=("*",))).selects(alert(None))
+    assert Route(RouteSettings(exclude_clusters=("staging",))).selects(alert(None))
+    router = Router({"prod": RouteSettings(include_clusters=("prod-*",)), "all": RouteSettings()})
+    assert router.outputs_for(alert("staging")) == ["all"]
+    assert router.outputs_for(alert("prod-us")) == ["prod", "all"]
