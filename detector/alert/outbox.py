@@ -80,6 +80,9 @@ CREATE VIEW IF NOT EXISTS dead_letter AS
 _HELD_SQL = "status IN ('pending', 'dead')"
 _MARK_DELIVERED_SQL = ("UPDATE delivery SET status = 'delivered', body = NULL, updated_at = ?, "
                        "attempts = attempts + 1, last_error = NULL WHERE seq = ?")
+_MARK_DELIVERED_MANY_SQL = ("UPDATE delivery SET status = 'delivered', body = NULL, updated_at = ?, "
+                            "attempts = attempts + 1, last_error = NULL WHERE seq IN ({})")
+MARK_CHUNK = 500  # rows per UPDATE: well under SQLite's bound on parameters (999 before 3.32)
 _ROW_COLUMNS = ("seq, output, alert_id, rule, priority, status, attempts, created_at, updated_at, "
                 "next_attempt_at, last_error")
 
@@ -401,11 +404,14 @@ class Outbox:
         """`mark_delivered` for several rows in one transaction; True once written. Without
         `wait`, False (nothing written) while another connection holds the write lock: a worker
         then sends on and marks later, instead of sleeping in SQLite's busy handler (1, 2, 5...
-        ms) behind the engine's commit."""
+        ms) behind the engine's commit. One UPDATE per MARK_CHUNK rows (`seq IN (...)`): about
+        half the CPU per row of one statement per row."""
         now = self.clock()
         try:
             with self._write(wait=wait) as tx:
-                tx.db.executemany(_MARK_DELIVERED_SQL, [(now, seq) for seq in seqs])
+                for start in range(0, len(seqs), MARK_CHUNK):
+                    chunk = seqs[start:start + MARK_CHUNK]
+                    tx.execute(_MARK_DELIVERED_MANY_SQL.format(", ".join("?" * len(chunk))), (now, *chunk))
         except OutboxBusy:
             return False
         return True

@@ -260,3 +260,22 @@ def test_held_counts_see_pending_and_dead_rows_only(outbox: Outbox) -> None:
     outbox.mark_delivered_many([rows[0].seq])
     outbox.dead_letter(rows[1].seq, "HTTP 400")
     assert outbox.held_counts() == (1, 1)
+
+
+def test_many_marks_and_the_pending_query_skipping_held_rows(tmp_path: Path) -> None:
+    """Marks of more rows than one UPDATE takes land all, and only on the rows named; `skip`
+    leaves a worker's held range out of `pending`."""
+    box = Outbox(tmp_path / "big.db", OutboxSettings(), ROUTES, lambda _e: None)
+    try:
+        box.enqueue(make_alerts(1_203))
+        rows = box.pending("all", 2_000)
+        assert len(rows) == 1_203
+        assert [r.seq for r in box.pending("all", 3, skip=(rows[0].seq, rows[9].seq))] == [
+            r.seq for r in rows[10:13]]
+        marked = [r.seq for r in rows[:1_200]]
+        assert box.mark_delivered_many(marked)
+        assert [r.seq for r in box.pending("all", 10)] == [r.seq for r in rows[1_200:]]
+        assert box.counts()[("all", "delivered")] == 1_200
+        assert all(r.attempts == 1 for r in box.rows(status="delivered", limit=None))
+    finally:
+        box.close()
