@@ -32,6 +32,15 @@ LIST_OPS = ("intersects", "in", "pmatch")
 MODIFIERS = ("oneof", "anyof", "allof")
 ALL_OPS = (*UNARY_OPS, *NUM_OPS, *SYMBOL_STR_OPS, *WORD_STR_OPS, *LIST_OPS)
 
+# Operands (checks, groups, macro names) in one condition text: parsing and compiling cost
+# ~90 us each, so this keeps one condition under two seconds.
+MAX_OPERANDS = 20_000
+
+
+class TooLarge(Exception):
+    """A condition past a size bound, as written or once its lists or macros are expanded."""
+
+
 _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "\\": "\\", "/": "/", " ": "\\"}
 
 
@@ -60,6 +69,7 @@ class _Parser:
         self.text = text
         self.pos = 0
         self.depth = 0
+        self.operands = 0
 
     # -- plumbing -------------------------------------------------------------------------
     def fail(self, message: str) -> None:
@@ -131,12 +141,19 @@ class _Parser:
         while self.match(_NOT) is not None:
             negations += 1
             self.skip_blanks()
+        self.depth += negations  # each `not` nests as a group does (and recursion follows it)
+        if self.depth > 1000:
+            self.fail("condition nested too deeply")
         node = self.check()
+        self.depth -= negations
         for _ in range(negations):
             node = Not(node)
         return node
 
     def check(self) -> Node:
+        self.operands += 1
+        if self.operands > MAX_OPERANDS:
+            raise TooLarge(f"more than {MAX_OPERANDS:,} checks, groups and macros in one condition")
         self.skip_blanks()
         start = self.pos
         if self.peek("("):

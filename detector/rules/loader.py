@@ -15,18 +15,21 @@ from detector.rules.ast import Node
 from detector.rules.codegen import always, generate
 from detector.rules.collector import Collection, Collector
 from detector.rules.compiler import CompileError, Compiler
-from detector.rules.condition import parse_condition, parse_field_expr
+from detector.rules.condition import TooLarge, parse_condition, parse_field_expr
 from detector.rules.diagnostics import Code, Diagnostic
 from detector.rules.index import constraints, without_implied
 from detector.rules.model import SOURCE, CompiledRule, ListInfo, MacroInfo, Priority, RuleInfo
 from detector.rules.output import compile_output
 from detector.rules.reader import read_items
 from detector.rules.resolve import (
+    MAX_CONDITION_CHARS,
     MacroError,
     exception_condition,
     expand_lists,
     expand_macros,
     macro_names,
+    measure,
+    measure_macros,
     substitute_lists,
 )
 from detector.rules.ruleset import RuleMatching, Ruleset
@@ -60,6 +63,14 @@ def rule_files(paths: Iterable[str | Path]) -> list[Path]:
 
 # Falco accepts conditions nested 1000 deep; the parser and compiler recurse per level.
 RECURSION_LIMIT = 20_000
+
+# What one load may compile, macros expanded: a few seconds of work and ~100 MB at most. A node
+# is a check or an and/or/not; Falco's k8s audit rules come to 16 nodes at most, 394 in all.
+MAX_RULE_NODES = 20_000
+MAX_LOAD_NODES = 100_000
+MAX_LOAD_VALUES = 2_000_000  # values of `in (...)` lists, each a string of its own once compiled
+MAX_RULE_DEPTH = 2_000  # macros nest conditions (each at most 1,000 deep) into one another
+MAX_LOAD_CHARS = 8 << 20  # condition text parsed in one load, lists substituted
 
 
 def check_rules(paths: Iterable[str | Path], options: LoadOptions | None = None) -> tuple[Ruleset, list[Diagnostic]]:
@@ -102,6 +113,8 @@ class _Build:
         self.compiler = Compiler(options.fields)
         self.lists = expand_lists(collection.lists)
         self.macros: dict[str, Node] = {}
+        self.macro_sizes: dict[str, tuple[int, int, int]] = {}
+        self.nodes = self.values = self.chars = 0  # compiled and parsed so far, against MAX_LOAD_*
 
     def report(self, code: Code, message: str, location: Location) -> None:
         self.c.diagnostics.append(Diagnostic(code, message, location))
@@ -111,6 +124,7 @@ class _Build:
             self._parse_macro(macro)
         for macro in self.c.macros.values():
             self._check_macro_refs(macro)
+        self.macro_sizes = measure_macros(self.macros)
         compiled, skipped = [], Counter[tuple[str, str]]()
         for rule in self.c.rules.values():
             if rule.source != SOURCE:
@@ -125,8 +139,17 @@ class _Build:
 
     def _parse(self, text: str, location: Location) -> Node | None:
         try:
+            if len(text) > MAX_CONDITION_CHARS:
+                raise TooLarge(f"longer than {MAX_CONDITION_CHARS:,} characters")
             parse_condition(text)  # first on the text as written, for exact columns
-            return parse_condition(substitute_lists(text, self.lists))
+            substituted = substitute_lists(text, self.lists)
+            self.chars += len(substituted)
+            if self.chars > MAX_LOAD_CHARS:
+                raise TooLarge(f"the conditions of this load pass {MAX_LOAD_CHARS >> 20} MiB with their lists")
+            return parse_condition(substituted)
+        except TooLarge as exc:
+            self.report(Code.TOO_LARGE, f"condition too large: {exc}; not loaded", location)
+            return None
         except ConditionSyntaxError as exc:
             near = text[max((exc.column or 1) - 1, 0):][:40].strip()
             at = f" at condition column {exc.column} " + (f"(near '{near}')" if near else "(end of condition)")
@@ -160,7 +183,7 @@ class _Build:
             self.report(Code.BAD_EXCEPTION, exc.message, where)
             return None
         node = self._parse(text, where)
-        if node is None:
+        if node is None or not self._within_bounds(node, where):
             return None
         try:
             expanded = expand_macros(node, self.macros)
@@ -168,6 +191,22 @@ class _Build:
             self._macro_error(exc, where)
             return None
         return self._finish(rule, expanded, where)
+
+    def _within_bounds(self, node: Node, where: Location) -> bool:
+        """Refuse a rule whose macros would expand past the bounds, before expanding them."""
+        nodes, values, depth = measure(node, self.macro_sizes)
+        self.nodes += nodes
+        self.values += values
+        if nodes > MAX_RULE_NODES or depth > MAX_RULE_DEPTH:
+            self.report(Code.TOO_LARGE, f"condition too large with its macros expanded: {nodes:,} checks and "
+                        f"and/or/not, {depth:,} deep (the limits are {MAX_RULE_NODES:,} and {MAX_RULE_DEPTH:,}); "
+                        "not loaded", where)
+            return False
+        if self.nodes > MAX_LOAD_NODES or self.values > MAX_LOAD_VALUES:
+            self.report(Code.TOO_LARGE, f"the rules compiled so far pass {MAX_LOAD_NODES:,} checks and and/or/not "
+                        f"or {MAX_LOAD_VALUES:,} listed values with their macros expanded; not loaded", where)
+            return False
+        return True
 
     def _exception_fields_valid(self, rule: RuleInfo) -> bool:
         """Falco checks exception fields even when an exception has no values yet."""

@@ -9,6 +9,7 @@ from typing import Any
 from detector.errors import ConditionSyntaxError
 from detector.rules.ast import And, Check, MacroRef, Node, Not, Or
 from detector.rules.collector import LIST_COMPS, is_modifier_op
+from detector.rules.condition import TooLarge
 from detector.rules.model import ExceptionInfo, ListInfo
 
 _BLANKS = " \t\n\r"
@@ -38,37 +39,85 @@ def quote_item(item: str) -> str:
     return item
 
 
-def substitute_lists(condition: str, lists: Mapping[str, list[str]], used: set[str] | None = None) -> str:
+# Bounds on what lists and macros make of a condition: Falco's textual list substitution and
+# macro inlining are exponential in the worst case (lists naming later lists, macros using a
+# macro twice, 30 deep), so a few hundred bytes could ask for 10^9 nodes.
+MAX_CONDITION_CHARS = 1 << 20  # one condition's text, lists substituted
+_SUBSTITUTION_WORK = 64 << 20  # characters scanned substituting one condition's lists
+
+
+def substitute_lists(condition: str, lists: Mapping[str, list[str]], used: set[str] | None = None,
+                     limit: int = MAX_CONDITION_CHARS) -> str:
     """Falco's resolve_list, for every list in definition order: textual replacement of each
-    delimited occurrence of a list name by its quoted items."""
+    delimited occurrence of a list name by its quoted items. Raises TooLarge past `limit`
+    characters (or when the lists ask for too much scanning)."""
+    words = set(_split_words(condition))  # every delimited word the text may hold (a superset)
+    work = 0
     for name, items in lists.items():
-        if name in condition:
-            condition = _substitute_one(condition, name, items, used)
+        if name in words or (_split_words(name) != [name] and name in condition):
+            work += len(condition)
+            if work > _SUBSTITUTION_WORK:
+                raise TooLarge(f"its lists ask for too much substitution (past {_SUBSTITUTION_WORK:,} characters "
+                               "scanned)")
+            sub = ", ".join(quote_item(item) for item in items)
+            condition = _substitute_one(condition, name, sub, used, limit)
+            words.update(_split_words(sub))
     return condition
 
 
-def _substitute_one(text: str, name: str, items: list[str], used: set[str] | None) -> str:
+def _split_words(text: str) -> list[str]:
+    return text.translate(_TO_BLANK).split()
+
+
+_TO_BLANK = str.maketrans(dict.fromkeys(_DELIMS, " "))
+
+
+def _substitute_one(text: str, name: str, sub: str, used: set[str] | None, limit: int) -> str:
+    """One list, in time linear in the text: `out` holds the result up to `pos` in `text`."""
+    out: list[str] = []
+    size = pos = 0
     start = text.find(name)
     while start != -1:
         end = start + len(name)
-        if (start == 0 or text[start - 1] in _DELIMS) and (end >= len(text) or text[end] in _DELIMS):
-            while start > 0 and text[start - 1] in _BLANKS:
-                start -= 1
+        before = text[start - 1] if start > pos else out[-1][-1] if out else None
+        if (before is None or before in _DELIMS) and (end >= len(text) or text[end] in _DELIMS):
+            if start > pos:
+                out.append(text[pos:start])
+            _strip_tail(out, _BLANKS)
             while end < len(text) and text[end] in _BLANKS:
                 end += 1
-            sub = ", ".join(quote_item(item) for item in items)
             if not sub:
-                if start > 0 and text[start - 1] == ",":
-                    start -= 1
+                if out and out[-1].endswith(","):
+                    _strip_tail(out, ",", once=True)
                 elif end < len(text) and text[end] == ",":
                     end += 1
-            prefix = text[:start] + " " if start > 0 else ""
-            text = prefix + sub + " " + text[end:]
-            start = len(prefix) + len(sub)
+            pieces = [" "] if out else []
+            out += [*pieces, sub, " "] if sub else [*pieces, " "]
+            size += len(sub) + 2 + start - pos
+            pos = end
+            if size + len(text) - pos > limit:
+                raise TooLarge(f"list '{name}' makes it longer than {limit:,} characters")
             if used is not None:
                 used.add(name)
-        start = text.find(name, start + 1)
-    return text
+            start = text.find(name, pos)
+        else:
+            start = text.find(name, start + 1)
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _strip_tail(out: list[str], chars: str, once: bool = False) -> None:
+    """Remove trailing `chars` (or one of them) from the text `out` holds."""
+    while out:
+        last = out[-1][:-1] if once else out[-1].rstrip(chars)
+        if last:
+            out[-1] = last
+            return
+        out.pop()
+        if once:
+            return
 
 
 def exception_condition(exceptions: Iterable[ExceptionInfo]) -> str:
@@ -154,3 +203,45 @@ def macro_names(node: Node) -> set[str]:
             return macro_names(item)
         case _:
             return set()
+
+
+Size = tuple[int, int, int]  # nodes (checks, and/or/not), listed values, depth
+
+
+def measure_macros(macros: Mapping[str, Node]) -> dict[str, Size]:
+    """The expanded size and depth of every macro, without expanding any: each is measured once,
+    after the macros it uses (a macro in a reference loop is left out; expansion reports it)."""
+    uses = {name: macro_names(node) & macros.keys() for name, node in macros.items()}
+    users: dict[str, list[str]] = {name: [] for name in macros}
+    for name, used in uses.items():
+        for other in used:
+            users[other].append(name)
+    waiting = {name: len(used) for name, used in uses.items()}
+    ready = [name for name, count in waiting.items() if count == 0]
+    sizes: dict[str, Size] = {}
+    while ready:
+        name = ready.pop()
+        sizes[name] = measure(macros[name], sizes)
+        for user in users[name]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                ready.append(user)
+    return sizes
+
+
+def measure(node: Node, macro_sizes: Mapping[str, Size]) -> Size:
+    """What `node` will be once its macros are expanded: nodes, listed values, depth."""
+    match node:
+        case MacroRef(name):
+            return macro_sizes.get(name, (1, 0, 1))
+        case And(items) | Or(items):
+            measured = [measure(item, macro_sizes) for item in items]
+            return (1 + sum(nodes for nodes, _, _ in measured), sum(values for _, values, _ in measured),
+                    1 + max((depth for _, _, depth in measured), default=0))
+        case Not(item):
+            nodes, values, depth = measure(item, macro_sizes)
+            return nodes + 1, values, depth + 1
+        case Check(_, _, rhs):
+            return 1, len(rhs) if isinstance(rhs, tuple) else 0, 1
+        case _:
+            raise TypeError(f"unknown condition node {node!r}")
