@@ -18,7 +18,7 @@ SYSTEMD = DEPLOY / "systemd"
 CONFIG_KEYS = frozenset({
     "file", "state_dir", "start_at", "rules", "rule_matching", "min_priority", "trusted_proxies",
     "internal_networks", "max_line_bytes", "watch", "poll_interval", "log_format", "log_level",
-    "cluster_name", "outputs", "throttle", "outbox", "metrics",
+    "cluster_name", "outputs", "throttle", "outbox", "metrics", "input",
 })
 
 # Where the image puts the shipped rules (a link into the installed package; see Dockerfile).
