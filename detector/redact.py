@@ -113,7 +113,11 @@ def mask_argv(args: Sequence[str]) -> list[str]:
     """Each argument of a command with its credentials masked: in the argument itself
     (`--password=X`, `-pX` of mysql, `sh -c "..."`), or as the argument after its flag
     (`--token X`, `-p X` of sshpass, `-u user:X` of curl, `-a X` of redis-cli, `AUTH X`)."""
-    out = [mask_secrets(arg) for arg in args]
+    return _mask_context(args, [mask_secrets(arg) for arg in args])
+
+
+def _mask_context(args: Sequence[str], out: list[str]) -> list[str]:
+    """`out` (the arguments, each masked alone) with what the tool's flags say is a credential masked."""
     tool: str | None = None
     index = 0
     while index < len(args):
@@ -183,11 +187,13 @@ def mask_command(args: Sequence[str]) -> str:
 # Every pattern needs one of these; most texts have none, and one search is far cheaper than the
 # passes below (this runs on every string field of every alert).
 _TOOL_NAMES = "|".join(sorted((re.escape(t) for t in _TOOLS), key=len, reverse=True))
-_ANCHOR = re.compile(
-    r"(?i)token|pass|pwd|pw\b|secret|key|auth|credential|creds|bearer|basic|sig|cookie|literal|://[^\s/@]*@"
-    rf"|command=|(?<![\w.-])(?:{_TOOL_NAMES})(?![\w.-])")
-
-_WORDS = r"(?:pass|pwd|pw|token|secret|credential|creds|api[-_.]?key|key|auth|bearer|sig|cookie)"
+# Lowercase substrings one of which every pass needs (str `in` is far cheaper than a regex).
+_ANCHORS = ("token", "pass", "pwd", "pw", "secret", "key", "auth", "credential", "creds", "bearer", "basic", "sig",
+            "cookie", "literal", "://", "command=", "curl", "redis", "mysql", "maria", "mongo", "ldap", "sqlcmd", "bcp",
+            "isql", "zip", "7z", "login", "smb", "rpc", "negotiate", "digest")
+_KEY_WORDS = ("token", "pass", "pwd", "pw", "secret", "key", "auth", "credential", "creds", "bearer", "sig", "cookie")
+_TOOL_HINTS = ("curl", "redis", "mysql", "maria", "mongo", "ldap", "sqlcmd", "bcp", "isql", "zip", "7z", "login",
+               "smb", "rpc", "sshpass", "keydb", "valkey")
 _KEY_CHARS = r"[A-Za-z0-9_.-]"
 # Values. Quoted ones are masked whole (the quotes stay); a JSON-escaped one (`\"x\"`, inside a
 # JSON string) too. A bare value after `:` (JSON, YAML flow) ends at , } ] too; after `=` (k=v,
@@ -195,14 +201,14 @@ _KEY_CHARS = r"[A-Za-z0-9_.-]"
 _QUOTED = r"""\\"(?:[^"\\]|\\[^"])*\\"|"(?:[^"\\]|\\.)*"|'[^']*'"""
 _BARE_EQ = r"""(?:[^\s&;'"\\]|\\(?![nrt"\\/]))+"""
 _BARE_COLON = r"""(?:[^\s&;'"\\,{}\[\]]|\\(?![nrt"\\/]))+"""
+# Keys are whole words (possessive: no backtracking into them); whether a key names a credential is
+# decided by is_credential_name (memoised), which is far cheaper than a case-insensitive alternation.
 _KEYED = re.compile(
-    rf"""(?P<q>\\?["']?)(?P<key>(?<![\w.-]){_KEY_CHARS}*{_WORDS}{_KEY_CHARS}*)(?P=q)"""
+    rf"""(?P<q>\\?["']?)(?<![\w.-])(?P<key>{_KEY_CHARS}++)(?P=q)"""
     rf"""(?:(?P<eq>[ \t]*=[ \t]*)(?P<v1>{_QUOTED}|{_BARE_EQ})"""
-    rf"""|(?P<colon>[ \t]*:[ \t]*)(?P<v2>{_QUOTED}|{_BARE_COLON}))""",
-    re.IGNORECASE)
+    rf"""|(?P<colon>[ \t]*:[ \t]*)(?P<v2>{_QUOTED}|{_BARE_COLON}))""")
 _FLAG_SPACE = re.compile(
-    rf"""(?<![\w-])(?P<key>--?{_KEY_CHARS}*{_WORDS}{_KEY_CHARS}*)(?P<sep>[ \t]+)(?P<value>{_QUOTED}|{_BARE_EQ})""",
-    re.IGNORECASE)
+    rf"""(?<![\w-])(?P<key>--?[A-Za-z]{_KEY_CHARS}*+)(?P<sep>[ \t]+)(?P<value>(?!-)(?:{_QUOTED}|{_BARE_EQ}))""")
 _HEADER = re.compile(
     r"""(?P<key>\b(?:proxy-)?authorization|\bcookie|\bx-api-key|\bx-auth-token)"""
     r"""(?P<sep>\\?["']?[ \t]*[:=][ \t]*\\?["']?)"""
@@ -221,7 +227,11 @@ def might_hold_secret(text: str) -> bool:
     """Cheap pre-check: could `text` hold a credential that `mask_secrets` masks?"""
     if len(text) <= _MEMO_MAX_CHARS:
         return _might_hold_secret_memo(text)
-    return _ANCHOR.search(text) is not None
+    return _anchored(text.lower())
+
+
+def _anchored(low: str) -> bool:
+    return any(anchor in low for anchor in _ANCHORS)
 
 
 # Alert fields repeat (user names, namespaces, verbs, user agents): a bounded memo answers the
@@ -232,7 +242,7 @@ _MEMO_MAX_CHARS = 256
 
 @functools.lru_cache(maxsize=1024)
 def _might_hold_secret_memo(text: str) -> bool:
-    return _ANCHOR.search(text) is not None
+    return _anchored(text.lower())
 
 
 def mask_secrets(text: str) -> str:
@@ -240,8 +250,11 @@ def mask_secrets(text: str) -> str:
     docstring). Never raises on any string; masking a masked text changes nothing."""
     if not text or not might_hold_secret(text):
         return text
-    for substitute in _PASSES:
-        text = substitute(text)
+    low = text.lower()
+    present = {word for word in _PASS_WORDS if word in low}
+    for needed, substitute in _PASSES:
+        if not present.isdisjoint(needed):
+            text = substitute(text)
     return text
 
 
@@ -269,9 +282,12 @@ def _keyed(match: re.Match[str]) -> str:
     value = match.group("v1") if match.group("v1") is not None else match.group("v2")
     key = match.group("key")
     quoted = bool(match.group("q"))
-    if _is_masked(value) or value.strip("\\'\"").lower() in _NOT_SECRETS:
-        return match.group(0)
     if not is_credential_name(key.lstrip("-"), env_style=not quoted and (key.isupper() or key.startswith("-"))):
+        if "=" in value or ":" in value:  # `opts=password=x`: the value may hold pairs of its own
+            start = match.start("v1" if match.group("v1") is not None else "v2") - match.start()
+            return match.group(0)[:start] + _KEYED.sub(_keyed, value)
+        return match.group(0)
+    if _is_masked(value) or value.strip("\\'\"").lower() in _NOT_SECRETS:
         return match.group(0)
     sep = match.group("eq") if match.group("eq") is not None else match.group("colon")
     return f"{match.group('q')}{key}{match.group('q')}{sep}{_quoted_mask(value)}"
@@ -334,7 +350,8 @@ def mask_query(query: str) -> str:
 def _command(match: re.Match[str]) -> str:
     args = match.group("args")
     words = args.split()
-    masked = mask_argv([match.group("tool"), *words])[1:]
+    everything = [match.group("tool"), *words]  # each word was masked alone by the passes before
+    masked = _mask_context(everything, list(everything))[1:]
     if masked == words:
         return match.group(0)
     pieces = re.split(r"(\s+)", args)
@@ -343,14 +360,16 @@ def _command(match: re.Match[str]) -> str:
     return match.group(0)[: len(match.group(0)) - len(args)] + rebuilt
 
 
-_PASSES: tuple[Callable[[str], str], ...] = (
-    _sub(_QUERY, _query),
-    _sub(_USERINFO, _userinfo),
-    _sub(_HEADER, _header),
-    _sub(_SCHEME, _scheme),
-    _sub(_LITERAL, _prefixed),
-    _sub(_PASS_PHRASE, _prefixed),
-    _sub(_KEYED, _keyed),
-    _sub(_FLAG_SPACE, _flag_space),
-    _sub(_COMMAND, _command),
-)
+# Each pass, with the lowercase substrings one of which it needs.
+_PASSES: tuple[tuple[frozenset[str], Callable[[str], str]], ...] = tuple((frozenset(words), sub) for words, sub in (
+    (("?",), _sub(_QUERY, _query)),
+    (("://",), _sub(_USERINFO, _userinfo)),
+    (("authorization", "cookie", "x-api-key", "x-auth-token"), _sub(_HEADER, _header)),
+    (("bearer", "basic", "token", "negotiate", "digest"), _sub(_SCHEME, _scheme)),
+    (("--from-literal",), _sub(_LITERAL, _prefixed)),
+    (("pass:",), _sub(_PASS_PHRASE, _prefixed)),
+    (_KEY_WORDS, _sub(_KEYED, _keyed)),
+    (_KEY_WORDS, _sub(_FLAG_SPACE, _flag_space)),
+    (_TOOL_HINTS, _sub(_COMMAND, _command)),
+))
+_PASS_WORDS = frozenset(word for needed, _substitute in _PASSES for word in needed)

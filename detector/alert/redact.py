@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -73,7 +74,7 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
     # Secret data only ever travels in request/response objects: a Secret event logged at
     # Metadata level carries none, and needs only the credential masking below.
     secret_event = is_secret_event(event) and _has_body(event)  # the cheaper test first: few events are
-    credentials = credential_values(event)
+    credentials = credential_values(event) if any(map(_prints_content, alert.output_fields)) else {}
     if not secret_event and not credentials and not any(_may_need_masking(v) for v in alert.output_fields.values()):
         return alert  # the common case: nothing to mask, nothing to copy
     fields = dict(alert.output_fields)
@@ -100,6 +101,13 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
         message, output = _replace(message, credentials), _replace(output, credentials)
         fields = {k: _replace_in(v, credentials) for k, v in fields.items()}
     return msgspec.structs.replace(alert, output_fields=fields, message=message, output=output)
+
+
+@functools.lru_cache(maxsize=1024)
+def _prints_content(key: str) -> bool:
+    """Can the output field `key` print an object's content or a query parameter's value? Only
+    then are the event's credential values looked for (most outputs print metadata only)."""
+    return key.startswith("ka.uri.param") or not is_safe_field(key)
 
 
 def _has_body(event: AuditEvent) -> bool:
