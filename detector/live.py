@@ -17,6 +17,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,8 @@ class LiveRunner:
         self.metrics.rules_loaded.set(len(self.ruleset.active))
         self.metrics.ready = True
         self._rule_mtimes = self._mtimes()
+        self._loading: _RulesLoad | None = None  # a reload under way
+        self._reload_pending: str | None = None  # a reload asked for while one was under way
         self._pending: Position | None = None  # handled but not yet checkpointed
         self._committed: Position | None = None
         self._last_commit = time.monotonic()
@@ -414,6 +417,7 @@ class LiveRunner:
         self._outbox_pending = pending
         self.metrics.outbox_dead.set(dead)
         self.metrics.outbox_oldest.set(oldest)
+        self._finish_reload()
         if self.flags.reload or self._rules_changed():
             self._reload("signal" if self.flags.reload else "file_changed")
 
@@ -431,21 +435,38 @@ class LiveRunner:
         return self._mtimes() != self._rule_mtimes
 
     def _reload(self, why: str) -> None:
+        """Load the rules again on a thread of its own: a big or hostile rules file must not
+        stall evaluation (the loader is bounded, but a file at its caps still takes seconds).
+        The old rules run until the new ones are ready; `_finish_reload` swaps them in."""
         self.flags.reload = False
         self._rule_mtimes = self._mtimes()
-        try:
-            ruleset = self.load_rules()
-        except RuleLoadError as exc:
-            for diagnostic in getattr(exc, "diagnostics", []):
-                log.error("rules_reload_error", error=str(diagnostic))
-            log.error("rules_reload_failed", reason=why, error=str(exc), kept_rules=len(self.ruleset.active))
-            self.metrics.reloads.labels("failed").inc()
+        if self._loading is not None:
+            self._reload_pending = why  # a load is under way: load once more after it
             return
-        self.ruleset = ruleset
-        freeze_heap()
-        self.metrics.rules_loaded.set(len(ruleset.active))
-        self.metrics.reloads.labels("ok").inc()
-        log.info("rules_reloaded", reason=why, rules=len(ruleset.active))
+        self._loading = _RulesLoad(self.load_rules, why)
+
+    def _finish_reload(self) -> None:
+        load = self._loading
+        if load is None or not load.done.is_set():
+            return
+        self._loading = None
+        if load.ruleset is None:
+            error = load.error
+            for diagnostic in getattr(error, "diagnostics", []):
+                log.error("rules_reload_error", error=str(diagnostic))
+            log.error("rules_reload_failed", reason=load.why,
+                      error=str(error) if isinstance(error, RuleLoadError) else _describe(error or RuntimeError()),
+                      kept_rules=len(self.ruleset.active))
+            self.metrics.reloads.labels("failed").inc()
+        else:
+            self.ruleset = load.ruleset
+            freeze_heap()
+            self.metrics.rules_loaded.set(len(load.ruleset.active))
+            self.metrics.reloads.labels("ok").inc()
+            log.info("rules_reloaded", reason=load.why, rules=len(load.ruleset.active))
+        if self._reload_pending is not None:
+            why, self._reload_pending = self._reload_pending, None
+            self._reload(why)
 
     # -- callbacks ----------------------------------------------------------------------------
     def _resume_position(self, delivery: Delivery, path: str) -> Position | None:
@@ -542,6 +563,27 @@ _WARNINGS = ("torn_line", "file_truncated", "read_error", "open_failed", "gap_po
 
 # What a full, read-only or broken state_dir raises from SQLite or the file system.
 _STORE_ERRORS = (sqlite3.Error, OSError)
+
+
+class _RulesLoad:
+    """One reload of the rules, on a daemon thread: `ruleset` on success, else `error`
+    (any exception: an unexpected loader error keeps the old rules too)."""
+
+    def __init__(self, load: Callable[[], Ruleset], why: str) -> None:
+        self.why = why
+        self.ruleset: Ruleset | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._load = load
+        threading.Thread(target=self._run, name="detector-rules-reload", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.ruleset = self._load()
+        except BaseException as exc:  # reported by the loop; never the end of the run
+            self.error = exc
+        finally:
+            self.done.set()
 
 
 def _describe(error: BaseException) -> str:
