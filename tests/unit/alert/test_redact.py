@@ -149,3 +149,23 @@ def test_redaction_is_idempotent_on_paths(tmp_path: Path) -> None:
     match = make_match(output="uri=/x?token=abc", fields={"ka.uri": "/x?token=abc"})
     alert = AlertBuilder("h")(match)
     assert alert.message == "uri=/x?token=****" and alert.output_fields["ka.uri"] == "/x?token=****"
+
+
+def test_credentials_named_by_the_event_are_replaced_in_every_field(tmp_path: Path) -> None:
+    """env values under credential names, a TokenReview's token, the last-applied annotation and an
+    exec's masked arguments are gone from every field that prints them, and from the message."""
+    rules = tmp_path / "r.yaml"
+    rules.write_text("- rule: All\n  desc: d\n  condition: ka.auditid exists\n  priority: WARNING\n"
+                     "  source: k8s_audit\n  output: first=%ka.uri.param[command] next=%jevt.value[/requestURI] "
+                     "env=%jevt.value[/requestObject/spec/containers/0/env] obj=%jevt.obj\n")
+    ruleset = load_rules([rules])
+    uri = "/api/v1/namespaces/d/pods/p/exec?command=mysql&command=-pExecPw1234"
+    pod = {"kind": "Pod", "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration":
+                                                       '{"note":"LastApplied1234"}'}},
+           "spec": {"containers": [{"name": "c", "env": [{"name": "DB_PASSWORD", "value": "EnvPw12345"}]}],
+                    "review": {"kind": "TokenReview", "spec": {"token": "eyJTokenRev1"}}}}
+    alert = alert_for(ruleset, requestURI=uri, requestObject=pod)
+    text = serialised(alert)
+    for leaked in ("ExecPw1234", "LastApplied1234", "EnvPw12345", "eyJTokenRev1"):
+        assert leaked not in text, leaked
+    assert '"value":"****"' in alert.output_fields["jevt.value[/requestObject/spec/containers/0/env]"]
