@@ -93,7 +93,7 @@ def load_policy(path: str) -> AuditPolicy:
     except OSError as exc:
         raise ConfigError(f"cannot read audit policy: {exc.strerror or exc}", Location(path)) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"cannot read audit policy: {exc}", Location(path)) from None
+        raise ConfigError(f"cannot read audit policy: {_not_text(path, exc)}", Location(path)) from None
     except YamlError as exc:
         raise ConfigError(exc.message, exc.location) from None
     if not isinstance(data, dict) or data.get("kind") != "Policy":
@@ -105,6 +105,18 @@ def load_policy(path: str) -> AuditPolicy:
     if not isinstance(raw_rules, list) or not raw_rules:
         raise ConfigError("a Policy needs at least one rule", Location(path))
     return AuditPolicy(path, tuple(_rule(r, n, global_omit, path) for n, r in enumerate(raw_rules, start=1)))
+
+
+def _not_text(path: str, exc: UnicodeDecodeError) -> str:
+    """Why a policy file is not UTF-8 text, with the usual cause (a compressed copy) named."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(2)
+    except OSError:
+        magic = b""
+    if magic == b"\x1f\x8b":
+        return "it is gzip-compressed (the API server reads the policy as YAML text: decompress it first)"
+    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
 
 
 def _rule(raw: Any, number: int, global_omit: frozenset[str], path: str) -> PolicyRule:

@@ -1,47 +1,23 @@
 """Judge each rule against an audit policy: can the events it needs exist at all?
 
-A rule is *blind* when, for every request it could match, the policy either logs nothing
-(level None), logs less than the rule reads (Metadata while the rule looks at request bodies),
-or omits the stage the rule waits for. It is *partial* when that holds for some of the
-resources or verbs it names but not all.
+A rule is *blind* when, for every request it could match (by any identity, in any namespace),
+the policy either logs nothing (level None), logs less than the rule reads (Metadata while the
+rule looks at request bodies), or omits the stage the rule waits for. It is *partial* when that
+holds for some identities, namespaces, resources or verbs it can match but not all.
 """
 
 from __future__ import annotations
 
 import enum
-import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from detector.policy.audit import AuditPolicy, Decision, Level, Request
+from detector.policy.sample import KNOWN_RESOURCES, Identity, Matcher, identities, requests
 from detector.rules.ast import And, Check, FieldRef, Node, Not, Or, Transform, field_text
 from detector.rules.index import constraints
 from detector.rules.model import CompiledRule
 
-# resource -> (API group, namespaced): enough to ask the policy about the requests rules name.
-KNOWN_RESOURCES: dict[str, tuple[str, bool]] = {
-    **{r: ("", True) for r in ("pods", "configmaps", "secrets", "services", "serviceaccounts", "endpoints",
-                               "events", "persistentvolumeclaims", "replicationcontrollers", "limitranges",
-                               "resourcequotas", "podtemplates")},
-    **{r: ("", False) for r in ("namespaces", "nodes", "persistentvolumes", "componentstatuses")},
-    **{r: ("apps", True) for r in ("deployments", "daemonsets", "statefulsets", "replicasets",
-                                   "controllerrevisions")},
-    **{r: ("batch", True) for r in ("jobs", "cronjobs")},
-    **{r: ("rbac.authorization.k8s.io", True) for r in ("roles", "rolebindings")},
-    **{r: ("rbac.authorization.k8s.io", False) for r in ("clusterroles", "clusterrolebindings")},
-    **{r: ("admissionregistration.k8s.io", False) for r in (
-        "mutatingwebhookconfigurations", "validatingwebhookconfigurations", "validatingadmissionpolicies",
-        "validatingadmissionpolicybindings", "mutatingadmissionpolicies", "mutatingadmissionpolicybindings")},
-    "certificatesigningrequests": ("certificates.k8s.io", False),
-    "leases": ("coordination.k8s.io", True),
-    "ingresses": ("networking.k8s.io", True),
-    "networkpolicies": ("networking.k8s.io", True),
-    "customresourcedefinitions": ("apiextensions.k8s.io", False),
-    "tokenreviews": ("authentication.k8s.io", False),
-    "subjectaccessreviews": ("authorization.k8s.io", False),
-}
-SAMPLE_VERBS = ("create", "update", "patch", "delete", "get", "list", "watch")
-SAMPLE_USER = "someone@example.com"
 _KEYS = {"ka.verb": "verb", "ka.target.resource": "resource", "ka.target.subresource": "subresource",
          "ka.stage": "stage", "ka.user.name": "user", "ka.target.namespace": "namespace",
          "ka.target.apigroup": "group"}
@@ -73,24 +49,61 @@ def check_rule(rule: CompiledRule, policy: AuditPolicy) -> RuleReport:
 
     The condition is split into its alternatives (`a or b`, also inside `and`) so that the
     requests asked about are ones a branch can really match: a rule on "pods/ephemeralcontainers,
-    or workloads" must not ask about "cronjobs/ephemeralcontainers"."""
+    or workloads" must not ask about "cronjobs/ephemeralcontainers". Requests are asked for
+    every identity the policy or the rule names (sample.py), and only those the branch could
+    match count: BLIND when none of them is seen, PARTIAL when an identity or a namespace the
+    rule can match is never seen (or, for a rule naming resources or verbs, some request)."""
     problems: dict[Request, str | None] = {}
+    who: dict[Request, Identity] = {}
     named = False
+    matcher = Matcher()
+    people = identities(policy, rule.condition)
     for branch in branches(rule.condition):
         keys = constraints(branch, key_of=_policy_key)
         named = named or "resource" in keys or "verb" in keys
         need, reader = required_level(branch)
         stages = keys.get("stage")
-        for request in _requests(keys, _policy_namespaces(policy)):
+        candidates = requests(keys, people, _policy_namespaces(policy))
+        matchable = [(i, r) for i, r in candidates if matcher.could_match(branch, r)] or candidates
+        for identity, request in matchable:
             problem = _problem(request, policy.decide(request), need, reader, stages)
+            who.setdefault(request, identity)
             if problems.get(request, "") is not None:  # a request some branch can see stays seen
                 problems[request] = problem
     blind = [r for r, p in problems.items() if p is not None]
-    if len(blind) < len(problems):
-        if blind and named:
-            return RuleReport(rule.name, rule.enabled, Verdict.PARTIAL, _unique(problems[r] for r in blind))
-        return RuleReport(rule.name, rule.enabled, Verdict.OK, ())
-    return RuleReport(rule.name, rule.enabled, Verdict.BLIND, _unique(problems[r] for r in blind))
+    if len(blind) == len(problems):
+        return RuleReport(rule.name, rule.enabled, Verdict.BLIND, _unique(problems[r] for r in blind))
+    unseen = _unseen(problems, who)
+    generic_blind = [r for r in blind if who[r].generic]
+    if unseen or (generic_blind and named):
+        return RuleReport(rule.name, rule.enabled, Verdict.PARTIAL,
+                          (*unseen, *_unique(problems[r] for r in blind)))
+    return RuleReport(rule.name, rule.enabled, Verdict.OK, ())
+
+
+def _unseen(problems: dict[Request, str | None], who: dict[Request, Identity]) -> tuple[str, ...]:
+    """Summary lines for the identities and namespaces of which the rule sees no request."""
+    seen_by: dict[str, bool] = {}
+    seen_in: dict[str, bool] = {}
+    for request, problem in problems.items():
+        label = who[request].label
+        seen_by[label] = seen_by.get(label, False) or problem is None
+        if request.namespace:
+            seen_in[request.namespace] = seen_in.get(request.namespace, False) or problem is None
+    out: list[str] = []
+    if not all(seen_by.values()):
+        out.append(f"sees only requests by {_names(k for k, v in seen_by.items() if v)}; nothing it needs "
+                   f"is logged for {_names(k for k, v in seen_by.items() if not v)}")
+    hidden = [ns for ns, seen in seen_in.items() if not seen]
+    if hidden:
+        out.append(f"nothing it needs is logged in namespace {_names(hidden)}")
+    return tuple(out)
+
+
+def _names(items: Iterable[str], limit: int = 6) -> str:
+    names = list(items)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def branches(node: Node, limit: int = 64) -> list[Node]:
@@ -130,6 +143,9 @@ def _describe(request: Request) -> str:
     if request.group is None:
         return f"{request.verb} {request.path}"
     resource = f"{request.resource}/{request.subresource}" if request.subresource else request.resource
+    if request.group and len(KNOWN_RESOURCES.get(request.resource, ((), True))[0]) > 1:
+        # kubectl's resource.group where two APIs serve the name, so the two Event APIs read apart
+        resource = f"{request.resource}.{request.group}" + (f"/{request.subresource}" if request.subresource else "")
     where = f" in {request.namespace}" if request.namespace else ""
     return f"{request.verb} {resource}{where} by {request.user}"
 
@@ -138,35 +154,6 @@ def _policy_namespaces(policy: AuditPolicy) -> tuple[str, ...]:
     """Namespaces the policy treats specially: sampled alongside `default`."""
     named = {ns for rule in policy.rules for ns in rule.namespaces or () if ns}
     return ("default", *sorted(named - {"default"}))
-
-
-def _requests(keys: dict[str, frozenset[str | None]], sample_namespaces: tuple[str, ...]) -> list[Request]:
-    users = sorted(str(u) for u in keys.get("user", frozenset((SAMPLE_USER,))) if u is not None)
-    verbs = sorted(str(v) for v in keys.get("verb", frozenset(SAMPLE_VERBS)) if v is not None)
-    requests: list[Request] = []
-    resources = keys.get("resource")
-    if resources is None:
-        requests += [Request(u, _groups(u), v, path="/api") for u in users for v in verbs]
-        resources = frozenset(KNOWN_RESOURCES)
-    subresources = sorted(s or "" for s in keys.get("subresource", frozenset((None,))))
-    for resource in sorted(str(r) for r in resources if r is not None):
-        group, namespaced = KNOWN_RESOURCES.get(resource, ("", True))
-        groups = sorted(str(g) for g in keys.get("group", frozenset((group,))) if g is not None)
-        default = frozenset(sample_namespaces if namespaced else ("",))
-        namespaces = sorted(str(n) for n in keys.get("namespace", default) if n is not None) or [""]
-        for user, verb, sub, api, ns in itertools.product(users, verbs, subresources, groups, namespaces):
-            requests.append(Request(user, _groups(user), verb, api, resource, sub, ns))
-    return requests
-
-
-def _groups(user: str) -> tuple[str, ...]:
-    if user == "system:anonymous":
-        return ("system:unauthenticated",)
-    if user.startswith("system:serviceaccount:"):
-        return ("system:serviceaccounts", "system:authenticated")
-    if user.startswith("system:node:"):
-        return ("system:nodes", "system:authenticated")
-    return ("system:authenticated",)
 
 
 def _policy_key(name: str, arg: str | None) -> str | None:

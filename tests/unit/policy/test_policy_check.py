@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ kind: Policy
 omitStages: [RequestReceived]
 rules:
   - level: None
-    resources: [{group: "", resources: [events]}]
+    resources: [{group: "", resources: [events]}, {group: events.k8s.io, resources: [events]}]
   - level: None
     users: [system:kube-proxy]
     verbs: [watch]
@@ -105,7 +106,7 @@ def test_verdicts(verdicts: dict[str, Verdict]) -> None:
     """Bodies, stages, None levels and namespaces each decide a rule's verdict."""
     assert verdicts["Privileged Pod"] is Verdict.OK
     assert verdicts["Exec"] is Verdict.BLIND  # ResponseStarted omitted for pods/*
-    assert verdicts["Events Deleted"] is Verdict.BLIND  # events at None
+    assert verdicts["Events Deleted"] is Verdict.BLIND  # events of both APIs at None
     assert verdicts["ConfigMap Body"] is Verdict.PARTIAL  # bodies only in kube-system
     assert verdicts["Any Secret Read"] is Verdict.OK  # a body field under `not` blinds nothing
 
@@ -141,9 +142,119 @@ def test_real_policies_against_shipped_and_upstream_rules() -> None:
     for name in ("falco-k8saudit-audit-policy.yaml", "audit2rbac-demo-policy.yaml"):
         load_policy(str(POLICIES / name))
     shipped_gce = {r.name: check_rule(r, gce).verdict for r in shipped.rules}
-    assert shipped_gce["Events Deleted"] is Verdict.BLIND
+    # GCE drops core Events (rule 10) but logs events.k8s.io ones (not in its known_apis: rule 17).
+    assert shipped_gce["Events Deleted"] is Verdict.PARTIAL
     assert sum(v is Verdict.OK for v in shipped_gce.values()) == len(shipped_gce) - 1
     upstream_docs = {r.name: check_rule(r, docs).verdict for r in upstream.rules}
     assert upstream_docs["ClusterRole With Wildcard Created"] is Verdict.BLIND
     assert upstream_docs["Create/Modify Configmap With Private Credentials"] is Verdict.PARTIAL
     assert upstream_docs["Create Privileged Pod"] is Verdict.OK
+
+
+def _verdict(tmp_path: Path, policy_text: str, rules_text: str, name: str) -> tuple[Verdict, tuple[str, ...]]:
+    policy = tmp_path / "scoped-policy.yaml"
+    policy.write_text(policy_text)
+    rules = tmp_path / "scoped-rules.yaml"
+    rules.write_text(rules_text)
+    report = next(check_rule(r, load_policy(str(policy))) for r in load_rules([rules]).rules if r.name == name)
+    return report.verdict, report.reasons
+
+
+# liggitt/audit2rbac testdata/demo-policy.yaml (see ../shared/k8s/policies.md): four users only.
+AUDIT2RBAC = """\
+kind: Policy
+apiVersion: audit.k8s.io/v1
+rules:
+- level: Metadata
+  users: [system:admin, alice, bob, "system:serviceaccount:ns1:sa1"]
+  omitStages: [RequestReceived, ResponseStarted, Panic]
+"""
+
+
+def test_policy_logging_some_users_makes_a_rule_partial(tmp_path: Path) -> None:
+    """With audit2rbac's policy the shipped secrets-listing rule sees alice's and bob's lists: PARTIAL, not BLIND."""
+    path = tmp_path / "audit2rbac.yaml"
+    path.write_text(AUDIT2RBAC)
+    rule = next(r for r in load_rules([REPO / "rules"]).rules if r.name == "Secrets Listed Cluster-Wide By Human")
+    report = check_rule(rule, load_policy(str(path)))
+    assert report.verdict is Verdict.PARTIAL
+    assert report.reasons[0].startswith("sees only requests by alice, bob;")
+    assert "someone@example.com" in report.reasons[0]
+    assert "system:admin" not in report.reasons[0]  # not a person: the rule cannot match it
+
+
+EXEC_RULE = """\
+- rule: Exec By Human
+  desc: d
+  condition: >
+    ka.stage = ResponseStarted and ka.target.resource = pods and ka.target.subresource = exec
+    and not ka.user.name startswith "system:"
+  output: o
+  priority: NOTICE
+  source: k8s_audit
+- rule: Exec By CI
+  desc: d
+  condition: >
+    ka.target.resource = pods and ka.target.subresource = exec and ka.user.name = "system:serviceaccount:ci:bot"
+  output: o
+  priority: NOTICE
+  source: k8s_audit
+- rule: Exec By Admins
+  desc: d
+  condition: ka.target.subresource = exec and ka.user.groups intersects (system:masters)
+  output: o
+  priority: NOTICE
+  source: k8s_audit
+"""
+
+
+@pytest.mark.parametrize(("scope", "rule", "verdict"), [
+    ("userGroups: [developers]", "Exec By Human", Verdict.PARTIAL),  # a member of developers is a person
+    ("userGroups: [developers]", "Exec By CI", Verdict.BLIND),  # the one account it names is not logged
+    ("userGroups: [system:masters]", "Exec By Admins", Verdict.OK),  # all it can match is logged
+    ("userGroups: [developers]", "Exec By Admins", Verdict.BLIND),
+    ('users: ["system:serviceaccount:ns1:sa1"]', "Exec By Human", Verdict.BLIND),  # a logged SA is no person
+    ('userGroups: ["system:serviceaccounts:ci"]', "Exec By CI", Verdict.OK),
+])
+def test_policy_scoped_to_users_or_groups(tmp_path: Path, scope: str, rule: str, verdict: Verdict) -> None:
+    """A rule is BLIND only when no identity it can match is logged at the stage it needs."""
+    policy = f"apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n    {scope}\n"
+    assert _verdict(tmp_path, policy, EXEC_RULE, rule)[0] is verdict
+
+
+def test_policy_scoped_to_a_namespace(tmp_path: Path) -> None:
+    """A rule on namespaced objects logged only in kube-system is PARTIAL and names the namespaces it misses."""
+    policy = ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n"
+              "    namespaces: [kube-system]\n")
+    verdict, reasons = _verdict(tmp_path, policy, RULES, "Any Secret Read")
+    assert verdict is Verdict.PARTIAL
+    assert "nothing it needs is logged in namespace default" in reasons
+
+
+def test_both_event_apis(tmp_path: Path) -> None:
+    """Core Events dropped while events.k8s.io is logged: PARTIAL, naming the API that is dropped."""
+    policy = ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n"
+              "    resources: [{group: \"\", resources: [events]}]\n  - level: Metadata\n")
+    verdict, reasons = _verdict(tmp_path, policy, RULES, "Events Deleted")
+    assert verdict is Verdict.PARTIAL
+    assert any(r.startswith("delete events in default by ") for r in reasons)
+    assert not any("events.events.k8s.io" in r for r in reasons)
+    dropped_new = policy.replace('group: ""', "group: events.k8s.io")
+    verdict, reasons = _verdict(tmp_path, dropped_new, RULES, "Events Deleted")
+    assert verdict is Verdict.PARTIAL
+    assert any(r.startswith("delete events.events.k8s.io in default") for r in reasons)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (gzip.compress(POLICY.encode()), "cannot read audit policy: it is gzip-compressed"),
+    (b"\xff\xfekind: Policy\n", "cannot read audit policy: not UTF-8 text (byte 0xff at offset 0)"),
+])
+def test_unreadable_policy_is_one_line(tmp_path: Path, content: bytes, message: str) -> None:
+    """A gzipped or non-UTF-8 policy file is one error line naming the file, exit 2, no traceback."""
+    path = tmp_path / "policy.yaml.gz"
+    path.write_bytes(content)
+    cmd = [sys.executable, "-m", "detector", "policy-check", "--policy", str(path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"detector: {path}: {message}")
