@@ -10,8 +10,8 @@
 # The image runs as the unprivileged user `detector` (uid/gid 10001) by default. kube-apiserver
 # writes its audit log root-owned with mode 0600 in a 0700 directory, so reading it takes
 # uid 0 (the file's owner, no capability needed) or CAP_DAC_READ_SEARCH; the DaemonSet in
-# deploy/kubernetes overrides the user to root with every capability dropped but
-# DAC_READ_SEARCH. See docs/install.md, "Reading the audit log".
+# deploy/kubernetes overrides the user to root with every capability dropped and none added.
+# See deploy/kubernetes/README.md, "Reading the audit log", for the other options.
 #
 # Both stages use the same base image, so the virtualenv's interpreter link
 # (/opt/detector/bin/python -> /usr/local/bin/python3.12) is valid in the final stage.

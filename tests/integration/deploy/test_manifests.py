@@ -164,12 +164,16 @@ def kubernetes_validate() -> ModuleType:
 
 # -- placement and hardening -----------------------------------------------------------------
 def test_daemonset_runs_on_every_control_plane_node() -> None:
-    """Selected by the control-plane role label and tolerating both control-plane taints."""
+    """Placed by node affinity on either role label (any value), tolerating both role taints with any effect;
+    test_daemonset_scheduling.py evaluates it against real node label sets."""
     spec = pod_spec()
-    assert spec["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
+    assert "nodeSelector" not in spec
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": f"node-role.kubernetes.io/{role}", "operator": "Exists"}]}
+                     for role in ("control-plane", "master")]
     tolerated = {(t["key"], t.get("operator"), t.get("effect")) for t in spec["tolerations"]}
-    assert ("node-role.kubernetes.io/control-plane", "Exists", "NoSchedule") in tolerated
-    assert ("node-role.kubernetes.io/master", "Exists", "NoSchedule") in tolerated
+    assert ("node-role.kubernetes.io/control-plane", "Exists", None) in tolerated
+    assert ("node-role.kubernetes.io/master", "Exists", None) in tolerated
     assert "priorityClassName" not in spec, "README.md explains why no priority class is set"
 
 
