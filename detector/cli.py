@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+import textwrap
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -25,6 +26,7 @@ from detector.rules.loader import LoadOptions, check_rules, load_rules, summary
 from detector.rules.model import Priority
 from detector.rules.ruleset import RuleMatching, Ruleset
 from detector.source.replay import read_input
+from detector.version import package_version
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 INTERNAL_NETWORKS_LIST = "detector_internal_networks"
@@ -49,11 +51,34 @@ def _priority(text: str) -> Priority:
     return priority
 
 
+RULE_MATCHING_HELP = "all: every matching rule alerts (the default); first: only the first in file order, as Falco"
+COMMAND_HELP = {  # `detector --help` and the README's list of commands say the same
+    "scan": "evaluates finished audit logs (files, .gz, stdin) and prints the alerts",
+    "validate": "checks rules files and reports every problem with its file and line",
+    "test-rule": "runs rules against their example events (*.tests.yaml), explains a rule or replays a log",
+    "fields": "lists the fields usable in conditions and outputs",
+    "policy-check": "tells for each rule whether the API server's audit policy logs what it needs",
+    "run": "follows a live audit log (or stdin) and delivers alerts",
+    "send-test-alert": "validates the config and sends one sample alert straight to each output",
+    "outbox": "lists, retries or purges the alerts in the outbox",
+}
+OUTBOX_VERBS = """\
+Works on the outbox in <state_dir>/detector.db, also while `detector run` is
+running.
+
+verbs:
+  list   rows oldest first, of every status unless --status (at most --limit),
+         then the row counts per output and status, and the alerts the bounds
+         have dropped
+  retry  make dead rows (or --status pending) due now, with a fresh attempt count
+  purge  turn pending and dead rows into dropped rows: they are never delivered"""
+
+
 def _add_rule_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", action="append", metavar="PATH",
                         help="rules file or directory; repeatable, loaded in order (default: the shipped rules)")
     parser.add_argument("--rule-matching", choices=[m.value for m in RuleMatching], default="all",
-                        help="all: every matching rule alerts (default); first: only the first, as Falco")
+                        help=RULE_MATCHING_HELP)
     parser.add_argument("--min-priority", type=_priority, default=Priority.DEBUG, metavar="P",
                         help="ignore rules less severe than P (e.g. warning)")
     parser.add_argument("--trusted-proxies", type=int, default=0, metavar="N",
@@ -63,34 +88,64 @@ def _add_rule_options(parser: argparse.ArgumentParser) -> None:
                         "link-local, ULA)")
 
 
+class _PrintVersion(argparse.Action):
+    """`--version`: `detector <version>` on stdout, exit 0 (the version is looked up only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(f"detector {package_version()}")
+        parser.exit()
+
+
+def _add_command(commands: argparse._SubParsersAction, name: str,  # type: ignore[type-arg]
+                 description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose `detector --help` line is COMMAND_HELP[name] and whose own --help starts
+    with it as a sentence (or with `description`, printed as written)."""
+    text = COMMAND_HELP[name]
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=text, description=description or textwrap.fill(f"{text[0].upper()}{text[1:]}.", 79),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="detector", description="Rule-based detection for Kubernetes audit logs.")
+    parser = _Parser(prog="detector", description="Rule-based detection for Kubernetes audit logs.",
+                     epilog="`detector COMMAND --help` describes a command and its options.")
+    parser.add_argument("--version", action=_PrintVersion, help="print detector's version and exit")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    scan = commands.add_parser("scan", help="evaluate rules over audit log files and print alerts")
+    scan = _add_command(commands, "scan")
     _add_rule_options(scan)
-    scan.add_argument("--format", choices=("json", "text"), default="json")
+    scan.add_argument("--format", choices=("json", "text"), default="json",
+                      help="json: one alert object per line (the default); text: one readable line per alert")
     scan.add_argument("--max-line-bytes", type=int, default=1 << 20, metavar="N",
                       help="longer lines are reported and skipped (default 1 MiB)")
     scan.add_argument("--envelope", choices=[e.value for e in Envelope], default=Envelope.AUTO.value,
                       help="what wraps the audit events: auto (detect per line: plain events, EventLists, "
                            "EKS CloudWatch Logs/Firehose, GKE LogEntry/Pub/Sub, AKS records; the default), "
                            "none (plain audit events only), or one cloud's envelope only")
-    scan.add_argument("inputs", nargs="+", metavar="FILE", help="audit log (.log, .json, .gz) or - for stdin")
-    validate = commands.add_parser("validate", help="check rules files and report every problem")
-    validate.add_argument("paths", nargs="+", metavar="PATH")
+    scan.add_argument("inputs", nargs="+", metavar="FILE",
+                      help="audit log: JSON lines, an EventList or a JSON array, plain or .gz; - for stdin")
+    validate = _add_command(commands, "validate")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="rules file or directory to check")
     validate.add_argument("--strict", action="store_true", help="warnings fail validation too")
-    fields = commands.add_parser("fields", help="list every field conditions and outputs may use")
-    fields.add_argument("--format", choices=("text", "markdown"), default="text")
-    test_rule = commands.add_parser("test-rule", help="run rule tests, explain a rule, or replay a log")
+    fields = _add_command(commands, "fields")
+    fields.add_argument("--format", choices=("text", "markdown"), default="text",
+                        help="text: aligned columns (the default); markdown: the table of docs/fields.md")
+    test_rule = _add_command(commands, "test-rule")
     _add_rule_options(test_rule)
     test_rule.add_argument("--tests", action="append", metavar="PATH",
                            help="*.tests.yaml files (default: those beside the rules files)")
     test_rule.add_argument("--require-cases", action="store_true",
                            help="fail unless every enabled rule has a positive and a negative test")
     test_rule.add_argument("--explain", metavar="RULE", help="show why RULE does or does not match each event")
-    test_rule.add_argument("--event", action="append", metavar="FILE", help="events for --explain")
-    test_rule.add_argument("--replay", action="append", metavar="FILE", help="count alerts per rule over a log")
-    policy = commands.add_parser("policy-check", help="check that an audit policy lets each rule fire")
+    test_rule.add_argument("--event", action="append", metavar="FILE",
+                           help="a file of audit events for --explain; repeatable")
+    test_rule.add_argument("--replay", action="append", metavar="FILE",
+                           help="count alerts per rule over an audit log (.gz too); repeatable")
+    policy = _add_command(commands, "policy-check")
     _add_rule_options(policy)
     policy.add_argument("--policy", required=True, metavar="FILE", help="the API server's audit policy file")
     policy.add_argument("--strict", action="store_true", help="exit 1 when an enabled rule is blind")
@@ -99,27 +154,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    run = commands.add_parser("run", help="follow the live audit log and deliver alerts")
-    run.add_argument("--config", metavar="FILE", help="YAML configuration (flags override its keys)")
-    run.add_argument("--file", metavar="PATH", help=f"audit log to follow (default {DEFAULT_FILE})")
-    run.add_argument("--rules", action="append", metavar="PATH", help="rules file or directory; repeatable")
-    run.add_argument("--state-dir", metavar="DIR", help=f"checkpoint and outbox (default {DEFAULT_STATE_DIR})")
-    run.add_argument("--start-at", choices=("end", "beginning"), help="first start without state (default end)")
-    run.add_argument("--rule-matching", choices=[m.value for m in RuleMatching])
-    run.add_argument("--log-format", choices=("json", "console"))
-    for name, helptext in (("send-test-alert", "send a sample alert through each configured output"),):
-        sub = commands.add_parser(name, help=helptext)
-        sub.add_argument("--config", metavar="FILE")
-        sub.add_argument("--output", metavar="NAME", help="only this output")
-    outbox = commands.add_parser("outbox", help="inspect and act on undelivered alerts")
-    outbox.add_argument("action", choices=("list", "retry", "purge"))
+    run = _add_command(commands, "run", "Follows a live audit log across rotations (or standard input with "
+                       "--file -)\nand delivers alerts through the outbox until SIGTERM. Flags override the "
+                       "config\nfile's keys.")
+    run.add_argument("--config", metavar="FILE",
+                     help="YAML configuration (every key: docs/configuration.md; default: built-in defaults)")
+    run.add_argument("--file", metavar="PATH",
+                     help=f"audit log to follow, or - for standard input (default {DEFAULT_FILE})")
+    run.add_argument("--rules", action="append", metavar="PATH",
+                     help="rules file or directory; repeatable, replaces the config's list (default: the shipped "
+                          "rules)")
+    run.add_argument("--state-dir", metavar="DIR",
+                     help=f"checkpoint and outbox, one process at a time (default {DEFAULT_STATE_DIR})")
+    run.add_argument("--start-at", choices=("end", "beginning"),
+                     help="first start without a checkpoint: end (only new events, the default) or beginning "
+                          "(the live file from its first byte)")
+    run.add_argument("--rule-matching", choices=[m.value for m in RuleMatching], help=RULE_MATCHING_HELP)
+    run.add_argument("--log-format", choices=("json", "console"),
+                     help="detector's own log on stderr: json (one object per line, the default) or console "
+                          "(for people)")
+    test_alert = _add_command(commands, "send-test-alert")
+    test_alert.add_argument("--config", metavar="FILE",
+                            help="YAML configuration whose outputs to test (default: one stdout output)")
+    test_alert.add_argument("--output", metavar="NAME", help="only the output named NAME")
+    outbox = _add_command(commands, "outbox", OUTBOX_VERBS)
+    outbox.add_argument("action", choices=("list", "retry", "purge"), metavar="{list,retry,purge}",
+                        help="what to do (see verbs above)")
     outbox.add_argument("--seq", dest="seqs", action="append", type=int, metavar="SEQ",
-                        help="only this row (repeatable); see `outbox list`")
-    outbox.add_argument("--config", metavar="FILE")
-    outbox.add_argument("--state-dir", metavar="DIR")
-    outbox.add_argument("--output", metavar="NAME")
-    outbox.add_argument("--status", choices=("pending", "delivered", "dead", "dropped"))
-    outbox.add_argument("--limit", type=int, default=100)
+                        help="retry or purge only this row (repeatable): the SEQ column of `outbox list`")
+    outbox.add_argument("--config", metavar="FILE", help="take state_dir and the outbox bounds from this "
+                        "configuration")
+    outbox.add_argument("--state-dir", metavar="DIR",
+                        help=f"the state directory (default: the config's state_dir, else {DEFAULT_STATE_DIR})")
+    outbox.add_argument("--output", metavar="NAME", help="only rows of this output")
+    outbox.add_argument("--status", choices=("pending", "delivered", "dead", "dropped"),
+                        help="only rows in this status (default: list every status, retry dead rows, purge "
+                             "pending and dead rows)")
+    outbox.add_argument("--limit", type=int, default=100, metavar="N", help="list at most N rows (default 100)")
 
 
 def _networks(text: str) -> tuple[str, ...]:
