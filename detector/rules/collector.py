@@ -24,10 +24,10 @@ LIST_KEYS = {"list", "items", "append", "override"}
 MACRO_KEYS = {"macro", "condition", "append", "override"}
 RULE_KEYS = {"rule", "condition", "output", "desc", "priority", "source", "enabled", "capture",
              "capture_duration", "warn_evttypes", "skip-if-unknown-filter", "tags", "exceptions",
-             "override", "append", "tests"}
+             "override", "append", "tests", "correlation"}
 OVERRIDE_APPENDABLE = {"condition", "output", "desc", "tags", "exceptions"}
 OVERRIDE_REPLACEABLE = OVERRIDE_APPENDABLE | {"priority", "enabled", "capture", "capture_duration",
-                                              "warn_evttypes", "skip-if-unknown-filter"}
+                                              "warn_evttypes", "skip-if-unknown-filter", "correlation"}
 _BARESTR = re.compile(r"[^()\"'\s=,]+")
 _IDENT = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*")
 _SEMVER = re.compile(r"(\d+)\.(\d+)\.(\d+)")
@@ -230,6 +230,7 @@ class Collector:
             index=index, visibility=self.tick() if old is not None else index, location=item.where(),
             condition_location=item.where("condition"), output_location=item.where("output"),
             skip_if_unknown_filter=skip_unknown, tests=list(data.get("tests") or []),
+            correlation=data.get("correlation"),
         )
 
     def _rule_fields(self, item: Item) -> tuple[bool, set[str], list[ExceptionInfo], bool] | None:
@@ -364,6 +365,8 @@ class Collector:
                 exceptions = self._exceptions(item, value, new=True)
                 if exceptions is not None:
                     rule.exceptions = exceptions
+            elif key == "correlation":
+                rule.correlation = value
             elif key in ("condition", "output", "desc"):
                 if not isinstance(value, str) or not value.strip():
                     self.report(Code.BAD_VALUE, f"'{key}' must be a non-empty string", item, key)

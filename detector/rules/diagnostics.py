@@ -39,6 +39,7 @@ class Code(enum.Enum):
     UNREADABLE = ("E024", Severity.ERROR, "the rules file cannot be read")
     NO_RULES_FILES = ("E025", Severity.ERROR, "no rules file was found")
     TOO_LARGE = ("E026", Severity.ERROR, "a file, its aliases or a condition exceed a size bound")
+    BAD_CORRELATION = ("E027", Severity.ERROR, "a rule's correlation block (stateful detection) is invalid")
     UNKNOWN_KEY = ("W101", Severity.WARNING, "an unknown key is ignored")
     UNKNOWN_ITEM = ("W102", Severity.WARNING, "an unknown top-level item is ignored")
     OTHER_SOURCE = ("W103", Severity.WARNING, "rules for another event source are skipped")

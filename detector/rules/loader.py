@@ -33,6 +33,8 @@ from detector.rules.resolve import (
     substitute_lists,
 )
 from detector.rules.ruleset import RuleMatching, Ruleset
+from detector.rules.stateful import StatefulRule, split_output
+from detector.rules.statefulbuild import StatefulBuilder
 
 _WORD = re.compile(r"[^\s(),=\"']+")
 
@@ -87,9 +89,11 @@ def check_rules(paths: Iterable[str | Path], options: LoadOptions | None = None)
             collector.add(item)
     collection = collector.collection
     _override_lists(collection, options.list_overrides)
-    compiled = _Build(collection, options).run()
+    build = _Build(collection, options)
+    compiled = build.run()
+    stateful = build.stateful(compiled)
     diagnostics = collection.diagnostics
-    return Ruleset(compiled, diagnostics, options.matching, options.min_priority), diagnostics
+    return Ruleset(compiled, diagnostics, options.matching, options.min_priority, stateful), diagnostics
 
 
 def load_rules(paths: Iterable[str | Path], options: LoadOptions | None = None) -> Ruleset:
@@ -136,6 +140,34 @@ class _Build:
         self._report_skipped(skipped)
         self._report_unused()
         return compiled
+
+    def stateful(self, compiled: list[CompiledRule]) -> list[StatefulRule]:
+        """Compile the correlation blocks of the compiled rules (statefulbuild.py); a rule whose
+        block is invalid is removed from `compiled`, with its diagnostics."""
+        builder = StatefulBuilder(self.compiler, self._condition, {r.name: r for r in compiled}, self.report)
+        out: list[StatefulRule] = []
+        for rule in list(compiled):
+            info = self.c.rules[rule.name]
+            if info.correlation is None:
+                continue
+            built = builder.build(rule, info)
+            if built is None:
+                compiled.remove(rule)
+            else:
+                compiled[compiled.index(rule)] = built.rule
+                out.append(built)
+        return out
+
+    def _condition(self, text: str, where: Location) -> Node | None:
+        """A condition (a step's, an expiry's) parsed, lists substituted, macros expanded."""
+        node = self._parse(text, where)
+        if node is None or not self._within_bounds(node, where):
+            return None
+        try:
+            return expand_macros(node, self.macros)
+        except MacroError as exc:
+            self._macro_error(exc, where)
+            return None
 
     def _parse(self, text: str, location: Location) -> Node | None:
         try:
@@ -229,7 +261,8 @@ class _Build:
             self._compile_failed(rule, exc, where)
             return None
         try:
-            output = compile_output(rule.output, self.compiler)
+            output = compile_output(split_output(rule.output)[0] if rule.correlation is not None else rule.output,
+                                    self.compiler)
         except CompileError as exc:
             self._compile_failed(rule, exc, _named(rule.output_location, rule.name))
             return None

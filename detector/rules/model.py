@@ -93,6 +93,7 @@ class RuleInfo:
     output_location: Location
     skip_if_unknown_filter: bool = False
     tests: list[Any] = field(default_factory=list)
+    correlation: Any = None  # the `correlation:` mapping as written (a YamlMap), if any
 
 
 # -- as compiled -----------------------------------------------------------------------------
@@ -140,6 +141,9 @@ class CompiledRule:
     tests: tuple[Any, ...] = ()
     # The predicate minus what the rule index already checked: only valid for candidates.
     fast_predicate: Predicate | None = None
+    # A stateful rule's checked `correlation:` block (rules/correlation.py): its matches feed
+    # windows (rules/stateful.py) instead of alerting.
+    correlation: Any = None
 
     def match(self, event: AuditEvent) -> Match:
         text, fields = self.output.render(event)

@@ -1,0 +1,563 @@
+"""Per-key window state on event time: the state machines of stateful rules.
+
+Nothing here knows events or rules: a window is fed (key, time, record) and answers with
+`Fired` aggregates. Time is seconds (the event's stageTimestamp). Common semantics:
+
+- the *watermark* of a rule is the newest time it accepted minus its lateness; an event
+  older than the watermark is dropped (`late`), so state below it can be forgotten;
+- after an alert, the key's events up to the end of the alerted window (or sequence) are
+  consumed: they never count again (alert once per window and key, then re-arm);
+- after each accepted event, every window that now qualifies fires, earliest end first.
+
+State is bounded: at most `max_keys` keys (the least recently fed is evicted) and
+`max_values` events (or values) per key (the oldest go), each eviction counted. Records of
+events are packed `bytes` (time, step mask, auditID, value), and a key with one event holds
+that record alone, not a list: 100,000 keys of one event each take ~17 MB.
+
+tests/unit/rules/test_windows_reference.py holds a tiny reference implementation of each
+window type (no pruning, no bounds, no packing) that these must agree with.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+NEVER = -math.inf
+BUCKETS = 16  # state is stored per bucket of keys, so a commit writes only the buckets that changed
+SAMPLE = 10  # auditIDs and distinct values an alert shows at most
+_HEAD = struct.Struct("<dBB")  # time, step mask, auditID length (255: a UUID packed in 16 bytes)
+_UUID_MARK = 255
+
+
+def bucket_of(key: str) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % BUCKETS
+
+
+def pack(t: float, audit_id: str, value: str = "", mask: int = 0) -> bytes:
+    """One event as a record: compact, so that many keys stay small."""
+    if len(audit_id) == 36 and audit_id[8] == "-" and audit_id[23] == "-" and audit_id == audit_id.lower():
+        try:
+            raw = bytes.fromhex(audit_id.replace("-", ""))
+        except ValueError:
+            raw = b""
+        if len(raw) == 16 and _uuid_text(raw) == audit_id:
+            return _HEAD.pack(t, mask, _UUID_MARK) + raw + value.encode("utf-8", "surrogatepass")
+    aid = audit_id.encode("utf-8", "surrogatepass")[:254]
+    return _HEAD.pack(t, mask, len(aid)) + aid + value.encode("utf-8", "surrogatepass")
+
+
+def _uuid_text(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def rec_time(rec: bytes) -> float:
+    return _HEAD.unpack_from(rec)[0]  # type: ignore[no-any-return]
+
+
+def rec_mask(rec: bytes) -> int:
+    return rec[8]
+
+
+def _aid_end(rec: bytes) -> int:
+    size = rec[9]
+    return 10 + (16 if size == _UUID_MARK else size)
+
+
+def rec_aid(rec: bytes) -> str:
+    size = rec[9]
+    if size == _UUID_MARK:
+        return _uuid_text(rec[10:26])
+    return rec[10:10 + size].decode("utf-8", "surrogatepass")
+
+
+def rec_value(rec: bytes) -> str:
+    return rec[_aid_end(rec):].decode("utf-8", "surrogatepass")
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """What an alert of a stateful rule carries about its window."""
+
+    key: str
+    count: int
+    first: float
+    last: float
+    distinct: int = 0
+    values: tuple[str, ...] = ()  # a sample of the distinct values (SAMPLE at most)
+    audit_ids: tuple[str, ...] = ()  # a sample of contributing auditIDs (SAMPLE at most)
+    window: float = 0.0  # seconds the window spans
+    start: float = 0.0  # absence: the silent window's start
+
+
+def aggregate(key: str, recs: list[bytes], window: float) -> Fired:
+    """The aggregate of the events of a fired window (recs sorted by time)."""
+    values: dict[str, None] = {}
+    for rec in recs:
+        values[rec_value(rec)] = None
+    ids = [rec_aid(r) for r in (recs if len(recs) <= SAMPLE else recs[: SAMPLE // 2] + recs[-SAMPLE // 2:])]
+    shown = tuple(v for v in values if v)[:SAMPLE]
+    return Fired(key, len(recs), rec_time(recs[0]), rec_time(recs[-1]), len([v for v in values if v]), shown,
+                 tuple(ids), window)
+
+
+@dataclass
+class Counters:
+    """What bounded state cost: events dropped late, keys and values evicted."""
+
+    late: int = 0
+    evicted_keys: int = 0
+    evicted_values: int = 0
+
+
+class Window:
+    """Interface shared by the window types."""
+
+    counters: Counters
+    max_t: float
+    dirty: set[int]
+
+    def export(self, bucket: int) -> bytes | None:
+        raise NotImplementedError
+
+    def export_meta(self) -> bytes:
+        raise NotImplementedError
+
+    def load(self, bucket: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def load_meta(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def keys(self) -> int:
+        raise NotImplementedError
+
+    def describe(self, key: str) -> list[str]:
+        raise NotImplementedError
+
+
+class _Keyed(Window):
+    """Keys in buckets of dicts, kept in feed order (the first is the least recently fed)."""
+
+    def __init__(self, lateness: float, max_keys: int) -> None:
+        self.lateness = lateness
+        self.max_keys = max_keys
+        self.per_bucket = max(1, -(-max_keys // BUCKETS))
+        self.state: list[dict[str, Any]] = [{} for _ in range(BUCKETS)]
+        self.rearm: list[dict[str, float]] = [{} for _ in range(BUCKETS)]
+        self.max_t = NEVER
+        self.counters = Counters()
+        self.dirty: set[int] = set()
+        self._sweep_at = NEVER
+
+    def keys(self) -> int:
+        return sum(map(len, self.state))
+
+    def accept(self, t: float) -> bool:
+        """False for an event older than the watermark; else the newest time moves on."""
+        if t < self.max_t - self.lateness:
+            self.counters.late += 1
+            return False
+        self.max_t = max(self.max_t, t)
+        return True
+
+    def room(self, bucket: int) -> None:
+        """Evict the least recently fed keys of a full bucket."""
+        state = self.state[bucket]
+        while len(state) >= self.per_bucket:
+            key = next(iter(state))
+            del state[key]
+            self.rearm[bucket].pop(key, None)
+            self.counters.evicted_keys += 1
+
+    def sweep(self, horizon: float) -> None:
+        """Forget keys whose newest data is older than `horizon` (at most once per 1/16 horizon)."""
+        raise NotImplementedError
+
+    def export(self, bucket: int) -> bytes | None:
+        state, rearm = self.state[bucket], self.rearm[bucket]
+        if not state and not rearm:
+            return None
+        return msgspec.msgpack.encode({"s": state, "r": rearm})
+
+    def export_meta(self) -> bytes:
+        return msgspec.msgpack.encode({"m": self.max_t})
+
+    def load(self, bucket: int, data: bytes) -> None:
+        loaded = msgspec.msgpack.decode(data)
+        self.state[bucket] = dict(loaded["s"])
+        self.rearm[bucket] = {k: float(v) for k, v in loaded["r"].items()}
+
+    def load_meta(self, data: bytes) -> None:
+        self.max_t = float(msgspec.msgpack.decode(data)["m"])
+
+
+class EventWindows(_Keyed):
+    """count, distinct and sequence: the key's recent events (records sorted by time)."""
+
+    def __init__(self, kind: str, span: float, threshold: int, lateness: float, max_keys: int,  # noqa: PLR0917
+                 max_values: int, steps: int = 0) -> None:
+        super().__init__(lateness, max_keys)
+        self.kind = kind  # "count" | "distinct" | "ordered" | "unordered"
+        self.span = span
+        self.threshold = threshold
+        self.max_values = max_values
+        self.full = (1 << steps) - 1
+
+    def feed(self, key: str, bucket: int, t: float, rec: bytes) -> list[Fired]:
+        """Add one event of `key`; the windows it makes fire."""
+        if not self.accept(t):
+            return []
+        rearm = self.rearm[bucket].get(key)
+        if rearm is not None and t <= rearm:
+            return []
+        state = self.state[bucket]
+        self.dirty.add(bucket)
+        held = state.pop(key, None)
+        if held is None:
+            self.room(bucket)
+            if self.threshold > 1 and self.kind in ("count", "distinct"):
+                state[key] = rec  # one event: no window of two or more can fire yet
+                self._maybe_sweep()
+                return []
+            recs = [rec]
+        else:
+            recs = [held] if type(held) is bytes else held
+            if t >= rec_time(recs[-1]):
+                recs.append(rec)
+            else:
+                recs.insert(bisect_right(recs, t, key=rec_time), rec)
+            self._prune(recs)
+        fired = self._fire(key, bucket, recs, t)
+        if recs:
+            state[key] = recs[0] if len(recs) == 1 else recs
+        self._maybe_sweep()
+        return fired
+
+    def expire(self, key: str, bucket: int, t: float) -> None:
+        """An expiry event: the key's events up to `t` no longer count."""
+        if not self.accept(t):
+            return
+        self.dirty.add(bucket)
+        rearm = self.rearm[bucket]
+        rearm[key] = max(rearm.get(key, NEVER), t)
+        held = self.state[bucket].pop(key, None)
+        if held is not None:
+            recs = [r for r in ([held] if type(held) is bytes else held) if rec_time(r) > t]
+            if recs:
+                self.state[bucket][key] = recs[0] if len(recs) == 1 else recs
+
+    def _prune(self, recs: list[bytes]) -> None:
+        """Drop what can no longer be in a window with a future event, and past max_values."""
+        horizon = self.max_t - self.lateness - self.span
+        cut = 0
+        while cut < len(recs) and self._gone(rec_time(recs[cut]), horizon):
+            cut += 1
+        over = len(recs) - cut - self.max_values
+        if over > 0:
+            self.counters.evicted_values += over
+            cut += over
+        if cut:
+            del recs[:cut]
+
+    def _gone(self, t: float, horizon: float) -> bool:
+        # A count/distinct window (u - span, u] excludes u - span; a sequence includes it.
+        return t <= horizon if self.kind in ("count", "distinct") else t < horizon
+
+    def _fire(self, key: str, bucket: int, recs: list[bytes], since: float) -> list[Fired]:
+        """Fire every qualifying window; windows ending before `since` (the new event's time)
+        were judged before and are only looked at again after an alert consumed events."""
+        fired: list[Fired] = []
+        while recs:
+            found = self._qualifying(recs, since)
+            since = NEVER
+            if found is None:
+                return fired
+            chosen, end = found
+            fired.append(aggregate(key, chosen, self.span))
+            self.rearm[bucket][key] = end
+            cut = bisect_right(recs, end, key=rec_time)
+            del recs[:cut]
+        return fired
+
+    def _qualifying(self, recs: list[bytes], since: float) -> tuple[list[bytes], float] | None:
+        """The events of the earliest qualifying window and where it ends, or None."""
+        if self.kind == "ordered":
+            return self._ordered(recs)
+        if self.kind == "unordered":
+            return self._unordered(recs)
+        times = [rec_time(r) for r in recs]
+        if self.kind == "count" and len(recs) < self.threshold:
+            return None
+        lo = 0
+        for j, u in enumerate(times):
+            if u < since or (j + 1 < len(times) and times[j + 1] == u):
+                continue  # judged before; or not the last event at u (the window ending at u holds them all)
+            while times[lo] <= u - self.span:
+                lo += 1
+            window = recs[lo:j + 1]
+            if self.kind == "count":
+                if len(window) >= self.threshold:
+                    return window, u
+            elif len({rec_value(r) for r in window}) >= self.threshold:
+                return window, u
+        return None
+
+    def _ordered(self, recs: list[bytes]) -> tuple[list[bytes], float] | None:
+        steps = self.full.bit_length()
+        for i, first in enumerate(recs):
+            if not rec_mask(first) & 1:
+                continue
+            start, chosen, step, j = rec_time(first), [first], 1, i + 1
+            while step < steps and j < len(recs):
+                rec = recs[j]
+                if rec_time(rec) - start > self.span:
+                    break
+                if rec_mask(rec) >> step & 1:
+                    chosen.append(rec)
+                    step += 1
+                j += 1
+            if step == steps:
+                return chosen, rec_time(chosen[-1])
+        return None
+
+    def _unordered(self, recs: list[bytes]) -> tuple[list[bytes], float] | None:
+        for i, first in enumerate(recs):
+            start, union = rec_time(first), 0
+            for j in range(i, len(recs)):
+                rec = recs[j]
+                if rec_time(rec) - start > self.span:
+                    break
+                union |= rec_mask(rec)
+                if union == self.full:
+                    return recs[i:j + 1], rec_time(rec)
+        return None
+
+    def _maybe_sweep(self) -> None:
+        horizon = self.max_t - self.lateness - self.span
+        if horizon < self._sweep_at:
+            return
+        self._sweep_at = horizon + max(self.span / 16, 1.0)
+        self.sweep(horizon)
+
+    def sweep(self, horizon: float) -> None:
+        """Forget keys whose newest event is past the horizon, and re-arm marks below it."""
+        for bucket in range(BUCKETS):
+            state, rearm = self.state[bucket], self.rearm[bucket]
+            stale = [k for k, held in state.items()
+                     if self._gone(rec_time(held if type(held) is bytes else held[-1]), horizon)]
+            old = [k for k, end in rearm.items() if end < horizon]
+            for key in stale:
+                del state[key]
+            for key in old:
+                del rearm[key]
+            if stale or old:
+                self.dirty.add(bucket)
+
+    def held(self, key: str) -> list[bytes]:
+        held = self.state[bucket_of(key)].get(key)
+        return [] if held is None else [held] if type(held) is bytes else list(held)
+
+    def describe(self, key: str) -> list[str]:
+        recs = self.held(key)
+        rearm = self.rearm[bucket_of(key)].get(key)
+        lines = [f"key {key!r}: {len(recs)} event(s) held, watermark {_stamp(self.max_t - self.lateness)}"
+                 + (f", consumed up to {_stamp(rearm)}" if rearm is not None else "")]
+        for rec in recs:
+            value, mask = rec_value(rec), rec_mask(rec)
+            lines.append(f"  {_stamp(rec_time(rec))} auditID={rec_aid(rec)}" + (f" value={value!r}" if value else "")
+                         + (f" steps={mask:b}" if mask else ""))
+        return lines
+
+
+class NewTerms(_Keyed):
+    """new_term: per key, each value with the newest time it was seen."""
+
+    def __init__(self, history: float, learning: float, lateness: float, max_keys: int, max_values: int) -> None:
+        super().__init__(lateness, max_keys)
+        self.history = history
+        self.learning = learning
+        self.max_values = max_values
+        self.start: float | None = None  # the time of the first event: learning ends `learning` after it
+
+    def feed(self, key: str, bucket: int, t: float, value: str, audit_id: str) -> list[Fired]:
+        if not self.accept(t):
+            return []
+        if self.start is None:
+            self.start = t
+        state = self.state[bucket]
+        self.dirty.add(bucket)
+        seen: dict[str, float] | None = state.pop(key, None)
+        if seen is None:
+            self.room(bucket)
+            seen = {}
+        last = seen.pop(value, None)
+        known = last is not None and last >= t - self.history
+        seen[value] = t if last is None else max(last, t)
+        if len(seen) > self.max_values:
+            del seen[next(iter(seen))]
+            self.counters.evicted_values += 1
+        state[key] = seen
+        horizon = self.max_t - self.lateness - self.history
+        if horizon >= self._sweep_at:
+            self._sweep_at = horizon + max(self.history / 16, 1.0)
+            self.sweep(horizon)
+        if known or t < self.start + self.learning:
+            return []
+        return [Fired(key, 1, t, t, 1, (value,), (audit_id,), self.history)]
+
+    def sweep(self, horizon: float) -> None:
+        for bucket in range(BUCKETS):
+            state, changed = self.state[bucket], False
+            for key in list(state):
+                seen = state[key]
+                for value in [v for v, last in seen.items() if last < horizon]:
+                    del seen[value]
+                    changed = True
+                if not seen:
+                    del state[key]
+            if changed:
+                self.dirty.add(bucket)
+
+    def export_meta(self) -> bytes:
+        return msgspec.msgpack.encode({"m": self.max_t, "start": self.start})
+
+    def load_meta(self, data: bytes) -> None:
+        meta = msgspec.msgpack.decode(data)
+        self.max_t, self.start = float(meta["m"]), meta.get("start")
+
+    def load(self, bucket: int, data: bytes) -> None:
+        loaded = msgspec.msgpack.decode(data)
+        self.state[bucket] = {k: dict(v) for k, v in loaded["s"].items()}
+
+    def describe(self, key: str) -> list[str]:
+        seen = self.state[bucket_of(key)].get(key) or {}
+        learning = "" if self.start is None else f", learning until {_stamp(self.start + self.learning)}"
+        lines = [f"key {key!r}: {len(seen)} known value(s){learning}"]
+        lines += [f"  {value!r} last seen {_stamp(last)}" for value, last in seen.items()]
+        return lines
+
+
+class Silences(_Keyed):
+    """absence: tumbling windows of `window` seconds (aligned to the epoch); a key with fewer
+    than `threshold` events in a closed window is silent, alerted once until it is heard again.
+    A key's state: [first window index, silent flag, counts per open window, last line]."""
+
+    def __init__(self, window: float, threshold: int, lateness: float, max_keys: int) -> None:
+        super().__init__(lateness, max_keys)
+        self.window = window
+        self.threshold = threshold
+        self.closed = -math.inf  # windows with an index below this are closed
+
+    def feed(self, key: str, bucket: int, t: float, line: bytes) -> list[Fired]:
+        if not self.accept(t):
+            return []
+        index = math.floor(t / self.window)
+        if index < self.closed:
+            self.counters.late += 1
+            return []
+        state = self.state[bucket]
+        self.dirty.add(bucket)
+        held = state.pop(key, None)
+        if held is None:
+            self.room(bucket)
+            held = [index, False, {}, b"", NEVER]
+        counts: dict[int, int] = held[2]
+        counts[index] = counts.get(index, 0) + 1
+        held[0] = min(held[0], index)
+        if t >= held[4]:
+            held[3], held[4] = line, t
+        state[key] = held
+        return self.advance(self.max_t - self.lateness)
+
+    def advance(self, watermark: float) -> list[Fired]:
+        """Close every window that ends at or before `watermark`; the silences found."""
+        if watermark == NEVER:
+            return []
+        until = math.floor(watermark / self.window)
+        if self.closed == -math.inf:
+            self.closed = min((h[0] for s in self.state for h in s.values()), default=until)
+        if until <= self.closed:
+            return []
+        fired: list[Fired] = []
+        for bucket in range(BUCKETS):
+            for key, held in self.state[bucket].items():
+                fired += self._judge(key, held, int(self.closed), until)
+            if self.state[bucket]:
+                self.dirty.add(bucket)
+        self.closed = until
+        return fired
+
+    def _judge(self, key: str, held: list[Any], begin: int, until: int) -> list[Fired]:
+        counts: dict[int, int] = held[2]
+        fired: list[Fired] = []
+        window = max(begin, held[0])
+        busy = sorted(i for i, n in counts.items() if window <= i < until and n >= self.threshold)
+        for index in [*busy, until]:
+            if index > window and not held[1]:
+                fired.append(Fired(key, counts.get(window, 0), window * self.window, (window + 1) * self.window,
+                                   window=self.window, start=window * self.window))
+                held[1] = True
+            if index < until:
+                held[1] = False
+                window = index + 1
+        for index in [i for i in counts if i < until]:
+            del counts[index]
+        return fired
+
+    def last_line(self, key: str) -> bytes:
+        held = self.state[bucket_of(key)].get(key)
+        return b"" if held is None else bytes(held[3])
+
+    def export(self, bucket: int) -> bytes | None:
+        state = self.state[bucket]
+        if not state:
+            return None
+        return msgspec.msgpack.encode({"s": {k: [h[0], h[1], list(h[2].items()), h[3], h[4]]
+                                             for k, h in state.items()}, "r": {}})
+
+    def load(self, bucket: int, data: bytes) -> None:
+        loaded = msgspec.msgpack.decode(data)
+        self.state[bucket] = {k: [h[0], h[1], {int(i): n for i, n in h[2]}, h[3], float(h[4])]
+                              for k, h in loaded["s"].items()}
+
+    def export_meta(self) -> bytes:
+        return msgspec.msgpack.encode({"m": self.max_t, "closed": None if self.closed == -math.inf else self.closed})
+
+    def load_meta(self, data: bytes) -> None:
+        meta = msgspec.msgpack.decode(data)
+        self.max_t = float(meta["m"])
+        self.closed = -math.inf if meta.get("closed") is None else meta["closed"]
+
+    def describe(self, key: str) -> list[str]:
+        held = self.state[bucket_of(key)].get(key)
+        if held is None:
+            return [f"key {key!r}: not seen"]
+        counts = ", ".join(f"{_stamp(i * self.window)}: {n}" for i, n in sorted(held[2].items()))
+        return [f"key {key!r}: {'silent (alerted)' if held[1] else 'heard'}, last event {_stamp(held[4])}, "
+                f"open windows: {counts or 'none'}"]
+
+
+def _stamp(t: float | None) -> str:
+    if t is None or not math.isfinite(t):
+        return "-"
+    import datetime  # noqa: PLC0415 - only for explanations
+
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def stamp(t: float) -> str:
+    """A time as the audit log writes it (UTC, microseconds)."""
+    return _stamp(t)
+
+
+def iter_buckets() -> Iterator[int]:
+    return iter(range(BUCKETS))
