@@ -45,6 +45,7 @@ class Ruleset:
         self.active = tuple(r for r in self.rules if r.enabled and r.priority <= min_priority)
         # Stateful rules (a `correlation:` block) are indexed apart: their matches feed windows.
         by_rule = {id(s.rule): s for s in stateful}
+        self.stateful_rules = {s.name: s for s in stateful}  # active or not (test-rule runs any)
         self.stateful = StatefulState(by_rule[id(r)] for r in self.active if id(r) in by_rule)
         self._feeders = {id(s.rule): s for s in self.stateful.rules.values()}
         stateless = tuple(r for r in self.active if id(r) not in by_rule)

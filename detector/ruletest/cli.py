@@ -15,6 +15,7 @@ from detector.rules.explain import explain
 from detector.rules.loader import rule_files
 from detector.rules.model import CompiledRule
 from detector.rules.ruleset import Ruleset
+from detector.rules.stateful import StatefulRule
 from detector.ruletest.runner import TestResult, load_events, run_test
 from detector.ruletest.spec import RuleTest, embedded_tests, load_test_file, test_files_for
 from detector.source.replay import read_input
@@ -78,25 +79,45 @@ def explain_rule(ruleset: Ruleset, name: str, event_files: list[str], options: F
         raise RuleLoadError(f"no rule named {name!r} is loaded")
     if not event_files:
         raise DetectorError("--explain needs at least one --event FILE")
+    # A stateful rule: the events, in order, feed one fresh window state, shown after each.
+    stateful = ruleset.stateful_rules.get(name)
+    window = stateful.fresh() if stateful is not None else None
     for path in event_files:
         for number, event in enumerate(load_events(Path(path)), start=1):
             where = Location(path, item=f"event {number}")
             try:
-                _explain_event(rule, event, where, options)
+                _explain_event(rule, event, where, options, window)
             except Exception as exc:  # one event the rule fails on ends nothing
                 print(f"{where}: {rule.name}: the rule failed: {type(exc).__name__}: {exc}")
     return EXIT_OK
 
 
-def _explain_event(rule: CompiledRule, event: AuditEvent, where: Location, options: FieldOptions) -> None:
+def _explain_event(rule: CompiledRule, event: AuditEvent, where: Location, options: FieldOptions,
+                   window: StatefulRule | None = None) -> None:
     matched = rule.predicate(event)
     print(f"{where}: {rule.name}: {'MATCH' if matched else 'no match'}"
           f" (auditID={event.auditID} verb={event.verb} resource={event.objectRef.resource} "
-          f"stage={event.stage})")
+          f"stage={event.stage} stageTimestamp={event.stageTimestamp})")
     for line in explain(rule.condition, event, options):
         print(f"  {line}")
-    if matched:
+    if not matched:
+        return
+    if window is None:
         print(f"  output: {rule.match(event).output}")
+        return
+    fired = window.feed(event) or []
+    for key in _keys_of(window, event):
+        for line in window.describe(key):
+            print(f"  window: {line}")
+    for match in fired:
+        print(f"  ALERT: {match.output}")
+
+
+def _keys_of(window: StatefulRule, event: AuditEvent) -> list[str]:
+    """The keys an event feeds (a sequence step may have its own key)."""
+    keys = {window.key_of(event)}
+    keys.update(window.key_of(event, step.keys) for step in window.steps if step.keys is not None)
+    return sorted(keys)
 
 
 def replay(ruleset: Ruleset, paths: list[str]) -> int:

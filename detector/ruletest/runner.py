@@ -4,16 +4,21 @@ the real output renderer. Nothing is mocked."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from detector.engine import diagnose_line
 from detector.errors import BadInput, DetectorError
 from detector.event import AuditEvent
-from detector.parse.audit import event_from_dict, parse_document, parse_line
+from detector.parse.audit import event_from_dict, parse_document, parse_line, parse_timestamp
 from detector.rules.index import event_key
+from detector.rules.model import FieldValue, Match
 from detector.rules.ruleset import Ruleset
-from detector.ruletest.spec import RuleTest
+from detector.rules.stateful import StatefulRule
+from detector.ruletest.spec import RuleTest, Series
 from detector.source.replay import read_records
 
 
@@ -25,10 +30,13 @@ class TestResult:
     passed: bool
     problems: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    fields: list[dict[str, FieldValue]] = field(default_factory=list)  # of each alert (stateful rules)
 
 
-def load_events(source: dict[str, Any] | Path) -> list[AuditEvent]:
+def load_events(source: dict[str, Any] | Path | Series) -> list[AuditEvent]:
     """Events of one test entry; any bad input is an error naming the fixture and line."""
+    if isinstance(source, Series):
+        return series_events(source)
     if isinstance(source, dict):
         return [event_from_dict(source)]
     errors: list[BadInput] = []
@@ -48,6 +56,37 @@ def load_events(source: dict[str, Any] | Path) -> list[AuditEvent]:
     return events
 
 
+def series_events(series: Series) -> list[AuditEvent]:
+    """The events of a `repeat:` entry (see ruletest.spec.Series)."""
+    if isinstance(series.event, dict):
+        base = series.event
+    else:
+        loaded = load_events(series.event)
+        if not loaded:
+            raise DetectorError(f"{series.event}: no event to repeat")
+        base = loaded[0].body()
+    stamp = base.get("stageTimestamp")
+    start = parse_timestamp(stamp if isinstance(stamp, str) else None).astimezone(UTC)
+    events = []
+    for number in range(series.repeat):
+        body = orjson.loads(orjson.dumps(base))
+        moment = start + timedelta(seconds=series.every * number)
+        body["stageTimestamp"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body["auditID"] = f"{body.get('auditID', 'event')}-{number}"
+        for dotted, values in series.vary:
+            _set_path(body, dotted, values[number % len(values)])
+        events.append(event_from_dict(body))
+    return events
+
+
+def _set_path(body: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = body
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
 def run_test(test: RuleTest, ruleset: Ruleset) -> TestResult:
     """Evaluate the test's events with its rule (independently of rule_matching)."""
     rule = ruleset.rule(test.rule)
@@ -58,6 +97,9 @@ def run_test(test: RuleTest, ruleset: Ruleset) -> TestResult:
         events = [event for source in test.events for event in load_events(source)]
     except (BadInput, DetectorError) as exc:
         return TestResult(test, False, [f"cannot load events: {exc}"])
+    stateful = ruleset.stateful_rules.get(test.rule)
+    if stateful is not None:
+        return _run_stateful(test, ruleset, stateful.fresh(), events, result)
     for number, event in enumerate(events, start=1):
         try:
             output = rule.match(event).output if rule.predicate(event) else None
@@ -68,6 +110,30 @@ def run_test(test: RuleTest, ruleset: Ruleset) -> TestResult:
             result.outputs.append(output)
             if rule.enabled and rule in ruleset.active and rule not in ruleset.candidates(event_key(event)):
                 result.problems.append("internal: the rule index skipped a matching event")
+    _judge(result)
+    return result
+
+
+def _run_stateful(test: RuleTest, ruleset: Ruleset, rule: StatefulRule, events: list[AuditEvent],
+                  result: TestResult) -> TestResult:
+    """A stateful rule's test: the events in order through the base condition into a fresh
+    window state; the aggregate alerts are what is judged."""
+    matches: list[Match] = []
+    for number, event in enumerate(events, start=1):
+        try:
+            selected = rule.rule.predicate(event)
+        except Exception as exc:  # an event the rule fails on fails the test, and ends nothing
+            result.problems.append(f"event {number}: the rule failed: {type(exc).__name__}: {exc}")
+            continue
+        if selected:
+            if rule.rule.enabled and rule.rule in ruleset.active and rule.rule not in ruleset.candidates(
+                    event_key(event)):
+                result.problems.append("internal: the rule index skipped a matching event")
+            matches += rule.feed(event) or ()
+    if test.then_silence is not None:
+        matches += rule.tick(rule.wall_at_max + test.then_silence)
+    result.outputs = [m.output for m in matches]
+    result.fields = [m.output_fields for m in matches]
     _judge(result)
     return result
 
@@ -83,4 +149,16 @@ def _judge(result: TestResult) -> None:
     for text in expect.output_contains:
         if not any(text in output for output in result.outputs):
             result.problems.append(f"no alert output contains {text!r}")
+    if expect.output_fields and not any(_has_fields(fields, expect.output_fields) for fields in result.fields):
+        wanted = ", ".join(f"{k}={v!r}" for k, v in expect.output_fields)
+        result.problems.append(f"no alert has output fields {wanted}")
     result.passed = not result.problems
+
+
+def _has_fields(fields: dict[str, FieldValue], wanted: tuple[tuple[str, Any], ...]) -> bool:
+    for name, value in wanted:
+        have = fields.get(name)
+        expected = [str(v) for v in value] if isinstance(value, list) else str(value)
+        if have != expected:
+            return False
+    return True

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.errors import Location, RuleLoadError
+from detector.rules.correlation import parse_duration
 from detector.rules.yamlload import MAX_TESTS_FILE_BYTES, YamlError, load_typed, read_capped
 
 
@@ -26,6 +27,20 @@ class Expectation:
     fires: bool
     count: int | None
     output_contains: tuple[str, ...]
+    # Output fields some alert must carry with these values (stateful rules: `agg.count: "40"`).
+    output_fields: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """`{repeat: N, every: 10s, event: <inline or path>, vary: {json.path: [values...]}}`: the
+    event N times, its stageTimestamp moved on by `every` each time, its auditID suffixed with
+    the number, and each `vary` path cycling through its values (for stateful rules)."""
+
+    event: dict[str, Any] | Path
+    repeat: int
+    every: float
+    vary: tuple[tuple[str, tuple[Any, ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +49,12 @@ class RuleTest:
 
     name: str
     rule: str
-    events: tuple[dict[str, Any] | Path, ...]
+    events: tuple[dict[str, Any] | Path | Series, ...]
     expect: Expectation
     location: Location
+    # Stateful rules: after the events, the wall clock moves on this many seconds with no event
+    # (absence rules fire on a log that stopped).
+    then_silence: float | None = None
 
 
 def test_files_for(rule_paths: list[str]) -> list[Path]:
@@ -93,15 +111,38 @@ def _test(entry: Any, path: Path, rule: str | None, number: int) -> RuleTest:
     events = entry.get("events")
     if not isinstance(events, list) or not events:
         raise RuleLoadError("test needs a non-empty 'events' sequence", where)
-    resolved: list[dict[str, Any] | Path] = []
+    resolved: list[dict[str, Any] | Path | Series] = []
     for event in events:
         if isinstance(event, str):
             resolved.append((path.parent / event).resolve())
+        elif isinstance(event, dict) and "repeat" in event:
+            resolved.append(_series(event, path, where))
         elif isinstance(event, dict):
             resolved.append(event)
         else:
             raise RuleLoadError("each event is an inline mapping or a fixture path", where)
-    return RuleTest(name, rule_name, tuple(resolved), _expectation(entry.get("expect"), where), where)
+    silence = None
+    if "then_silence" in entry:
+        silence = parse_duration(entry["then_silence"])
+        if silence is None:
+            raise RuleLoadError("'then_silence' must be a duration such as 10m", where)
+    return RuleTest(name, rule_name, tuple(resolved), _expectation(entry.get("expect"), where), where, silence)
+
+
+def _series(entry: dict[str, Any], path: Path, where: Location) -> Series:
+    repeat, every, event = entry.get("repeat"), parse_duration(entry.get("every", 0)), entry.get("event")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 100_000:
+        raise RuleLoadError("'repeat' must be an integer from 1 to 100,000", where)
+    if every is None:
+        raise RuleLoadError("'every' must be a duration such as 5s", where)
+    if isinstance(event, str):
+        event = (path.parent / event).resolve()
+    elif not isinstance(event, dict):
+        raise RuleLoadError("a repeated event needs 'event' (inline or a fixture path)", where)
+    vary = entry.get("vary") or {}
+    if not isinstance(vary, dict) or not all(isinstance(v, list) and v for v in vary.values()):
+        raise RuleLoadError("'vary' maps dotted JSON paths to non-empty lists of values", where)
+    return Series(event, repeat, every, tuple((str(k), tuple(v)) for k, v in vary.items()))
 
 
 def _expectation(value: Any, where: Location) -> Expectation:
@@ -115,4 +156,7 @@ def _expectation(value: Any, where: Location) -> Expectation:
         contains = [contains]
     if not isinstance(contains, list):
         raise RuleLoadError("'expect.output_contains' must be a string or a list of strings", where)
-    return Expectation(value["fires"], count, tuple(str(c) for c in contains))
+    fields = value.get("output_fields") or {}
+    if not isinstance(fields, dict):
+        raise RuleLoadError("'expect.output_fields' must map field names to values", where)
+    return Expectation(value["fires"], count, tuple(str(c) for c in contains), tuple(fields.items()))

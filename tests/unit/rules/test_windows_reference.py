@@ -48,7 +48,7 @@ def _summary(key: str, chosen: list[tuple[float, str, str]]) -> tuple[Any, ...]:
 
 
 # -- references -------------------------------------------------------------------------------
-def reference_events(events: list[Event], kind: str, span: float, threshold: int, lateness: float,
+def reference_events(events: list[Event], kind: str, span: float, threshold: int, lateness: float,  # noqa: PLR0917
                      steps: int = 0) -> list[tuple[int, tuple[Any, ...]]]:
     """count / distinct / ordered / unordered, judged from scratch after every event."""
     max_t = -math.inf
@@ -77,7 +77,7 @@ def reference_events(events: list[Event], kind: str, span: float, threshold: int
     return out
 
 
-def _find(evs: list[tuple[float, str, str, int]], kind: str, span: float, threshold: int, steps: int,
+def _find(evs: list[tuple[float, str, str, int]], kind: str, span: float, threshold: int, steps: int,  # noqa: PLR0917
           full: int) -> tuple[list[Any], float] | None:
     if kind in ("count", "distinct"):
         for u in sorted({e[0] for e in evs}):
@@ -139,10 +139,10 @@ def reference_silences(events: list[Event], window: float, threshold: int,
         closed = since[key] if closed is None else closed
         until = math.floor((max_t - lateness) / window)
         for c in range(closed, until):
-            for k in times_of:
+            for k, seen in times_of.items():
                 if since[k] > c:
                     continue
-                n = sum(1 for x in times_of[k] if math.floor(x / window) == c)
+                n = sum(1 for x in seen if math.floor(x / window) == c)
                 if n < threshold:
                     if not silent[k]:
                         out.append((index, (k, n, c * window, (c + 1) * window)))
@@ -154,7 +154,7 @@ def reference_silences(events: list[Event], window: float, threshold: int,
 
 
 # -- the real ones ---------------------------------------------------------------------------
-def real_events(events: list[Event], kind: str, span: float, threshold: int, lateness: float,
+def real_events(events: list[Event], kind: str, span: float, threshold: int, lateness: float,  # noqa: PLR0917
                 steps: int = 0) -> list[tuple[int, tuple[Any, ...]]]:
     windows = EventWindows(kind, span, threshold, lateness, max_keys=10_000, max_values=10_000, steps=steps)
     out = []
