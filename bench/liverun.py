@@ -333,7 +333,7 @@ class LiveResult:
 def progress(detector: Detector, written: int) -> Mark:
     metrics = detector.metrics()
     return Mark(written, time.monotonic(), metrics.get("detector_events_total", 0.0),
-                metrics.get("detector_lag_bytes", 0.0), metrics.get("detector_bytes_lost_total", 0.0))
+                metrics.get("detector_lag_bytes", 0.0), metrics.get("detector_lost_bytes_total", 0.0))
 
 
 def drain(detector: Detector, total: int, stall: float = 15.0) -> tuple[float, float]:

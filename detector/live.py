@@ -320,7 +320,7 @@ class LiveRunner:
                         event, lambda rule, exc: report(evaluation_error(rule, exc)))
                 if matches:
                     for match in matches:
-                        self.metrics.matches.labels(match.rule).inc()
+                        self.metrics.count_match(match)
                     alerts += delivery.alerts_for(matches, report)
         self._line = None
         self.metrics.events.inc(count)

@@ -10,17 +10,32 @@ import json
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 from detector.httpd import DEFAULT_LIMITS, BoundedHTTPServer, Limits, Response, Route
+from detector.rules.model import Match, Priority
+from detector.version import package_version
 
 
 class Metrics:
-    """Every metric `detector run` exports, plus the health state behind the probes."""
+    """Every metric `detector run` exports, plus the health state behind the probes.
+
+    Names carry their unit as a suffix (`_bytes`, `_seconds`; counters `_total`), and no counter
+    has a `_created` twin. Beside detector's own series: `process_*` (memory, CPU, file
+    descriptors), `python_info` and `python_gc_*`, and `detector_build_info{version}`."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide: `_created` doubles every counter
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Gauge("detector_build_info", "Always 1; the detector version running", ["version"],
+              registry=r).labels(package_version()).set(1)
         self.lines = Counter("detector_lines_read", "Complete lines read from the audit log", registry=r)
         self.events = Counter("detector_events", "Audit events evaluated", registry=r)
         self.bad_lines = Counter("detector_bad_lines", "Lines skipped, by reason", ["reason"], registry=r)
@@ -32,10 +47,13 @@ class Metrics:
                                      "they were read, by reason", ["reason"], registry=r)
         self.watch_overflows = Counter("detector_watch_overflows", "inotify queue overflows (events dropped by the "
                                        "kernel; the log and its backups are looked at again)", registry=r)
-        self.bytes_lost = Counter("detector_bytes_lost", "Log bytes lost before they could be read", registry=r)
+        self.bytes_lost = Counter("detector_lost_bytes", "Log bytes lost before they could be read", registry=r)
         self.data_losses = Counter("detector_data_loss_events", "Times log data was lost (size known or not)",
                                    registry=r)
-        self.matches = Counter("detector_rule_matches", "Rule matches, by rule", ["rule"], registry=r)
+        self.matches = Counter("detector_rule_matches", "Rule matches, by rule, priority, source and tags (the "
+                               "rule's tags sorted, comma-separated)", ["rule", "priority", "source", "tags"],
+                               registry=r)
+        self._match_counters: dict[tuple[str, Priority, str, tuple[str, ...]], Counter] = {}
         self.evaluation = Histogram("detector_evaluation_seconds", "Time to parse and evaluate one batch of lines",
                                     registry=r, buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
         self.alerts = Counter("detector_alerts", "Alert deliveries, by output and result "
@@ -54,6 +72,16 @@ class Metrics:
         self.state_writable = True
         self.ready = False
         self.input_open = False
+
+    def count_match(self, match: Match) -> None:
+        """One match of a rule. The labels are the rule's own (its name, priority, source and
+        tags), so there are as many series as rules, whatever the events."""
+        key = (match.rule, match.priority, match.source, match.tags)
+        counter = self._match_counters.get(key)
+        if counter is None:
+            counter = self._match_counters[key] = self.matches.labels(
+                match.rule, match.priority.label, match.source, ",".join(sorted(set(match.tags))))
+        counter.inc()
 
     def beat(self) -> None:
         """The main loop is alive."""

@@ -63,7 +63,8 @@ def test_metrics_health_and_readiness(tmp_path: Path) -> None:
     assert status == 200
     assert 'detector_bad_lines_total{reason="invalid_json"} 1.0' in text
     assert "detector_lines_read_total 3.0" in text
-    assert 'detector_rule_matches_total{rule="Every Event"} 2.0' in text
+    assert 'detector_rule_matches_total{priority="Informational",rule="Every Event",source="k8s_audit",tags=""} 2.0' \
+        in text
     wait_for(lambda: 'detector_alerts_total{output="file",result="sent"} 2.0' in get(base + "/metrics")[1], 10,
              "delivery metrics")
     assert get(base + "/healthz")[0] == 200
