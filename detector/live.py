@@ -41,6 +41,7 @@ from detector.metrics import Metrics, MetricsServer
 from detector.parse.audit import parse_line
 from detector.rules.loader import rule_files
 from detector.rules.ruleset import Ruleset
+from detector.rules.stateful import STATE_PREFIX as STATEFUL_PREFIX
 from detector.source.position import Position
 from detector.source.spool import Spool, spool_path
 from detector.source.stream import StreamFollower
@@ -157,6 +158,7 @@ class LiveRunner:
         path = spool_path(self.config.state_dir) if webhook else self.config.file
         spool = Spool(path, on_event=self._on_source_event) if webhook else None
         resume = self._resume_position(delivery, path)
+        self._load_stateful(delivery, resumed=resume is not None)
         max_line = max(self.config.max_line_bytes, self.config.input.max_body_bytes + SPOOL_LINE_OVERHEAD) \
             if webhook else self.config.max_line_bytes
         follower = Follower(path, start_at="beginning" if webhook else self.config.start_at,  # type: ignore[arg-type]
@@ -345,10 +347,13 @@ class LiveRunner:
         due = force or alerts or now - self._last_commit >= self.config.checkpoint_interval
         if self._pending is None or not due:
             if alerts:
-                self._store(delivery, alerts, None)
+                # Stateful rules' state goes with the checkpoint only: it must correspond to
+                # the events up to it. Alerts of a wall-clock tick with nothing pending may take it.
+                idle = self._pending is None and self._committed is not None
+                self._store(delivery, alerts, self.ruleset.stateful.changes() if idle else None)
             return
         position = self._pending
-        self._store(delivery, alerts, {CHECKPOINT_KEY: position.to_bytes()})
+        self._store(delivery, alerts, {CHECKPOINT_KEY: position.to_bytes(), **self.ruleset.stateful.changes()})
         self._committed, self._pending = position, None
         self._last_commit = now
 
@@ -405,7 +410,7 @@ class LiveRunner:
         # rotation, a first file opened): a resume then starts from the right file.
         if follower is not None and self._pending is None and follower.position not in (None, self._committed):
             self._pending = follower.position
-        self._commit(delivery, [])
+        self._commit(delivery, self._stateful_tick(delivery))
         delivery.stage.tick()
         if self.spool is not None:
             self._spool_lag = follower.lag_bytes if follower is not None else 0
@@ -459,6 +464,9 @@ class LiveRunner:
                       kept_rules=len(self.ruleset.active))
             self.metrics.reloads.labels("failed").inc()
         else:
+            kept, dropped = load.ruleset.stateful.adopt(self.ruleset.stateful)  # unchanged rules keep their windows
+            if kept or dropped:
+                log.info("stateful_state_reloaded", kept_rules=kept, dropped_rules=dropped)
             self.ruleset = load.ruleset
             freeze_heap()
             self.metrics.rules_loaded.set(len(load.ruleset.active))
@@ -467,6 +475,28 @@ class LiveRunner:
         if self._reload_pending is not None:
             why, self._reload_pending = self._reload_pending, None
             self._reload(why)
+
+    # -- stateful rules -------------------------------------------------------------------------
+    def _load_stateful(self, delivery: Delivery, resumed: bool) -> None:
+        """The windows of stateful rules as of the checkpoint (committed with it); without a
+        checkpoint to resume from, stored state does not count and is deleted at the first commit."""
+        items = delivery.outbox.state_items(STATEFUL_PREFIX)
+        stateful = self.ruleset.stateful
+        if not resumed:
+            stateful.forget_stored(items)
+            return
+        found = stateful.load(items)
+        if items:
+            log.info("stateful_state_loaded", rules=found, stored_keys=len(items))
+
+    def _stateful_tick(self, delivery: Delivery) -> list[Alert]:
+        """Absence windows closed on the wall clock (a log that stopped entirely), and metrics."""
+        stateful = self.ruleset.stateful
+        if not stateful:
+            return []
+        matches = stateful.tick()
+        self.metrics.stateful(stateful.counters())
+        return delivery.alerts_for(matches, self._on_bad) if matches else []
 
     # -- callbacks ----------------------------------------------------------------------------
     def _resume_position(self, delivery: Delivery, path: str) -> Position | None:

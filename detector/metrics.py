@@ -72,6 +72,16 @@ class Metrics:
         self.state_writable = True
         self.ready = False
         self.input_open = False
+        # Stateful rules (rules/stateful.py): their state's size and what its bounds cost.
+        self.stateful_keys = Gauge("detector_stateful_keys", "Keys held in the windows of stateful rules",
+                                   registry=r)
+        self.stateful_evictions = Counter("detector_stateful_evictions", "Keys and values evicted from the windows "
+                                          "of stateful rules past max_keys / max_values, by what", ["what"],
+                                          registry=r)
+        self.stateful_dropped = Counter("detector_stateful_dropped_events", "Events stateful rules did not count, by "
+                                        "reason (late: older than the watermark; untimed: no usable stageTimestamp)",
+                                        ["reason"], registry=r)
+        self._stateful_totals: dict[str, int] = {}
 
     def count_match(self, match: Match) -> None:
         """One match of a rule. The labels are the rule's own (its name, priority, source and
@@ -82,6 +92,19 @@ class Metrics:
             counter = self._match_counters[key] = self.matches.labels(
                 match.rule, match.priority.label, match.source, ",".join(sorted(set(match.tags))))
         counter.inc()
+
+    def stateful(self, totals: dict[str, int]) -> None:
+        """The totals of StatefulState.counters(): counters move by what grew since last time
+        (a reload starts new rules from zero: nothing is subtracted)."""
+        self.stateful_keys.set(totals.get("keys", 0))
+        for name, counter in (("evicted_keys", self.stateful_evictions.labels("keys")),
+                              ("evicted_values", self.stateful_evictions.labels("values")),
+                              ("late", self.stateful_dropped.labels("late")),
+                              ("untimed", self.stateful_dropped.labels("untimed"))):
+            grown = totals.get(name, 0) - self._stateful_totals.get(name, 0)
+            if grown > 0:
+                counter.inc(grown)
+        self._stateful_totals = dict(totals)
 
     def beat(self) -> None:
         """The main loop is alive."""
