@@ -163,3 +163,15 @@ def test_inline_commands_name_real_options(doc: Path) -> None:
             choices = known.get(flag)
             if arg and choices and "\\|" in choices and arg not in ("...", "FILE"):
                 assert arg in choices.split("\\|"), f"{doc.name}: {span!r}: {arg}"
+
+
+def test_send_test_alert_prints_what_the_readme_says() -> None:
+    """`send-test-alert` prints `NAME: OK delivered (alert id ID)` per output, as README and operations.md show."""
+    done = subprocess.run([sys.executable, "-m", "detector", "send-test-alert"], capture_output=True, text=True,
+                          cwd=REPO, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^stdout: OK delivered \(alert id [0-9a-f-]{36}\)$", done.stdout, re.M), done.stdout
+    readme = (REPO / "README.md").read_text()
+    assert "`NAME: OK delivered (alert id ID)`" in readme
+    assert re.search(r"^ops-slack: OK delivered \(alert id [0-9a-f-]{36}\)$",
+                     (REPO / "docs" / "operations.md").read_text(), re.M)
