@@ -15,6 +15,7 @@ from typing import Any
 from detector.errors import ConfigError, Location
 from detector.rules.model import Priority
 from detector.rules.yamlload import MAX_CONFIG_FILE_BYTES, YamlError, load_typed, read_capped
+from detector.source.kafkaconf import KafkaSettings, kafka_settings
 
 DEFAULT_FILE = "/var/log/kubernetes/audit/audit.log"
 DEFAULT_STATE_DIR = "/var/lib/detector"
@@ -23,7 +24,9 @@ DEFAULT_STATE_DIR = "/var/lib/detector"
 @dataclass(frozen=True, slots=True)
 class InputConfig:
     """`input:`: where events come from. `file` follows `file` (the default); `webhook`
-    receives them over HTTPS into a spool in state_dir (detector/source/webhook.py)."""
+    receives them over HTTPS into a spool in state_dir (detector/source/webhook.py); `kafka`
+    consumes topics in a consumer group into that spool (detector/source/kafka.py, its keys in
+    `kafka`)."""
 
     type: str = "file"
     listen: str = "0.0.0.0:9443"
@@ -34,6 +37,7 @@ class InputConfig:
     insecure_plain_http: bool = False
     max_body_bytes: int = 12 << 20  # 12 MiB: a full batch of 400 events with request bodies
     max_concurrent_requests: int = 8
+    kafka: KafkaSettings | None = None  # type kafka: brokers, topics, group_id, security, client, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +210,7 @@ _CHECKS: dict[str, Any] = {
 
 
 # -- input: ---------------------------------------------------------------------------------------
-_INPUT_TYPES = ("file", "webhook")
+_INPUT_TYPES = ("file", "webhook", "kafka")
 _INPUT_FILES = ("tls_cert_file", "tls_key_file", "client_ca_file", "token_file")
 
 
@@ -217,7 +221,9 @@ def _input(value: Any, where: str) -> InputConfig:
     if not isinstance(value, dict):
         raise ConfigError("input: must be a mapping like {type: webhook, listen: \"0.0.0.0:9443\", ...}",
                           Location(where))
-    known = {f.name for f in fields(InputConfig)}
+    if value.get("type") == "kafka":
+        return InputConfig(type="kafka", kafka=kafka_settings(value, where))
+    known = {f.name for f in fields(InputConfig)} - {"kafka"}
     for key in value:
         if key not in known:
             raise ConfigError(f"input: unknown key {key!r} (known: {', '.join(sorted(known))})", Location(where))

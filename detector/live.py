@@ -36,12 +36,14 @@ from detector.config import RunConfig
 from detector.engine import diagnose_line, evaluation_error, freeze_heap
 from detector.errors import BadInput, ConfigError, DetectorError, Location, RuleLoadError, StateError
 from detector.event import AuditEvent
+from detector.kafkarun import KafkaMetrics
 from detector.logs import configure_logging
 from detector.metrics import Metrics, MetricsServer
 from detector.parse.audit import parse_line
 from detector.rules.loader import rule_files
 from detector.rules.ruleset import Ruleset
 from detector.rules.stateful import STATE_PREFIX as STATEFUL_PREFIX
+from detector.source.kafka import KafkaSource
 from detector.source.position import Position
 from detector.source.spool import Spool, spool_path
 from detector.source.stream import StreamFollower
@@ -59,6 +61,7 @@ DRAIN_SECONDS, DRAIN_POLL_SECONDS = 30.0, 0.05  # after the end of standard inpu
 RECEIVER_STOP_SECONDS, SPOOL_DRAIN_SECONDS = 1.5, 1.0  # webhook input at SIGTERM: requests in flight, then the spool
 SWITCH_INTERVAL = 0.001  # seconds, with the webhook input (see _receiver)
 SPOOL_LINE_OVERHEAD = 4096  # a spool line is the request body plus its envelope
+KAFKA_CLOSE_SECONDS = 10.0  # kafka input at SIGTERM: the last commit and leaving the group
 SPOOL_MAX_LAG_BYTES = 256 << 20  # spooled but not evaluated yet: past this, requests get 429
 OUTBOX_FULL_FRACTION = 0.9  # of outbox.max_rows pending: requests get 429 (the outbox drops the oldest past max_rows)
 
@@ -96,6 +99,8 @@ class LiveRunner:
         self.spool: Spool | None = None
         self.receiver: WebhookReceiver | None = None
         self._outbox_pending = 0  # as of the last housekeeping: backpressure for the webhook input
+        self.kafka: KafkaSource | None = None
+        self._kafka_metrics: KafkaMetrics | None = None
         self._spool_lag = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -150,24 +155,26 @@ class LiveRunner:
     # -- the loop ---------------------------------------------------------------------------
     def _follow(self, delivery: Delivery) -> None:
         webhook = self.config.input.type == "webhook"
-        if self.config.file == "-" and not webhook:
+        spooled = webhook or self.config.input.type == "kafka"
+        if self.config.file == "-" and not spooled:
             self._follow_stream(delivery)
             return
-        # The webhook input spools each accepted request as one line, and that spool is
-        # followed and checkpointed exactly like a live audit.log (detector/source/spool.py).
-        path = spool_path(self.config.state_dir) if webhook else self.config.file
-        spool = Spool(path, on_event=self._on_source_event) if webhook else None
+        # The webhook input spools each accepted request as one line, the kafka input each
+        # record, and that spool is followed and checkpointed exactly like a live audit.log
+        # (detector/source/spool.py).
+        path = spool_path(self.config.state_dir) if spooled else self.config.file
+        spool = Spool(path, on_event=self._on_source_event) if spooled else None
         resume = self._resume_position(delivery, path)
         self._load_stateful(delivery, resumed=resume is not None)
-        max_line = max(self.config.max_line_bytes, self.config.input.max_body_bytes + SPOOL_LINE_OVERHEAD) \
-            if webhook else self.config.max_line_bytes
-        follower = Follower(path, start_at="beginning" if webhook else self.config.start_at,  # type: ignore[arg-type]
+        max_line = self._max_line_bytes() if spooled else self.config.max_line_bytes
+        follower = Follower(path, start_at="beginning" if spooled else self.config.start_at,  # type: ignore[arg-type]
                             resume=resume, on_bad=self._on_bad, on_event=self._on_source_event,
                             max_line_bytes=max_line)
         waker = Waker(path, mode=self.config.watch,  # type: ignore[arg-type]
                       poll_interval=self.config.poll_interval, on_event=self._on_source_event)
-        receiver = self._receiver(spool) if spool is not None else None
+        receiver = self._receiver(spool) if spool is not None and webhook else None
         self.spool, self.receiver = spool, receiver
+        kafka = self._kafka(spool) if spool is not None and not webhook else None
         log.info("started", file=path, state_dir=self.config.state_dir, rules=len(self.ruleset.active),
                  resume=resume is not None, watch=waker.mode, **self._input_fields(receiver))
         next_housekeeping = 0.0
@@ -182,14 +189,14 @@ class LiveRunner:
                 if now >= next_housekeeping:
                     self._housekeeping(delivery, follower, now)
                     next_housekeeping = now + 1.0
-                self.metrics.input_open = follower.is_open and (receiver is None or self._admit() is None)
+                self.metrics.input_open = follower.is_open and (receiver is None or self._admit() is None) \
+                    and (kafka is None or kafka.ready)
                 handled += len(lines)
                 if len(lines) < BATCH_LINES and not self.flags.stop:
                     waker.wait(WAIT_SECONDS, handled)
                     handled = 0
                 self.metrics.beat()
-            if receiver is not None:
-                self._stop_receiver(receiver, follower, delivery)
+            self._stop_inputs(receiver, kafka, follower, delivery)
         finally:
             if receiver is not None:
                 receiver.close(0.0)  # stopped already, unless the loop ended with an error
@@ -199,6 +206,7 @@ class LiveRunner:
                 if delivery.stage.unstored is None:  # else the last batch failed: its position stays out
                     self._commit(delivery, [], force=True)
             finally:
+                self._close_kafka(kafka)  # after the last checkpoint: its offsets are committed
                 self.metrics.input_open = False
                 waker.close()
                 follower.close()
@@ -244,6 +252,10 @@ class LiveRunner:
         evaluate what the spool holds (for a while: the rest is read after the next start)."""
         if not receiver.close(RECEIVER_STOP_SECONDS):
             log.warning("webhook_stop_timeout", seconds=RECEIVER_STOP_SECONDS)
+        self._drain_spool(follower, delivery)
+
+    def _drain_spool(self, follower: Follower, delivery: Delivery) -> None:
+        """Evaluate what the spool holds, for SPOOL_DRAIN_SECONDS at most (the rest after the next start)."""
         deadline = time.monotonic() + SPOOL_DRAIN_SECONDS
         while time.monotonic() < deadline:
             lines = follower.read(BATCH_LINES)
@@ -251,6 +263,38 @@ class LiveRunner:
                 self._handle(lines, follower.position or lines[-1].position, delivery)
             if len(lines) < BATCH_LINES:
                 break
+
+    def _max_line_bytes(self) -> int:
+        """A spool line holds a request body or a record, plus its envelope."""
+        kafka = self.config.input.kafka
+        body = kafka.max_record_bytes if kafka is not None else self.config.input.max_body_bytes
+        return max(self.config.max_line_bytes, body + SPOOL_LINE_OVERHEAD)
+
+    def _stop_inputs(self, receiver: WebhookReceiver | None, kafka: KafkaSource | None, follower: Follower,
+                     delivery: Delivery) -> None:
+        if receiver is not None:
+            self._stop_receiver(receiver, follower, delivery)
+        if kafka is not None:
+            kafka.stop_consuming()
+            self._drain_spool(follower, delivery)
+
+    # -- the kafka input --------------------------------------------------------------------------
+    def _kafka(self, spool: Spool) -> KafkaSource:
+        """A consumer-group member spooling records; it commits offsets as `_commit` tells it
+        the checkpoint moved (detector/source/kafka.py), and pauses while `_admit` says so."""
+        settings = self.config.input.kafka
+        assert settings is not None
+        self._kafka_metrics = KafkaMetrics(self.metrics, self._on_source_event)
+        kafka = KafkaSource(settings, spool, admit=self._admit, observer=self._kafka_metrics)
+        kafka.start()
+        self.kafka = kafka
+        log.info("kafka_consuming", brokers=",".join(settings.brokers), topics=",".join(settings.topics),
+                 group_id=settings.group_id, security=settings.security.protocol)
+        return kafka
+
+    def _close_kafka(self, kafka: KafkaSource | None) -> None:
+        if kafka is not None and not kafka.close(KAFKA_CLOSE_SECONDS):
+            log.warning("kafka_stop_timeout", seconds=KAFKA_CLOSE_SECONDS)
 
     def _follow_stream(self, delivery: Delivery) -> None:
         """`--file -`: standard input until it ends. A pipe cannot be resumed, so nothing is
@@ -354,6 +398,8 @@ class LiveRunner:
             return
         position = self._pending
         self._store(delivery, alerts, {CHECKPOINT_KEY: position.to_bytes(), **self.ruleset.stateful.changes()})
+        if self.kafka is not None:
+            self.kafka.durable(position)  # offsets of the records before it may be committed now
         self._committed, self._pending = position, None
         self._last_commit = now
 
@@ -415,6 +461,8 @@ class LiveRunner:
         if self.spool is not None:
             self._spool_lag = follower.lag_bytes if follower is not None else 0
             self.spool.prune(self._committed)
+        if self.kafka is not None and self.kafka.error is not None:
+            raise DetectorError(f"the kafka consumer failed: {_describe(self.kafka.error)}")
         self.metrics.lag_bytes.set(follower.lag_bytes if follower is not None else 0)
         self.metrics.checkpoint_age.set(now - self._last_commit)
         pending, dead, oldest = _outbox_depth(delivery)
@@ -516,6 +564,8 @@ class LiveRunner:
 
     def _on_bad(self, error: BadInput) -> None:
         self.metrics.bad_lines.labels(error.reason).inc()
+        if self._kafka_metrics is not None:
+            self._kafka_metrics.bad_line(error)
         where = error.location
         log.warning("bad_input", reason=error.reason, message=error.message,
                     file=where.path if where else None, line=where.line if where else None)
@@ -588,7 +638,8 @@ class InputObserver:
 
 _WARNINGS = ("torn_line", "file_truncated", "read_error", "open_failed", "gap_possible", "watch_overflow",
              "webhook_rejected", "token_file_unreadable", "token_file_empty", "tls_reload_failed", "spool_full",
-             "spool_write_failed")
+             "spool_write_failed", "bad_record", "kafka_unreachable", "kafka_error", "kafka_commit_failed",
+             "kafka_failed", "kafka_paused", "kafka_close_failed", "kafka_partitions_lost")
 
 
 # What a full, read-only or broken state_dir raises from SQLite or the file system.

@@ -23,6 +23,7 @@ import errno
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from detector.source.backups import STAMP_FORMAT, BackupNames
@@ -34,6 +35,15 @@ ROTATE_BYTES = 64 << 20
 DISK_RESERVE_BYTES = 16 << 20  # left free for the state database: a full spool must not stop commits
 
 OnEvent = Callable[[str, dict[str, object]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolMark:
+    """Where an appended line ends: the spool file (device, inode) and the offset after it."""
+
+    dev: int
+    inode: int
+    offset: int
 
 
 class SpoolFull(OSError):
@@ -61,16 +71,21 @@ class Spool:
         self._torn = False  # the last write failed half-way: start the next one on a new line
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        self._size, self._ident = st.st_size, (st.st_dev, st.st_ino)
 
-    def append(self, line: bytes) -> None:
+    def append(self, line: bytes) -> SpoolMark:
         """Write `line` (ending in a newline, holding no other) and return once it is fsynced.
-        Raises SpoolFull or OSError: then the line may be on disk, or part of it (see above)."""
+        Raises SpoolFull or OSError: then the line may be on disk, or part of it (see above).
+        Returns where the line ends (the kafka input commits an offset once the checkpoint is
+        past it); `line` may also be several whole lines, written and fsynced together."""
         with self._cond:
             self._write(line)
             self._written += 1
             seq = self._written
+            mark = SpoolMark(self._ident[0], self._ident[1], self._size)
         self._sync_through(seq)
+        return mark
 
     def close(self) -> None:
         with self._cond:
@@ -135,6 +150,8 @@ class Spool:
         os.close(self._fd)
         self._fd = self._open()
         self._size, self._torn = 0, False
+        st = os.fstat(self._fd)
+        self._ident = (st.st_dev, st.st_ino)
         self._event("spool_rotated", {"backup": backup})
 
     def _backup_name(self, now: datetime) -> str:

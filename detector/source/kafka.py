@@ -1,0 +1,495 @@
+"""The kafka input: a consumer-group member that makes each record durable in the spool, and
+commits a record's offset to Kafka only once the alerts of everything before it are stored.
+
+One thread owns the confluent-kafka consumer (librdkafka; auto commit and the automatic offset
+store are off). It polls records and appends them, in poll order, to the spool of state_dir as
+spool lines, one per record (all lines of one poll share one fsync):
+
+    {"detectorSpool":"v1","cluster":<header or key|null>,"endpoint":"audit",
+     "requestId":"<topic>/<partition>/<offset>","received":"<RFC 3339 UTC>","body":<the record>}
+
+The live loop follows that spool like any audit.log and checkpoints it with the alerts (one
+SQLite transaction). What a record holds (an Event, an EventList, an array, ...) is parse's
+business: the source only checks that it is one JSON value. The commit rule lives in one place:
+`CommitQueue` keeps (where a poll's lines end in the spool, {partition: next offset}) in spool
+order, and `durable(checkpoint)` releases the offsets whose lines the checkpoint has passed. They
+are committed asynchronously, and synchronously on a rebalance and at close. On a revoke, the
+offsets still in flight are dropped: the new owner reads those records again (their alerts keep
+their ids, so an outbox that saw them drops the repeats).
+
+A record that is not JSON (or empty, or too big) is a bad record: reported with its
+topic/partition/offset and skipped; its offset advances with the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import msgspec
+import orjson
+
+from detector.source.kafkaconf import KafkaSettings, client_config, redacted
+from detector.source.position import Position
+from detector.source.spool import Spool, SpoolFull, SpoolMark
+from detector.source.webhook import CLUSTER
+
+TopicPartition = tuple[str, int]
+Admit = Callable[[], "str | None"]  # None, or why consumption pauses now (backpressure)
+
+POLL_RECORDS = 2_000
+POLL_SECONDS = 0.1
+COMMIT_RETRY_SECONDS = 1.0
+LAG_SECONDS = 2.0  # how often lag is measured
+PROBE_SECONDS = 2.0  # how often an unreachable cluster is asked for metadata
+SPOOL_RETRY_SECONDS = 0.5  # the spool could not be written: consumption waits, nothing is skipped
+# librdkafka errors that mean no broker can be reached (readiness false until one answers).
+UNREACHABLE = ("_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE", "_AUTHENTICATION", "_SSL")
+
+
+class Observer(Protocol):
+    """Told what the consumer does (the LiveRunner turns this into metrics and log lines)."""
+
+    def records(self, topic: str, partition: int, count: int, size: int) -> None: ...
+
+    def bad_record(self, topic: str, partition: int, offset: int, reason: str, message: str) -> None: ...
+
+    def committed(self, topic: str, partition: int, ok: bool) -> None: ...
+
+    def rebalance(self, kind: str, partitions: list[TopicPartition]) -> None: ...
+
+    def lag(self, topic: str, partition: int, records: int, seconds: float | None) -> None: ...
+
+    def event(self, name: str, fields: dict[str, object]) -> None: ...
+
+
+class BadRecord(Exception):
+    """A record that cannot go to the spool: a reason label and a message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+# -- the commit rule ---------------------------------------------------------------------------------
+class CommitQueue:
+    """(spool mark after a batch of lines, {partition: next offset}) in spool order. Not
+    thread-safe: the consumer thread owns it."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[int, int]] = []  # spool files (dev, inode) in the order written
+        self._first = 0  # the index of _files[0] since the start
+        self._entries: deque[tuple[int, int, dict[TopicPartition, int]]] = deque()
+
+    def add(self, mark: SpoolMark, offsets: dict[TopicPartition, int]) -> None:
+        ident = (mark.dev, mark.inode)
+        if not self._files or self._files[-1] != ident:
+            self._files.append(ident)
+        self._entries.append((self._first + len(self._files) - 1, mark.offset, offsets))
+
+    def passed(self, checkpoint: Position) -> dict[TopicPartition, int]:
+        """Remove and merge the entries whose lines lie before `checkpoint` (in an earlier spool
+        file, or in its file up to its offset): their offsets may be committed."""
+        at = self._file_index(checkpoint)
+        out: dict[TopicPartition, int] = {}
+        if at is None:
+            return out
+        while self._entries:
+            file, offset, offsets = self._entries[0]
+            if file > at or (file == at and offset > checkpoint.offset):
+                break
+            self._entries.popleft()
+            out.update(offsets)  # later entries hold later offsets of a partition
+        self._trim()
+        return out
+
+    def drop(self, partitions: Iterable[TopicPartition]) -> None:
+        """Forget the in-flight offsets of `partitions` (revoked: their records go to another owner)."""
+        gone = set(partitions)
+        for _file, _offset, offsets in self._entries:
+            for tp in gone & offsets.keys():
+                del offsets[tp]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _file_index(self, checkpoint: Position) -> int | None:
+        ident = (checkpoint.identity.dev, checkpoint.identity.inode)
+        for i in range(len(self._files) - 1, -1, -1):  # the newest first: inodes are reused
+            if self._files[i] == ident:
+                return self._first + i
+        return None  # a file from before this process: older than every entry
+
+    def _trim(self) -> None:
+        keep = self._entries[0][0] if self._entries else self._first + len(self._files) - 1
+        drop = max(0, keep - self._first)
+        if drop:
+            del self._files[:drop]
+            self._first += drop
+
+
+# -- records to spool lines ----------------------------------------------------------------------------
+def record_body(value: bytes | None, limit: int) -> bytes:
+    """A record's value checked to be one JSON value, on one line; else BadRecord."""
+    if not value or not value.strip():
+        raise BadRecord("empty", "the record has no value (a tombstone or an empty record)")
+    if len(value) > limit:
+        raise BadRecord("too_large", f"the record is {len(value)} bytes, more than max_record_bytes ({limit})")
+    try:
+        msgspec.json.decode(value, type=msgspec.Raw)  # validates without building objects
+    except msgspec.DecodeError as exc:
+        raise BadRecord("invalid_json", f"the record is not JSON: {exc}") from None
+    except RecursionError:
+        pass  # valid so far, nested past the limit: the parser reads (or reports) it
+    value = value.strip(b" \t\r\n")
+    if b"\n" in value or b"\r" in value:
+        value = value.replace(b"\n", b" ").replace(b"\r", b" ")
+    return value
+
+
+def record_cluster(key: bytes | None, headers: list[tuple[str, bytes]] | None, header: str | None,
+                   from_key: bool) -> str | None:
+    """The cluster a record names: its `header` header, else its key (when a valid name)."""
+    if header and headers:
+        for name, raw in headers:
+            if name == header and raw:
+                text = raw.decode("utf-8", "replace")
+                if CLUSTER.match(text):
+                    return text
+    if from_key and key:
+        text = key.decode("utf-8", "replace")
+        if CLUSTER.match(text):
+            return text
+    return None
+
+
+def spool_line(body: bytes, cluster: str | None, request_id: str, received: bytes) -> bytes:
+    return b"".join((b'{"detectorSpool":"v1","cluster":', orjson.dumps(cluster), b',"endpoint":"audit",'
+                     b'"requestId":"', request_id.encode(), b'","received":"', received, b'","body":', body,
+                     b"}\n"))
+
+
+# -- the consumer ------------------------------------------------------------------------------------------
+class KafkaSource:
+    """One member of the consumer group, on a thread of its own (see the module docstring)."""
+
+    def __init__(self, settings: KafkaSettings, spool: Spool, *, admit: Admit, observer: Observer,
+                 consumer_factory: Callable[[dict[str, str]], Any] | None = None) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.config = client_config(settings)  # ConfigError (exit 2) when a secret cannot be read
+        self._admit = admit
+        self._observer = observer
+        self._factory = consumer_factory or _confluent_consumer
+        self._queue = CommitQueue()
+        self._checkpoint: Position | None = None  # set by the live loop: the committed spool position
+        self._wanted: dict[TopicPartition, int] = {}  # durable, to commit
+        self._acked: dict[TopicPartition, int] = {}  # committed, as the broker confirmed
+        self._sent: dict[TopicPartition, tuple[int, float]] = {}  # asked for, not confirmed yet: (offset, when)
+        self._mark: SpoolMark | None = None  # where the last append ended
+        self._assigned: set[TopicPartition] = set()
+        self._unreachable = False
+        self._paused: str | None = None
+        self._consuming = threading.Event()
+        self._consuming.set()
+        self._stop = threading.Event()
+        self._last_timestamp: dict[TopicPartition, float] = {}
+        self._next: dict[TopicPartition, int] = {}  # the next offset to read, per partition
+        self._consumer: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="detector-kafka", daemon=True)
+
+    # -- the live loop's side ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._consumer = self._factory(self._client_conf())
+        self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        """Partitions assigned and the cluster reachable (for /readyz)."""
+        return bool(self._assigned) and not self._unreachable and self._thread.is_alive()
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the consumer thread ended, if it failed."""
+        return self._error
+
+    def durable(self, checkpoint: Position) -> None:
+        """The live loop committed `checkpoint` (alerts and spool position): offsets before it may go."""
+        self._checkpoint = checkpoint
+
+    def stop_consuming(self) -> None:
+        """Spool nothing more (SIGTERM: the loop then drains the spool); commits go on until close."""
+        self._consuming.clear()
+
+    def close(self, timeout: float) -> bool:
+        """Commit what is durable (synchronously), leave the group, stop the thread."""
+        self._consuming.clear()
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the consumer thread ---------------------------------------------------------------------------
+    def _client_conf(self) -> dict[str, Any]:
+        conf: dict[str, Any] = dict(self.config)
+        conf["error_cb"] = self._on_error
+        conf["on_commit"] = self._on_commit
+        self._observer.event("kafka_starting", {"config": str(redacted(self.config))})
+        return conf
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        try:
+            consumer.subscribe(list(self.settings.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                               on_lost=self._on_lost)
+            next_lag = next_probe = 0.0
+            while not self._stop.is_set():
+                self._commit(asynchronous=True)
+                if not self._consuming.is_set():
+                    self._hold(consumer)
+                    continue
+                self._backpressure()
+                records = consumer.consume(POLL_RECORDS, POLL_SECONDS)
+                if records:
+                    self._spool(records)
+                now = time.monotonic()
+                if now >= next_lag:
+                    self._measure_lag()
+                    next_lag = now + LAG_SECONDS
+                if self._unreachable and now >= next_probe:
+                    self._probe()
+                    next_probe = now + PROBE_SECONDS
+        except BaseException as exc:  # reported by the live loop, which stops: nothing is committed past it
+            self._error = exc
+            self._observer.event("kafka_failed", {"error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            self._finish(consumer)
+
+    def _hold(self, consumer: Any) -> None:
+        """Stopping: fetch nothing more but serve callbacks (commit results, rebalances). A record
+        fetched before the pause is dropped: nothing after it is spooled, so its offset and the
+        later ones are never committed, and it is read again after the next start."""
+        if self._paused != "stopping":
+            consumer.pause(consumer.assignment())
+            self._paused = "stopping"
+        consumer.poll(POLL_SECONDS)
+
+    def _finish(self, consumer: Any) -> None:
+        try:
+            if self._error is None:
+                self._commit(asynchronous=False)
+        finally:
+            try:
+                consumer.close()  # leaves the group: the others take the partitions at once
+            except Exception as exc:  # closing a consumer whose broker is gone
+                self._observer.event("kafka_close_failed", {"error": f"{type(exc).__name__}: {exc}"})
+            self._assigned = set()
+
+    def _spool(self, records: list[Any]) -> None:
+        lines: list[bytes] = []
+        offsets: dict[TopicPartition, int] = {}
+        counts: dict[TopicPartition, list[int]] = {}
+        received = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+        settings = self.settings
+        for record in records:
+            error = record.error()
+            if error is not None:
+                self._on_record_error(error)
+                continue
+            topic, partition, offset = record.topic(), record.partition(), record.offset()
+            tp = (topic, partition)
+            offsets[tp] = offset + 1
+            stamp = record.timestamp()
+            if stamp[0]:
+                self._last_timestamp[tp] = stamp[1] / 1000.0
+            value = record.value()
+            count = counts.setdefault(tp, [0, 0])
+            try:
+                body = record_body(value, settings.max_record_bytes)
+            except BadRecord as bad:
+                self._observer.bad_record(topic, partition, offset, bad.reason, bad.message)
+                continue
+            cluster = record_cluster(record.key(), record.headers(), settings.cluster_header,
+                                     settings.cluster_from_key)
+            lines.append(spool_line(body, cluster, f"{topic}/{partition}/{offset}", received))
+            self._unreachable = False
+            count[0] += 1
+            count[1] += len(value or b"")
+        if not offsets:
+            return
+        mark = self._append(b"".join(lines)) if lines else None
+        self._next.update(offsets)
+        for (topic, partition), (count_, size) in counts.items():
+            self._observer.records(topic, partition, count_, size)
+        if mark is not None:
+            self._queue.add(mark, offsets)
+        else:  # only bad records: they are behind the checkpoint once it passes what came before
+            self._queue.add(self._last_mark(), offsets)
+
+    def _append(self, data: bytes) -> SpoolMark:
+        """Append until it is stored: a full or failing disk pauses consumption, it skips nothing."""
+        while True:
+            try:
+                mark = self.spool.append(data)
+            except SpoolFull as exc:
+                self._observer.event("spool_full", {"error": str(exc)})
+            except OSError as exc:
+                self._observer.event("spool_write_failed", {"error": f"{type(exc).__name__}: {exc.strerror or exc}"})
+            else:
+                self._mark = mark
+                return mark
+            if self._stop.wait(SPOOL_RETRY_SECONDS):
+                raise StopConsuming("stopped while the spool could not be written")
+
+    def _last_mark(self) -> SpoolMark:
+        return self._mark if self._mark is not None else self._append(b"")
+
+    def _commit(self, asynchronous: bool) -> None:
+        """Commit the durable offsets not committed yet: new ones at once, unconfirmed ones again
+        after COMMIT_RETRY_SECONDS (or now, when synchronous)."""
+        checkpoint = self._checkpoint
+        if checkpoint is not None:
+            self._wanted.update(self._queue.passed(checkpoint))
+        now = time.monotonic()
+        due = {}
+        for tp, offset in self._wanted.items():
+            if tp not in self._assigned or offset <= self._acked.get(tp, -1):
+                continue
+            sent, when = self._sent.get(tp, (-1, 0.0))
+            if not asynchronous or offset > sent or now - when >= COMMIT_RETRY_SECONDS:
+                due[tp] = offset
+        if not due:
+            return
+        for tp, offset in due.items():
+            self._sent[tp] = (offset, now)
+        offsets = [_topic_partition(tp, o) for tp, o in sorted(due.items())]
+        try:
+            result = self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except Exception as exc:  # KafkaException: no coordinator, a rebalance under way; retried
+            self._observer.event("kafka_commit_failed", {"error": str(exc), "partitions": len(offsets)})
+            for tp in due:
+                self._observer.committed(tp[0], tp[1], False)
+            return
+        if not asynchronous and result is not None:
+            self._on_commit(None, result)
+
+    # -- callbacks (on the consumer thread, from inside consume/poll/commit) ----------------------------
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._assigned.update(tps)
+        self._unreachable = False
+        self._observer.rebalance("assigned", tps)
+        if self._paused is not None:
+            consumer.assign(partitions)
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._commit(asynchronous=False)  # what is durable goes now, before another member reads on
+        self._forget(tps)
+        self._observer.rebalance("revoked", tps)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._forget(tps)  # no longer ours: a commit would be refused
+        self._observer.rebalance("lost", tps)
+
+    def _forget(self, tps: list[TopicPartition]) -> None:
+        self._queue.drop(tps)
+        for tp in tps:
+            self._assigned.discard(tp)
+            self._wanted.pop(tp, None)
+            self._acked.pop(tp, None)
+            self._sent.pop(tp, None)
+            self._next.pop(tp, None)
+
+    def _on_commit(self, error: Any, partitions: list[Any]) -> None:
+        for p in partitions:
+            ok = error is None and p.error is None
+            tp = (p.topic, p.partition)
+            if ok and p.offset >= 0:
+                self._acked[tp] = max(self._acked.get(tp, -1), p.offset)
+            self._observer.committed(p.topic, p.partition, ok)
+        if error is not None:
+            self._observer.event("kafka_commit_failed", {"error": str(error), "partitions": len(partitions)})
+
+    def _on_error(self, error: Any) -> None:
+        name = error.name()
+        if name in UNREACHABLE:
+            if not self._unreachable:
+                self._observer.event("kafka_unreachable", {"error": name, "message": error.str()})
+            self._unreachable = True
+        else:
+            self._observer.event("kafka_error", {"error": name, "message": error.str(), "fatal": error.fatal()})
+        if error.fatal():
+            raise KafkaFatal(f"{name}: {error.str()}")
+
+    def _on_record_error(self, error: Any) -> None:
+        if error.name() == "_PARTITION_EOF":
+            return
+        self._on_error(error)
+
+    # -- backpressure, reachability, lag -------------------------------------------------------------
+    def _backpressure(self) -> None:
+        reason = self._admit()
+        if reason == self._paused:
+            return
+        assignment = self._consumer.assignment()
+        if reason is not None and self._paused is None:
+            self._consumer.pause(assignment)
+            self._observer.event("kafka_paused", {"reason": reason, "partitions": len(assignment)})
+        elif reason is None:
+            self._consumer.resume(assignment)
+            self._observer.event("kafka_resumed", {"partitions": len(assignment)})
+        self._paused = reason
+
+    def _probe(self) -> None:
+        try:
+            self._consumer.list_topics(timeout=1.0)
+        except Exception:  # still unreachable
+            return
+        self._unreachable = False
+        self._observer.event("kafka_reachable", {})
+
+    def _measure_lag(self) -> None:
+        now = time.time()
+        for tp in list(self._assigned):
+            position = self._next.get(tp)
+            try:
+                _low, high = self._consumer.get_watermark_offsets(_topic_partition(tp, -1), cached=True)
+            except Exception:  # not known yet
+                continue
+            records = max(0, high - position) if position is not None and high >= 0 else 0
+            stamp = self._last_timestamp.get(tp)
+            seconds = max(0.0, now - stamp) if stamp is not None and records else 0.0
+            self._observer.lag(tp[0], tp[1], records, seconds if stamp is not None else None)
+
+
+class StopConsuming(Exception):
+    """The source was closed while it waited for the spool."""
+
+
+class KafkaFatal(Exception):
+    """librdkafka reported a fatal error: the consumer cannot go on."""
+
+
+def _topic_partition(tp: TopicPartition, offset: int) -> Any:
+    from confluent_kafka import TopicPartition as Tp  # noqa: PLC0415 - only with the kafka input
+
+    return Tp(tp[0], tp[1], offset)
+
+
+def _confluent_consumer(conf: dict[str, Any]) -> Any:
+    from confluent_kafka import Consumer, KafkaException  # noqa: PLC0415 - only with the kafka input
+
+    from detector.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        return Consumer(conf)
+    except (KafkaException, ValueError, TypeError) as exc:  # an unknown or invalid client option
+        raise ConfigError(f"input.client: {exc}") from None

@@ -1,0 +1,180 @@
+"""The kafka input's pure parts: the commit rule, records to spool lines, and its settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from detector.config import apply, load_config
+from detector.errors import BadInput, ConfigError
+from detector.parse.audit import parse_line
+from detector.source.kafka import BadRecord, CommitQueue, record_body, record_cluster, spool_line
+from detector.source.kafkaconf import EVENT_HUBS_USER, client_config, redacted
+from detector.source.position import FileIdentity, Position
+from detector.source.spool import SpoolMark
+
+FILE_A, FILE_B = FileIdentity(1, 10, "a", 1), FileIdentity(1, 11, "b", 1)
+EVENT = b'{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a1","stage":"ResponseComplete","verb":"get",' \
+        b'"stageTimestamp":"2026-11-22T10:00:00.000000Z"}'
+
+
+def at(identity: FileIdentity, offset: int) -> Position:
+    return Position(identity, offset, "/spool/audit.log")
+
+
+def test_offsets_are_released_only_once_the_checkpoint_passes_their_lines() -> None:
+    """An entry's offsets come out when the checkpoint is at or past where its lines end, never before."""
+    queue = CommitQueue()
+    queue.add(SpoolMark(1, 10, 100), {("t", 0): 5})
+    queue.add(SpoolMark(1, 10, 200), {("t", 0): 9, ("t", 1): 3})
+    assert queue.passed(at(FILE_A, 99)) == {}
+    assert queue.passed(at(FILE_A, 150)) == {("t", 0): 5}
+    assert queue.passed(at(FILE_A, 200)) == {("t", 0): 9, ("t", 1): 3}
+    assert len(queue) == 0
+
+
+def test_a_checkpoint_in_a_later_spool_file_passes_every_line_of_the_earlier_one() -> None:
+    """After a rotation, a checkpoint in the new file releases all of the old file's entries."""
+    queue = CommitQueue()
+    queue.add(SpoolMark(1, 10, 5000), {("t", 0): 5})
+    queue.add(SpoolMark(1, 11, 100), {("t", 0): 8})
+    assert queue.passed(at(FILE_B, 0)) == {("t", 0): 5}
+    assert queue.passed(at(FILE_B, 100)) == {("t", 0): 8}
+
+
+def test_a_checkpoint_in_an_unknown_file_releases_nothing() -> None:
+    """A checkpoint from before this process (a file the queue never wrote) is older than every entry."""
+    queue = CommitQueue()
+    queue.add(SpoolMark(1, 10, 100), {("t", 0): 5})
+    assert queue.passed(at(FileIdentity(1, 99, "x", 1), 10_000)) == {}
+
+
+def test_revoked_partitions_lose_their_in_flight_offsets() -> None:
+    """On a revoke the uncommitted offsets of those partitions are dropped; the others stay."""
+    queue = CommitQueue()
+    queue.add(SpoolMark(1, 10, 100), {("t", 0): 5, ("t", 1): 7})
+    queue.drop([("t", 0)])
+    assert queue.passed(at(FILE_A, 100)) == {("t", 1): 7}
+
+
+@pytest.mark.parametrize(("value", "reason"), [(None, "empty"), (b"  ", "empty"), (b"not json", "invalid_json"),
+                                               (b'{"a": 1', "invalid_json"), (b"x" * 2000, "too_large")])
+def test_records_that_cannot_be_spooled_are_bad_with_a_reason(value: bytes | None, reason: str) -> None:
+    """Tombstones, non-JSON and oversized records are refused with their reason label."""
+    with pytest.raises(BadRecord) as caught:
+        record_body(value, 1024)
+    assert caught.value.reason == reason
+
+
+def test_a_record_spool_line_is_one_line_that_parse_reads_with_its_cluster() -> None:
+    """A pretty-printed Event record becomes one spool line; parse yields the event with the record's cluster."""
+    pretty = orjson.dumps(orjson.loads(EVENT), option=orjson.OPT_INDENT_2)
+    line = spool_line(record_body(pretty, 1 << 20), "prod-eu", "k8s-audit/3/17", b"2026-11-22T10:00:00.000000Z")
+    assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    events = parse_line(line[:-1])
+    assert isinstance(events, list) and len(events) == 1
+    assert events[0].auditID == "a1" and events[0].cluster == "prod-eu"
+
+
+def test_an_event_list_record_yields_each_item() -> None:
+    """A record holding an EventList gives one event per item."""
+    body = b'{"kind":"EventList","items":[' + EVENT + b"," + EVENT.replace(b"a1", b"a2") + b"]}"
+    events = parse_line(spool_line(record_body(body, 1 << 20), None, "t/0/1", b"now")[:-1])
+    assert [e.auditID for e in events] == ["a1", "a2"]  # type: ignore[union-attr]
+
+
+def test_a_json_record_that_is_no_event_is_reported_with_topic_partition_offset() -> None:
+    """JSON that holds no audit event is bad input whose message names the record."""
+    reports: list[str] = []
+    try:
+        parse_line(spool_line(b'{"foo": 1}', None, "k8s-audit/2/41", b"now")[:-1], lambda e: reports.append(e.message))
+    except BadInput as exc:  # the error is the report when no event is usable
+        reports.append(str(exc))
+    assert any("k8s-audit/2/41" in r for r in reports)
+
+
+def test_the_cluster_comes_from_the_header_then_the_key() -> None:
+    """The `cluster` header wins; else a key that is a valid cluster name; else none."""
+    assert record_cluster(b"key-a", [("cluster", b"hdr-b")], "cluster", True) == "hdr-b"
+    assert record_cluster(b"key-a", None, "cluster", True) == "key-a"
+    assert record_cluster(b"key-a", None, "cluster", False) is None
+    assert record_cluster(b"bad key/", None, "cluster", True) is None
+
+
+# -- settings ---------------------------------------------------------------------------------------
+BASE = {"type": "kafka", "brokers": ["127.0.0.1:9092"], "topics": ["k8s-audit"], "group_id": "detector"}
+
+
+def kafka(**extra: object) -> dict[str, object]:
+    return {"input": {**BASE, **extra}}
+
+
+def test_the_acceptance_names_load() -> None:
+    """`input: {type: kafka, brokers, topics, group_id, client}` loads, patterns too."""
+    config = apply(load_config(None), kafka(topics="^k8s-audit-.*", client={"fetch.max.bytes": 1 << 20}), "c.yaml")
+    settings = config.input.kafka
+    assert settings is not None and settings.topics == ("^k8s-audit-.*",)
+    assert dict(settings.client) == {"fetch.max.bytes": str(1 << 20)}
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"brokers": ["nohost"]}, "input.brokers: 'nohost' is not host:port"),
+    ({"topics": ["a b"]}, "input.topics:"),
+    ({"topics": ["^(unclosed"]}, "not a valid pattern"),
+    ({"group_id": ""}, "input.group_id: required"),
+    ({"listen": "0.0.0.0:1"}, "unknown key 'listen' for type kafka"),
+    ({"client": {"enable.auto.commit": True}}, "input.client.enable.auto.commit: is set by detector"),
+    ({"client": {"sasl.password": "x"}}, "input.client.sasl.password"),
+    ({"security": {"protocol": "sasl_ssl"}}, "input.security.sasl_mechanism: required"),
+    ({"security": {"sasl_mechanism": "GSSAPI", "username": "u", "password_env": "HOME"}}, "must be one of PLAIN"),
+    ({"security": {"sasl_mechanism": "PLAIN", "username": "u"}}, "input.security.password_env: set exactly one"),
+    ({"security": {"sasl_mechanism": "SCRAM-SHA-512", "username": "u", "password_env": "NO_SUCH_VAR_X"}},
+     "NO_SUCH_VAR_X is not set"),
+    ({"security": {"sasl_mechanism": "PLAIN", "username": "u", "password_file": "/no/such"}}, "/no/such: no such"),
+    ({"security": {"protocol": "sasl_plaintext", "sasl_mechanism": "PLAIN", "username": "u", "password_env": "HOME"},
+      "brokers": ["kafka.example.com:9092"]}, "sends the password in clear"),
+    ({"security": {"protocol": "plaintext", "ca_file": "/etc/hostname"}}, "input.security.ca_file: needs protocol"),
+    ({"security": {"cert_file": "/etc/hostname"}}, "cert_file and key_file go together"),
+    ({"security": {"connection_string_env": "HOME", "username": "u"}}, "input.security.username: not with"),
+    ({"security": {"connection_string_env": "HOME", "protocol": "ssl"}}, "needs sasl_ssl"),
+    ({"security": {"bogus": "x"}}, "input.security: unknown key 'bogus'"),
+])
+def test_bad_settings_are_one_line_naming_the_key(extra: dict[str, object], message: str) -> None:
+    """Every broken kafka setting is a ConfigError of one line naming input.<key>."""
+    with pytest.raises(ConfigError) as caught:
+        apply(load_config(None), kafka(**extra), "c.yaml")
+    text = str(caught.value)
+    assert message in text and "\n" not in text
+
+
+def test_scram_over_tls_reads_its_secrets_at_start_and_never_logs_them(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Username from the config, password from a file, CA for TLS: the client config holds them, the log form not."""
+    secret = tmp_path / "password"
+    secret.write_text("s3cr3t-value\n")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    config = apply(load_config(None), kafka(security={
+        "sasl_mechanism": "scram-sha-512", "username": "det", "password_file": str(secret), "ca_file": str(ca)}), "c")
+    assert config.input.kafka is not None
+    conf = client_config(config.input.kafka)
+    assert conf["security.protocol"] == "sasl_ssl" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert conf["sasl.password"] == "s3cr3t-value" and conf["ssl.ca.location"] == str(ca)
+    assert conf["enable.auto.commit"] == "false" and conf["enable.auto.offset.store"] == "false"
+    assert "s3cr3t-value" not in str(redacted(conf))
+
+
+def test_event_hubs_connection_string_is_plain_sasl_ssl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`connection_string_env` means SASL_SSL, PLAIN, user $ConnectionString, the string as password."""
+    text = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=listen;SharedAccessKey=abc="
+    monkeypatch.setenv("EH_CONN", text)
+    config = apply(load_config(None), kafka(security={"connection_string_env": "EH_CONN"}), "c")
+    assert config.input.kafka is not None
+    conf = client_config(config.input.kafka)
+    assert (conf["security.protocol"], conf["sasl.mechanism"], conf["sasl.username"], conf["sasl.password"]) == \
+        ("sasl_ssl", "PLAIN", EVENT_HUBS_USER, text)
+    monkeypatch.setenv("EH_CONN", "not a connection string")
+    with pytest.raises(ConfigError, match="not an Event Hubs connection string"):
+        client_config(config.input.kafka)
