@@ -65,22 +65,23 @@ def series_events(series: Series) -> list[AuditEvent]:
         if not loaded:
             raise DetectorError(f"{series.event}: no event to repeat")
         base = loaded[0].body()
-    stamp = base.get("stageTimestamp")
-    start = parse_timestamp(stamp if isinstance(stamp, str) else None).astimezone(UTC)
     events = []
     for number in range(series.repeat):
         body = orjson.loads(orjson.dumps(base))
+        for dotted, values in series.vary:  # a varied stageTimestamp is where the series starts
+            _set_path(body, dotted, values[number % len(values)])
+        stamp = body.get("stageTimestamp")
+        start = parse_timestamp(stamp if isinstance(stamp, str) else None).astimezone(UTC)
         moment = start + timedelta(seconds=series.every * number)
         body["stageTimestamp"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body["auditID"] = f"{body.get('auditID', 'event')}-{number}"
-        for dotted, values in series.vary:
-            _set_path(body, dotted, values[number % len(values)])
         events.append(event_from_dict(body))
     return events
 
 
 def _set_path(body: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
+    """Set `a.b.c` in the body; `\\.` is a dot inside a key (`annotations.authorization\\.k8s\\.io/reason`)."""
+    *parents, last = [part.replace("\x00", ".") for part in dotted.replace("\\.", "\x00").split(".")]
     node = body
     for part in parents:
         node = node.setdefault(part, {})
