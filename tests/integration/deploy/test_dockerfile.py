@@ -180,7 +180,8 @@ def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProce
 
 @pytest.mark.slow
 def test_builder_steps_install_a_working_detector_with_its_rules(tmp_path: Path) -> None:
-    """The builder's steps, replayed on the build context in a fresh venv, give a detector that validates and scans."""
+    """The builder's steps, replayed on the build context in a fresh venv, give a detector that validates, passes
+    the shipped rules' tests from the installed package, and scans."""
     context = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for source in copy_sources(stage(0)):
@@ -202,6 +203,9 @@ def test_builder_steps_install_a_working_detector_with_its_rules(tmp_path: Path)
     assert sorted(p.name for p in (venv / "rules").glob("[0-9]*.yaml") if ".tests." not in p.name)
 
     run(venv / "bin" / "detector", "validate", "--strict", venv / "rules", cwd=tmp_path)
+    # The shipped tests and their fixture events are installed too (deploy/kubernetes/README.md runs them).
+    tests = run(venv / "bin" / "detector", "test-rule", "--rules", venv / "rules", "--require-cases", cwd=tmp_path)
+    assert " 0 failed" in tests.stderr and "FAIL" not in tests.stdout, tests.stdout[-2000:]
     demo = REPO / "tests" / "fixtures" / "demo" / "audit.log"
     scan = run(venv / "bin" / "detector", "scan", "--format", "json", demo, cwd=tmp_path)
     alerts = [json.loads(line) for line in scan.stdout.splitlines()]
