@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from detector.kafkarun import KafkaMetrics
 from detector.live import InputObserver
 from detector.metrics import Metrics
 from detector.version import package_version
@@ -53,21 +54,26 @@ def registry_text(metrics: Metrics) -> str:
     return generate_latest(metrics.registry).decode()
 
 
-def webhook_only(names: Callable[[str], set[str]]) -> set[str]:
-    """The names (as `names` reads an exposition) that only a run with the webhook input registers."""
+def input_only(names: Callable[[str], set[str]], observer: Callable[[Metrics, Any], object]) -> set[str]:
+    """The names (as `names` reads an exposition) that only a run with one input registers."""
     metrics = Metrics()
     plain = names(registry_text(metrics))
-    InputObserver(metrics, lambda name, fields: None)
+    observer(metrics, lambda name, fields: None)
     return names(registry_text(metrics)) - plain
 
 
-def documented() -> tuple[set[str], set[str]]:
-    """docs/operations.md's metrics tables: (detector's own series, those of the webhook input)."""
+INPUTS = {"webhook": InputObserver, "kafka": KafkaMetrics}  # input type -> what registers its metrics
+
+
+def documented() -> dict[str, set[str]]:
+    """docs/operations.md's metrics tables: detector's own series ("") and those of each input."""
     doc = (REPO / "docs" / "operations.md").read_text()
     section = doc.split("## Metrics and alerting", 1)[1].split("\n## ", 1)[0]
-    own, _, webhook = section.partition("With the webhook input")
+    parts = re.split(r"^With the ([a-z]+) input", section, flags=re.M)
     pattern = re.compile(r"^\| `(detector_[a-z_]+)(?:\{[^}]*\})?` \|", re.M)
-    return set(pattern.findall(own)), set(pattern.findall(webhook))
+    tables = {"": set(pattern.findall(parts[0]))}
+    tables.update((name, set(pattern.findall(text))) for name, text in zip(parts[1::2], parts[2::2], strict=True))
+    return tables
 
 
 def queries(node: Any) -> Iterator[str]:
@@ -133,15 +139,15 @@ def test_process_python_and_build_info_series_no_created(exported: str) -> None:
 
 def test_docs_table_lists_exactly_the_exported_series(exported: str) -> None:
     """docs/operations.md lists every detector_* series a run exports, and nothing else."""
-    own, webhook = documented()
-    assert own == documented_names(exported)
-    assert webhook == webhook_only(documented_names)
+    tables = documented()
+    assert tables.pop("") == documented_names(exported)
+    assert tables == {name: input_only(documented_names, observer) for name, observer in INPUTS.items()}
 
 
 def test_every_dashboard_query_reads_exported_metrics(exported: str) -> None:
     """Each metric name in each query of deploy/grafana/detector.json is one detector exports."""
     dashboard = json.loads(DASHBOARD.read_text())
-    known = series_names(exported) | webhook_only(series_names)
+    known = series_names(exported).union(*(input_only(series_names, observer) for observer in INPUTS.values()))
     found = list(queries(dashboard))
     assert len(found) >= 20
     used = set()
