@@ -9,7 +9,7 @@ holds for some identities, namespaces, resources or verbs it can match but not a
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from detector.policy.audit import AuditPolicy, Decision, Level, Request
@@ -57,6 +57,7 @@ def check_rule(rule: CompiledRule, policy: AuditPolicy) -> RuleReport:
     who: dict[Request, Identity] = {}
     named = False
     matcher = Matcher()
+    decide = _decider(policy)
     people = identities(policy, rule.condition)
     for branch in branches(rule.condition):
         keys = constraints(branch, key_of=_policy_key)
@@ -66,7 +67,7 @@ def check_rule(rule: CompiledRule, policy: AuditPolicy) -> RuleReport:
         candidates = requests(keys, people, _policy_namespaces(policy))
         matchable = [(i, r) for i, r in candidates if matcher.could_match(branch, r)] or candidates
         for identity, request in matchable:
-            problem = _problem(request, policy.decide(request), need, reader, stages)
+            problem = _problem(request, decide(request), need, reader, stages)
             who.setdefault(request, identity)
             if problems.get(request, "") is not None:  # a request some branch can see stays seen
                 problems[request] = problem
@@ -79,6 +80,23 @@ def check_rule(rule: CompiledRule, policy: AuditPolicy) -> RuleReport:
         return RuleReport(rule.name, rule.enabled, Verdict.PARTIAL,
                           (*unseen, *_unique(problems[r] for r in blind)))
     return RuleReport(rule.name, rule.enabled, Verdict.OK, ())
+
+
+_DECISIONS: list[tuple[AuditPolicy, dict[Request, Decision]]] = []
+
+
+def _decider(policy: AuditPolicy) -> Callable[[Request], Decision]:
+    """`policy.decide`, remembered per request for the policy checked last (every rule asks the same ones)."""
+    if not _DECISIONS or _DECISIONS[0][0] is not policy:
+        _DECISIONS[:] = [(policy, {})]
+    cache = _DECISIONS[0][1]
+
+    def decide(request: Request) -> Decision:
+        decision = cache.get(request)
+        if decision is None:
+            decision = cache[request] = policy.decide(request)
+        return decision
+    return decide
 
 
 def _unseen(problems: dict[Request, str | None], who: dict[Request, Identity]) -> tuple[str, ...]:

@@ -9,8 +9,9 @@ rule's condition is then evaluated on each request's identity, verb, resource an
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from detector.errors import DetectorError
@@ -164,51 +165,87 @@ def requests(keys: dict[str, frozenset[str | None]], people: list[Identity],
     return out
 
 
+Tri = Callable[[AuditEvent], "bool | None"]
+
+
 class Matcher:
-    """Three-valued evaluation of conditions on sampled requests (True, False, None = unknown)."""
+    """Three-valued evaluation of conditions on sampled requests (True, False, None = unknown).
+
+    Each condition is compiled once into closures; the sampled events are built once."""
 
     def __init__(self) -> None:
         self._compiler = Compiler()
-        self._predicates: dict[Check, Predicate | None] = {}
-        self._events: dict[Request, AuditEvent] = {}
+        self._compiled: dict[int, tuple[Node, Tri]] = {}
 
     def could_match(self, node: Node, request: Request) -> bool:
         """False only when the request's identity, verb, resource or namespace rule it out."""
-        return self._value(node, self._event(request)) is not False
+        entry = self._compiled.get(id(node))
+        if entry is None or entry[0] is not node:
+            entry = self._compiled[id(node)] = (node, self._tri(node))
+        return entry[1](sample_event(request)) is not False
 
-    def _value(self, node: Node, event: AuditEvent) -> bool | None:
+    def _tri(self, node: Node) -> Tri:
         match node:
             case And(items):
-                values = [self._value(i, event) for i in items]
-                return False if False in values else None if None in values else True
+                return _all([self._tri(i) for i in items])
             case Or(items):
-                values = [self._value(i, event) for i in items]
-                return True if True in values else None if None in values else False
+                return _any([self._tri(i) for i in items])
             case Not(item):
-                value = self._value(item, event)
-                return None if value is None else not value
+                inner = self._tri(item)
+                return lambda ev: _negate(inner(ev))
             case Check():
                 predicate = self._predicate(node)
-                return None if predicate is None else predicate(event)
+                return _unknown if predicate is None else predicate
             case _:
-                return None
+                return _unknown
 
     def _predicate(self, check: Check) -> Predicate | None:
-        if check not in self._predicates:
-            predicate = None
-            if _concrete(check.lhs) and (not isinstance(check.rhs, FieldRef) or _concrete(check.rhs)):
-                try:
-                    predicate = self._compiler.check(check)
-                except (CompileError, DetectorError):
-                    predicate = None
-            self._predicates[check] = predicate
-        return self._predicates[check]
+        if not _concrete(check.lhs) or (isinstance(check.rhs, FieldRef) and not _concrete(check.rhs)):
+            return None
+        try:
+            return self._compiler.check(check)
+        except (CompileError, DetectorError):
+            return None
 
-    def _event(self, request: Request) -> AuditEvent:
-        event = self._events.get(request)
-        if event is None:
-            event = self._events[request] = event_from_dict(_event_dict(request))
-        return event
+
+def _unknown(_event: AuditEvent) -> bool | None:
+    return None
+
+
+def _negate(value: bool | None) -> bool | None:
+    return None if value is None else not value
+
+
+def _all(parts: list[Tri]) -> Tri:
+    def conjunction(event: AuditEvent) -> bool | None:
+        result: bool | None = True
+        for part in parts:
+            value = part(event)
+            if value is False:
+                return False
+            if value is None:
+                result = None
+        return result
+    return conjunction
+
+
+def _any(parts: list[Tri]) -> Tri:
+    def disjunction(event: AuditEvent) -> bool | None:
+        result: bool | None = False
+        for part in parts:
+            value = part(event)
+            if value is True:
+                return True
+            if value is None:
+                result = None
+        return result
+    return disjunction
+
+
+@functools.lru_cache(maxsize=65536)
+def sample_event(request: Request) -> AuditEvent:
+    """The audit event of a sampled request (metadata only); shared by every rule checked."""
+    return event_from_dict(_event_dict(request))
 
 
 def _concrete(expr: object) -> bool:
