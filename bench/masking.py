@@ -1,28 +1,39 @@
 #!/usr/bin/env python3
 """Benchmark of credential masking: alerts/s from audit line to redacted alert, and the masker alone.
 
-    .venv/bin/python bench/masking.py [--seconds S] [--repeat K]
+    .venv/bin/python bench/masking.py [--seconds S] [--repeat K] [--baseline PATH ...]
 
 Rows (each the best of K runs of about S seconds, in this process, one thread):
 
-- `alerts <mix>`: audit lines that all fire shipped rules (rules/), parsed, evaluated, rendered
-  (ka.exec.command is masked while rendering) and built into alerts (enrich + redact): alerts/s
-  and us per alert. `plain` is a mix with nothing to mask (a GET from outside the internal
-  networks, a ConfigMap changed in kube-system, a port-forward), `secrets` one where every
-  alert carries credentials (exec commands with passwords, a URI with a token, a ConfigMap
-  with credential keys, a pod with a password in its env), `mixed` is 9 plain lines to 1 secret.
+- `alerts <mix>`: audit lines that all fire shipped rules (the rules/ of the checkout `detector`
+  is imported from), parsed, evaluated, rendered (ka.exec.command is masked while rendering)
+  and built into alerts (enrich + redact): alerts/s and us per alert. `plain` is a mix with
+  nothing to mask (a GET from outside the internal networks, a ConfigMap changed in
+  kube-system, a port-forward), `secrets` one where every alert carries credentials (exec
+  commands with passwords, a URI with a token, a ConfigMap with credential keys, a pod with a
+  password in its env), `mixed` is 9 plain lines to 1 secret.
 - `mask_secrets <text>`: calls/s of the text masker on a short clean value, an exec command
   with a password, and a 2 kB JSON document with credential keys.
 
 Times are this process's CPU time (`time.process_time`), so that other load on the machine
-counts less; run it before and after a masking change on the same machine, interleaved (with
-PYTHONPATH pointing at a checkout of the other version); the numbers are relative.
+counts less; the numbers are relative. `--baseline PATH` (a checkout of another version, e.g.
+`git worktree add /tmp/before f5be974`; may be given more than once) runs the same bench, from
+this file, against each tree in child processes (PYTHONPATH=tree), interleaved round by round
+(K rounds), and prints each row's best per tree side by side with the change against the first
+baseline: compare only numbers taken in the same run on a loaded machine.
+
+Every secret in the lines carries the line's number, so a memo of masked values cannot answer
+a line from an earlier one (the 600 lines of a mix cycle).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,13 +41,15 @@ from typing import Any
 
 import orjson
 
+import detector
 from detector.alert.build import AlertBuilder, build_alerts
 from detector.event import AuditEvent
 from detector.parse.audit import parse_line
 from detector.redact import mask_secrets
 from detector.rules.loader import load_rules
 
-REPO = Path(__file__).resolve().parents[1]
+# The shipped rules of the checkout `detector` is imported from (each tree is measured with its own).
+RULES = Path(detector.__file__).resolve().parents[1] / "rules"
 BASE: dict[str, Any] = {
     "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse", "stage": "ResponseComplete",
     "user": {"username": "alice@example.com", "groups": ["system:authenticated"]}, "sourceIPs": ["203.0.113.9"],
@@ -82,14 +95,24 @@ SECRETS = [
 ]
 
 
+_SECRET_MARKS = (b"Hunter2", b"Tok3n", b"wJalr")
+
+
 def lines(bodies: list[dict[str, Any]], count: int) -> list[bytes]:
-    """`count` audit lines cycling through `bodies`, each with its own auditID."""
-    return [orjson.dumps({**BASE, **bodies[n % len(bodies)], "auditID": f"id-{n:08d}"}) for n in range(count)]
+    """`count` audit lines cycling through `bodies`, each with its own auditID and its own secrets
+    (the line's number follows each secret's first word)."""
+    out = []
+    for n in range(count):
+        line = orjson.dumps({**BASE, **bodies[n % len(bodies)], "auditID": f"id-{n:08d}"})
+        for mark in _SECRET_MARKS:
+            line = line.replace(mark, mark + b"%05d" % n)
+        out.append(line)
+    return out
 
 
 def alerts_per_second(line_set: list[bytes], seconds: float) -> tuple[float, float]:
     """(alerts/s, us per alert) of parse -> evaluate -> build over `line_set`, repeated for `seconds`."""
-    ruleset = load_rules([REPO / "rules"])
+    ruleset = load_rules([RULES])
     builder = AlertBuilder("bench-host", "bench-cluster")
     alerts, spent = 0, 0.0
     while spent < seconds:
@@ -114,24 +137,60 @@ def calls_per_second(call: Callable[[], object], seconds: float) -> float:
     return calls / spent
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+def rows(seconds: float, repeat: int) -> dict[str, tuple[float, float]]:
+    """Each row's (per second, us each), the best of `repeat` runs of `seconds`."""
     mixes = {"plain": lines(PLAIN, 600), "secrets": lines(SECRETS, 600),
              "mixed": lines(PLAIN * 3, 540) + lines(SECRETS, 60)}
-    print(f"{'row':<34} {'per second':>12} {'us each':>9}")
+    out: dict[str, tuple[float, float]] = {}
     for name, line_set in mixes.items():
-        rate, each = max(alerts_per_second(line_set, args.seconds) for _ in range(args.repeat))
-        print(f"{'alerts ' + name:<34} {rate:>12,.0f} {each:>9.1f}")
+        out["alerts " + name] = max(alerts_per_second(line_set, seconds) for _ in range(repeat))
     document = orjson.dumps({f"key{n}": f"value{n}" for n in range(60)} | {"db_password": "x1", "token": "t"}).decode()
     texts = {"clean": "system:serviceaccount:kube-system:replicaset-controller",
              "exec": "mysql -uroot -pHunter2PlainPw! app", "json 2 kB": document}
     for name, text in texts.items():
         call = functools.partial(mask_secrets, text)
-        rate = max(calls_per_second(call, args.seconds) for _ in range(args.repeat))
-        print(f"{'mask_secrets ' + name:<34} {rate:>12,.0f} {1e6 / rate:>9.1f}")
+        rate = max(calls_per_second(call, seconds) for _ in range(repeat))
+        out["mask_secrets " + name] = (rate, 1e6 / rate)
+    return out
+
+
+def side_by_side(trees: list[str], seconds: float, repeat: int) -> None:
+    """The bench against each tree in child processes, a round of each per repeat; best per tree."""
+    best: list[dict[str, float]] = [{} for _ in trees]
+    for _round in range(repeat):
+        for index, tree in enumerate(trees):
+            env = {**os.environ, "PYTHONPATH": tree}
+            done = subprocess.run([sys.executable, __file__, "--seconds", str(seconds), "--repeat", "1", "--json"],
+                                  env=env, check=False, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"bench against {tree} failed:\n{done.stderr}")
+            for row, each in json.loads(done.stdout).items():
+                best[index][row] = min(best[index].get(row, float("inf")), each)
+    names = [Path(tree).name or tree for tree in trees]
+    print(f"{'us each':<26}" + "".join(f" {name[-12:]:>12}" for name in names) + "  change vs " + names[1])
+    for row in best[0]:
+        cells = "".join(f" {column[row]:>12.1f}" for column in best)
+        print(f"{row:<26}{cells}  {(best[0][row] / best[1][row] - 1) * 100:+6.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", action="append", default=[], metavar="PATH",
+                        help="also run against the checkout at PATH (repeatable), side by side")
+    parser.add_argument("--json", action="store_true", help="print {row: us each} as JSON")
+    args = parser.parse_args()
+    if args.baseline:
+        side_by_side([str(Path(detector.__file__).parents[1]), *args.baseline], args.seconds, args.repeat)
+        return
+    results = rows(args.seconds, args.repeat)
+    if args.json:
+        print(json.dumps({row: each for row, (_rate, each) in results.items()}))
+        return
+    print(f"{'row':<34} {'per second':>12} {'us each':>9}")
+    for row, (rate, each) in results.items():
+        print(f"{row:<34} {rate:>12,.0f} {each:>9.1f}")
 
 
 if __name__ == "__main__":

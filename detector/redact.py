@@ -64,9 +64,16 @@ def is_credential_name(name: str, env_style: bool = True) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_flag_key(key: str) -> bool:
     name = key.lstrip("-")
-    return is_credential_name(name, env_style=name.isupper() or key.startswith("-"))
+    return is_credential_name(name, name.isupper() or key.startswith("-"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_key(key: str, quoted: bool) -> bool:
+    """Does the key of a `key=value` / `key: value` pair (`quoted` if in quotes) name a credential?"""
+    return is_credential_name(key.lstrip("-"), not quoted and (key.isupper() or key.startswith("-")))
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -98,12 +105,15 @@ _REDIS = frozenset({"redis-cli", "keydb-cli", "valkey-cli"})
 # Registry clients whose `login` subcommand takes `-p password`.
 _LOGIN_CLIENTS = frozenset({"docker", "podman", "nerdctl", "buildah", "skopeo", "helm", "oras", "crane", "regctl"})
 _TOOLS = (frozenset(_PASSWORD_FLAGS) - {"login"}) | frozenset(_USER_PASSWORD_FLAGS) | _LOGIN_CLIENTS
+# Tools whose flag may hold its credential in the same argument (`-pX`, `--user=a:b`): the only
+# rules that apply to a command's last argument.
+_ATTACHED = frozenset(t for t, (_f, attached) in _PASSWORD_FLAGS.items() if attached) | frozenset(_USER_PASSWORD_FLAGS)
 _FLAG_WORD = re.compile(r"--?[A-Za-z][\w.-]*")
 
 
 def _tool(arg: str, current: str | None) -> str | None:
     """The tool whose flags the arguments after `arg` are (`current` if `arg` names none)."""
-    name = arg.rsplit("/", 1)[-1]
+    name = arg.rsplit("/", 1)[-1] if "/" in arg else arg
     if name == "login" and current in _LOGIN_CLIENTS:
         return "login"
     return name if name in _TOOLS else current
@@ -119,9 +129,15 @@ def mask_argv(args: Sequence[str]) -> list[str]:
 def _mask_context(args: Sequence[str], out: list[str]) -> list[str]:
     """`out` (the arguments, each masked alone) with what the tool's flags say is a credential masked."""
     tool: str | None = None
-    index = 0
-    while index < len(args):
-        tool = _tool(args[index], tool)
+    index, count = 0, len(args)
+    while index < count:
+        arg = args[index]
+        tool = _tool(arg, tool)
+        # Most arguments are words no tool or flag rule looks at: neither a flag, nor AUTH, nor
+        # after a known tool (which all take their credentials after a flag or AUTH).
+        if (tool is None and arg[:1] != "-") or (index + 1 == count and tool not in _ATTACHED):
+            index += 1
+            continue
         index += _mask_next(tool, args, out, index)
     return out
 
@@ -129,6 +145,8 @@ def _mask_context(args: Sequence[str], out: list[str]) -> list[str]:
 def _mask_next(tool: str | None, args: Sequence[str], out: list[str], index: int) -> int:
     """Mask what `args[index]` says is a credential; the number of arguments consumed."""
     arg, rest = args[index], len(args) - index - 1
+    if arg[:1] != "-" and not (tool in _REDIS and arg.upper() == "AUTH"):
+        return 1  # every rule below starts at a flag, or at redis' AUTH
     if tool in _PASSWORD_FLAGS:
         flags, attached = _PASSWORD_FLAGS[tool]
         if arg in flags and rest:
@@ -223,6 +241,11 @@ _QUERY = re.compile(r"\?(?P<query>[^\s\"'<>#\\]*=[^\s\"'<>#\\]*)")
 _COMMAND = re.compile(r"(?<![\w.-])(?:[\w.-]*/)?(?P<tool>" + _TOOL_NAMES + r")(?=[ \t])(?P<args>[^;|&\n\r`()]*)")
 
 
+# Public: every credential `mask_secrets` or `is_credential_name` recognises needs one of these in
+# the lowercased text (alert redaction checks a whole request object for them at once).
+SECRET_WORDS = _ANCHORS
+
+
 def might_hold_secret(text: str) -> bool:
     """Cheap pre-check: could `text` hold a credential that `mask_secrets` masks?"""
     if len(text) <= _MEMO_MAX_CHARS:
@@ -252,8 +275,10 @@ def mask_secrets(text: str) -> str:
         return text
     low = text.lower()
     present = {word for word in _PASS_WORDS if word in low}
-    for needed, substitute in _PASSES:
-        if not present.isdisjoint(needed):
+    for needed, gate, substitute in _PASSES:
+        # `gate`: characters (one of each group) that the pass's pattern cannot match without,
+        # looked for in the text as it is now: a pass that cannot match is not run.
+        if not present.isdisjoint(needed) and all(any(c in text for c in group) for group in gate):
             text = substitute(text)
     return text
 
@@ -279,18 +304,17 @@ _NOT_SECRETS = frozenset({"true", "false", "null", "none", "yes", "no", "<na>"})
 
 
 def _keyed(match: re.Match[str]) -> str:
-    value = match.group("v1") if match.group("v1") is not None else match.group("v2")
-    key = match.group("key")
-    quoted = bool(match.group("q"))
-    if not is_credential_name(key.lstrip("-"), env_style=not quoted and (key.isupper() or key.startswith("-"))):
+    q, key, v1, v2 = match.group("q", "key", "v1", "v2")
+    value = v1 if v1 is not None else v2
+    if not _is_key(key, bool(q)):
         if "=" in value or ":" in value:  # `opts=password=x`: the value may hold pairs of its own
-            start = match.start("v1" if match.group("v1") is not None else "v2") - match.start()
+            start = match.start("v1" if v1 is not None else "v2") - match.start()
             return match.group(0)[:start] + _KEYED.sub(_keyed, value)
         return match.group(0)
     if _is_masked(value) or value.strip("\\'\"").lower() in _NOT_SECRETS:
         return match.group(0)
-    sep = match.group("eq") if match.group("eq") is not None else match.group("colon")
-    return f"{match.group('q')}{key}{match.group('q')}{sep}{_quoted_mask(value)}"
+    sep = match.group("eq") if v1 is not None else match.group("colon")
+    return f"{q}{key}{q}{sep}{_quoted_mask(value)}"
 
 
 def _flag_space(match: re.Match[str]) -> str:
@@ -347,6 +371,9 @@ def mask_query(query: str) -> str:
     return "&".join(out)
 
 
+_BLANKS = re.compile(r"(\s+)")
+
+
 def _command(match: re.Match[str]) -> str:
     args = match.group("args")
     words = args.split()
@@ -354,22 +381,28 @@ def _command(match: re.Match[str]) -> str:
     masked = _mask_context(everything, list(everything))[1:]
     if masked == words:
         return match.group(0)
-    pieces = re.split(r"(\s+)", args)
+    whole = match.group(0)
+    if args == " " + " ".join(words):  # single spaces, as a command is mostly written
+        return whole[: len(whole) - len(args)] + " " + " ".join(masked)
+    pieces = _BLANKS.split(args)
     it = iter(masked)
     rebuilt = "".join(next(it) if piece and not piece.isspace() else piece for piece in pieces)
     return match.group(0)[: len(match.group(0)) - len(args)] + rebuilt
 
 
-# Each pass, with the lowercase substrings one of which it needs.
-_PASSES: tuple[tuple[frozenset[str], Callable[[str], str]], ...] = tuple((frozenset(words), sub) for words, sub in (
-    (("?",), _sub(_QUERY, _query)),
-    (("://",), _sub(_USERINFO, _userinfo)),
-    (("authorization", "cookie", "x-api-key", "x-auth-token"), _sub(_HEADER, _header)),
-    (("bearer", "basic", "token", "negotiate", "digest"), _sub(_SCHEME, _scheme)),
-    (("--from-literal",), _sub(_LITERAL, _prefixed)),
-    (("pass:",), _sub(_PASS_PHRASE, _prefixed)),
-    (_KEY_WORDS, _sub(_KEYED, _keyed)),
-    (_KEY_WORDS, _sub(_FLAG_SPACE, _flag_space)),
-    (_TOOL_HINTS, _sub(_COMMAND, _command)),
-))
-_PASS_WORDS = frozenset(word for needed, _substitute in _PASSES for word in needed)
+# Each pass, with the lowercase substrings one of which it needs, and the characters its pattern
+# needs (one of each group: `=` or `:` after a key, a blank before a flag's value).
+_BLANK = (" ", "\t")
+_PASSES: tuple[tuple[frozenset[str], tuple[tuple[str, ...], ...], Callable[[str], str]], ...] = tuple(
+    (frozenset(words), gate, sub) for words, gate, sub in (
+        (("?",), (("=",),), _sub(_QUERY, _query)),
+        (("://",), (("@",),), _sub(_USERINFO, _userinfo)),
+        (("authorization", "cookie", "x-api-key", "x-auth-token"), ((":", "="),), _sub(_HEADER, _header)),
+        (("bearer", "basic", "token", "negotiate", "digest"), (_BLANK,), _sub(_SCHEME, _scheme)),
+        (("--from-literal",), (("=",),), _sub(_LITERAL, _prefixed)),
+        (("pass:",), (), _sub(_PASS_PHRASE, _prefixed)),
+        (_KEY_WORDS, (("=", ":"),), _sub(_KEYED, _keyed)),
+        (_KEY_WORDS, (("-",), _BLANK), _sub(_FLAG_SPACE, _flag_space)),
+        (_TOOL_HINTS, (_BLANK,), _sub(_COMMAND, _command)),
+    ))
+_PASS_WORDS = frozenset(word for needed, _gate, _substitute in _PASSES for word in needed)

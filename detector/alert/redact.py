@@ -42,11 +42,12 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 import msgspec
+import orjson
 
 from detector.alert.model import Alert
 from detector.event import AuditEvent
-from detector.parse.extract import query_values
-from detector.redact import MASK, is_credential_name, mask_argv, mask_secrets, might_hold_secret
+from detector.parse.extract import exec_argv, mask_memo
+from detector.redact import MASK, SECRET_WORDS, is_credential_name, mask_secrets, might_hold_secret
 
 REDACTED = "<redacted: secret data>"
 WITHHELD = "<output withheld: it showed data of a Secret>"
@@ -74,7 +75,7 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
     # Secret data only ever travels in request/response objects: a Secret event logged at
     # Metadata level carries none, and needs only the credential masking below.
     secret_event = is_secret_event(event) and _has_body(event)  # the cheaper test first: few events are
-    credentials = credential_values(event) if any(map(_prints_content, alert.output_fields)) else {}
+    credentials = _credentials(event) if any(map(_prints_content, alert.output_fields)) else []
     if not secret_event and not credentials and not any(_may_need_masking(v) for v in alert.output_fields.values()):
         return alert  # the common case: nothing to mask, nothing to copy
     fields = dict(alert.output_fields)
@@ -85,8 +86,9 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
             if value is not None and not is_safe_field(key):
                 fields[key] = REDACTED
                 redacted.extend(_rendered_forms(value))
+    masked = mask_memo(event)
     for key, value in fields.items():
-        fields[key] = _mask_value(value, replacements)
+        fields[key] = _mask_value(value, replacements, masked)
     for value in redacted:
         replacements[value] = REDACTED
     message, output = _replace(alert.message, replacements), _replace(alert.output, replacements)
@@ -101,6 +103,22 @@ def redact_alert(alert: Alert, event: AuditEvent) -> Alert:
         message, output = _replace(message, credentials), _replace(output, credentials)
         fields = {k: _replace_in(v, credentials) for k, v in fields.items()}
     return msgspec.structs.replace(alert, output_fields=fields, message=message, output=output)
+
+
+_CREDENTIALS = "\x00redact.credentials"
+
+
+def _credentials(event: AuditEvent) -> list[tuple[str, str]]:
+    """`credential_values` of the event as replacements, longest first; once per event (an event
+    that matched several rules makes several alerts)."""
+    cache = event.cache
+    if cache is None:
+        cache = event.cache = {}
+    elif _CREDENTIALS in cache:
+        pairs: list[tuple[str, str]] = cache[_CREDENTIALS]
+        return pairs
+    pairs = cache[_CREDENTIALS] = _longest_first(credential_values(event))
+    return pairs
 
 
 @functools.lru_cache(maxsize=1024)
@@ -222,15 +240,20 @@ def _may_need_masking(value: Any) -> bool:
     return False
 
 
-def _mask_value(value: Any, replacements: dict[str, str]) -> Any:
+def _mask_value(value: Any, replacements: dict[str, str], memo: dict[str, str]) -> Any:
     if isinstance(value, list):
-        return [_mask_value(v, replacements) for v in value]
+        return [_mask_value(v, replacements, memo) for v in value]
     if not isinstance(value, str) or not value or value == REDACTED:
         return value
-    masked = mask_secrets(value)  # query strings are decoded (and `+` read as a space) by the masker
+    masked = memo.get(value)
+    if masked is None:
+        masked = mask_secrets(value)  # query strings are decoded (and `+` read as a space) by the masker
+        memo[value] = masked
     if "%" in masked:  # percent-encoding elsewhere (a path, a JSON-escaped URI): mask the decoded text too
         plain = unquote(masked)
-        decoded = mask_secrets(plain)
+        decoded = memo.get(plain)
+        if decoded is None:
+            decoded = memo[plain] = mask_secrets(plain)
         if decoded != plain:
             masked = decoded
     if masked == value:
@@ -239,14 +262,20 @@ def _mask_value(value: Any, replacements: dict[str, str]) -> Any:
     return masked
 
 
-def _replace(text: str, replacements: dict[str, str]) -> str:
-    for old in sorted(replacements, key=len, reverse=True):
-        if old and old in text:
-            text = text.replace(old, replacements[old])
+def _longest_first(replacements: dict[str, str]) -> list[tuple[str, str]]:
+    """The replacements to make, longest original first (so a value's part is not replaced first)."""
+    return [(old, replacements[old]) for old in sorted(replacements, key=len, reverse=True) if old]
+
+
+def _replace(text: str, replacements: dict[str, str] | list[tuple[str, str]]) -> str:
+    pairs = _longest_first(replacements) if isinstance(replacements, dict) else replacements
+    for old, new in pairs:
+        if old in text:
+            text = text.replace(old, new)
     return text
 
 
-def _replace_in(value: Any, replacements: dict[str, str]) -> Any:
+def _replace_in(value: Any, replacements: dict[str, str] | list[tuple[str, str]]) -> Any:
     if isinstance(value, list):
         return [_replace_in(v, replacements) for v in value]
     if isinstance(value, str) and value != REDACTED:
@@ -259,8 +288,9 @@ def _leaks(message: str, values: Iterable[str]) -> bool:
 
 
 # --- credentials named by the event's structure -----------------------------------------------------
-_CREDENTIAL_HINTS = (b'"env"', b"oken", b"assw", b"ecret", b"ConfigMap", b"last-applied", b"ey\"", b'ey"',
-                     b"uth", b"redential")
+_CREDENTIAL_HINTS = re.compile(
+    b"|".join(re.escape(hint) for hint in (b'"env"', b"oken", b"assw", b"ecret", b"ConfigMap", b"last-applied",
+                                           b'ey"', b"uth", b"redential")))
 _WALK_BUDGET = 20_000  # nodes walked per event at most: a bigger body is left to the text masker
 _NOT_SECRETS = frozenset({"true", "false", "null", "none", "yes", "no"})
 
@@ -270,25 +300,67 @@ def credential_values(event: AuditEvent) -> dict[str, str]:
     form it may be printed (as written, JSON-escaped, URL-encoded), mapped to its masked form."""
     found: dict[str, str] = {}
     if event.requestURI and "?" in event.requestURI:
-        _uri_credentials(event.requestURI, found)
-    line = event.line()
-    if line and not any(hint in line for hint in _CREDENTIAL_HINTS):
+        _uri_credentials(event, event.requestURI, found)
+    if not _has_body(event):
         return found
-    if _has_body(event):
-        body = _body(event)
-        if isinstance(body, dict):
-            for part in ("requestObject", "responseObject"):
-                _walk_credentials(body.get(part), found)
+    line = event.line()
+    if line and _CREDENTIAL_HINTS.search(line) is None:
+        return found
+    for part in _objects(event):
+        if isinstance(part, (dict, list)) and _may_name_credentials(part, len(line)):
+            _walk_credentials(part, found)
     return found
 
 
-def _uri_credentials(uri: str, found: dict[str, str]) -> None:
+# Every credential the walk finds is under a name holding one of the words the text masker needs
+# (lowercase), or in the last-applied annotation, or is text the masker masks (which holds one).
+_OBJECT_HINTS = re.compile(b"|".join(re.escape(word.encode()) for word in (*SECRET_WORDS, "last-applied")))
+_HINT_CHECK_MAX = 64 * 1024  # a bigger line is walked (within _WALK_BUDGET) without serialising it
+
+
+def _may_name_credentials(part: dict[str, Any] | list[Any], size: int) -> bool:
+    """Could the walk find a credential in `part`? No when its JSON, lowercased, holds none of the
+    words (one C pass instead of a walk in Python: most request objects name no credential)."""
+    if size > _HINT_CHECK_MAX:
+        return True
+    try:
+        text = orjson.dumps(part)
+    except TypeError:  # integers past 64 bits, nesting past 255 levels: walk it
+        return True
+    return not text.isascii() or _OBJECT_HINTS.search(text.lower()) is not None
+
+
+def _objects(event: AuditEvent) -> list[Any]:
+    """The event's request and response objects (either may be None); none if it cannot be decoded.
+    A line without a responseObject needs only its requestObject, which rules that read a body
+    have mostly decoded already (`AuditEvent.request_object`), not the whole event."""
+    line = event.line()
+    if event.parsed_body is None and line and b'"responseObject"' not in line:
+        try:
+            request = event.request_object()
+        except (ValueError, RecursionError):  # msgspec's decode errors (and TooDeep) are ValueErrors
+            return []
+        return [None if request is msgspec.UNSET else request]
+    body = _body(event)
+    return [body.get("requestObject"), body.get("responseObject")] if isinstance(body, dict) else []
+
+
+# Every name is_credential_name takes for a credential holds one of these (lowercase); a query
+# whose text holds none (and no %-escape, which may spell one) names no credential parameter.
+_NAME_WORDS = ("pass", "pw", "token", "secret", "key", "auth", "cred", "bearer", "sig")
+
+
+def _uri_credentials(event: AuditEvent, uri: str, found: dict[str, str]) -> None:
     """The masked arguments of an exec's command, and the values of credential-named query
     parameters (`ka.uri.param[access_token]` prints the value alone)."""
-    args = query_values(uri, "command") or []
-    for arg, masked in zip(args, mask_argv(args), strict=True):
-        if arg != masked:
-            _add(found, arg, masked, encoded=True)
+    command = exec_argv(event)  # masked once per event, with ka.exec.command
+    if command is not None:
+        for arg, masked in zip(*command, strict=True):
+            if arg != masked:
+                _add(found, arg, masked, encoded=True)
+    after = uri[uri.find("?") + 1:].lower()  # the query (and fragment): no parse for most URIs
+    if not any(word in after for word in _NAME_WORDS) and not any(c in after for c in "%\t\r\n"):
+        return  # (urlsplit drops tabs and line breaks, so they may split a word)
     for key, value in parse_qsl(urlsplit(uri).query, keep_blank_values=True):
         if key != "command" and is_credential_name(key):
             _add(found, value, MASK, encoded=True)

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from detector.event import AuditEvent, json_bytes
+from detector.redact import mask_argv, mask_secrets
 
 Value = str | tuple[str, ...] | None
 MISSING: Any = object()
@@ -101,6 +102,54 @@ def query_values(uri: str | None, key: str) -> list[str] | None:
         return None
     values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == key]
     return values or None
+
+
+# --- an exec's command, masked once per event ------------------------------------------------------
+# Kept in the event's cache (`AuditEvent.cache`) under keys no field name can take (they start with
+# NUL): the field ka.exec.command and the alert's redaction both need the masked command, and
+# masking it is the dearest step of an exec's alert.
+EXEC_ARGV = "\x00exec.argv"
+MASK_MEMO = "\x00mask.memo"
+
+
+def exec_argv(ev: AuditEvent) -> tuple[list[str], list[str]] | None:
+    """The `command=` parameters of the event's request URI (decoded), and the same with their
+    credentials masked (`mask_argv`); None when there are none. Computed once per event."""
+    cache = ev.cache
+    if cache is None:
+        cache = ev.cache = {}
+    elif EXEC_ARGV in cache:
+        found: tuple[list[str], list[str]] | None = cache[EXEC_ARGV]
+        return found
+    uri = ev.requestURI
+    # A key decodes to `command` only if it is written so or percent-encoded.
+    args = query_values(uri, "command") if uri and ("command" in uri or "%" in uri) else None
+    found = cache[EXEC_ARGV] = (args, mask_argv(args)) if args else None
+    return found
+
+
+def exec_command(ev: AuditEvent) -> str | None:
+    """The event's exec command: its arguments joined by spaces with credentials masked (as
+    `mask_command`), once per event. Noted in the event's `mask_memo` as masked: masking it again
+    changes nothing."""
+    found = exec_argv(ev)
+    if found is None:
+        return None
+    command = mask_secrets(" ".join(found[1]))
+    mask_memo(ev)[command] = command
+    return command
+
+
+def mask_memo(ev: AuditEvent) -> dict[str, str]:
+    """Texts of this event already masked, each with what `mask_secrets` makes of it: the alerts
+    of one event (one per rule it matched) print many of the same values."""
+    cache = ev.cache
+    if cache is None:
+        cache = ev.cache = {}
+    memo: dict[str, str] | None = cache.get(MASK_MEMO)
+    if memo is None:
+        memo = cache[MASK_MEMO] = {}
+    return memo
 
 
 def json_pointer(root: Any, pointer: str) -> Any:

@@ -29,6 +29,7 @@ from detector.parse.extract import (
     clamped_nanos,
     epoch_nanos,
     epoch_seconds,
+    exec_command,
     get_path,
     image_repository,
     json_pointer,
@@ -48,7 +49,6 @@ from detector.parse.fieldspec import (
     const,
     with_presence,
 )
-from detector.redact import mask_command
 
 
 def _annotation(key: str) -> Extractor:
@@ -153,8 +153,7 @@ def _uri_param(arg: Any, _opts: FieldOptions) -> Extractor:
 
 
 def _exec_command(ev: AuditEvent) -> Value:
-    values = query_values(ev.requestURI, "command")
-    return mask_command(values) if values else None
+    return exec_command(ev)  # masked once per event, shared with the alert's redaction
 
 
 def _subjects(ev: AuditEvent) -> list[Any] | None:
