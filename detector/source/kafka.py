@@ -47,6 +47,7 @@ COMMIT_RETRY_SECONDS = 1.0
 LAG_SECONDS = 2.0  # how often lag is measured
 PROBE_SECONDS = 2.0  # how often an unreachable cluster is asked for metadata
 SPOOL_RETRY_SECONDS = 0.5  # the spool could not be written: consumption waits, nothing is skipped
+REVOKE_WAIT_SECONDS = 3.0  # on a revoke, how long the records already spooled may take to be checkpointed
 # librdkafka errors that mean no broker can be reached (readiness false until one answers).
 UNREACHABLE = ("_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE", "_AUTHENTICATION", "_SSL")
 
@@ -113,6 +114,11 @@ class CommitQueue:
         for _file, _offset, offsets in self._entries:
             for tp in gone & offsets.keys():
                 del offsets[tp]
+
+    def holds(self, partitions: Iterable[TopicPartition]) -> bool:
+        """Whether offsets of any of `partitions` still wait for the checkpoint."""
+        wanted = set(partitions)
+        return any(wanted & offsets.keys() for _file, _offset, offsets in self._entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -390,6 +396,7 @@ class KafkaSource:
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        self._await_checkpoint(tps)
         self._commit(asynchronous=False)  # what is durable goes now, before another member reads on
         self._forget(tps)
         self._observer.rebalance("revoked", tps)
@@ -398,6 +405,17 @@ class KafkaSource:
         tps = [(p.topic, p.partition) for p in partitions]
         self._forget(tps)  # no longer ours: a commit would be refused
         self._observer.rebalance("lost", tps)
+
+    def _await_checkpoint(self, tps: list[TopicPartition]) -> None:
+        """A graceful hand-over: give the live loop a moment to checkpoint what is spooled of
+        `tps`, so the next owner starts right after it (no repeats). Not when stopping (the loop
+        has checkpointed all it will), and never long: past that, the rest is read again."""
+        deadline = time.monotonic() + REVOKE_WAIT_SECONDS
+        while not self._stop.is_set() and self._queue.holds(tps) and time.monotonic() < deadline:
+            checkpoint = self._checkpoint
+            if checkpoint is not None:
+                self._wanted.update(self._queue.passed(checkpoint))
+            time.sleep(0.02)
 
     def _forget(self, tps: list[TopicPartition]) -> None:
         self._queue.drop(tps)
