@@ -15,7 +15,15 @@ import pytest
 
 from detector.alert.build import AlertBuilder
 from detector.alert.model import Alert
-from detector.alert.redact import REDACTED, WITHHELD, is_safe_field, is_secret_event, secret_values
+from detector.alert.redact import (
+    REDACTED,
+    WITHHELD,
+    _may_name_credentials,
+    is_safe_field,
+    is_secret_event,
+    secret_values,
+)
+from detector.parse import extract
 from detector.rules.loader import load_rules
 from tests.support.alertkit import make_match
 from tests.unit.eventkit import make_event
@@ -169,3 +177,50 @@ def test_credentials_named_by_the_event_are_replaced_in_every_field(tmp_path: Pa
     for leaked in ("ExecPw1234", "LastApplied1234", "EnvPw12345", "eyJTokenRev1"):
         assert leaked not in text, leaked
     assert '"value":"****"' in alert.output_fields["jevt.value[/requestObject/spec/containers/0/env]"]
+
+
+def test_every_alert_of_one_event_is_masked_and_the_command_is_masked_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two rules matching one exec event: both alerts mask the command and the URI, and the command
+    is masked once for the event (ka.exec.command and the redaction share it)."""
+    calls: list[list[str]] = []
+    real = extract.mask_argv
+    monkeypatch.setattr(extract, "mask_argv", lambda args: calls.append(list(args)) or real(args))
+    rules = tmp_path / "r.yaml"
+    rules.write_text("".join(
+        f"- rule: R{n}\n  desc: d\n  condition: ka.target.subresource = exec\n  priority: WARNING\n"
+        f"  source: k8s_audit\n  output: cmd=%ka.exec.command uri=%ka.uri first=%ka.uri.param[command] "
+        f"p=%ka.uri.param[command]\n" for n in (1, 2)))
+    ruleset = load_rules([rules])
+    event = make_event(requestURI="/api/v1/namespaces/d/pods/p/exec?command=mysql&command=-pOncePw1234"
+                                  "&command=--password&command=OncePw5678", objectRef={"subresource": "exec"})
+    alerts = [AlertBuilder("h")(match) for match in ruleset.evaluate(event)]
+    assert len(alerts) == 2
+    for alert in alerts:
+        text = serialised(alert)
+        assert "OncePw1234" not in text and "OncePw5678" not in text
+        assert alert.output_fields["ka.exec.command"] == "mysql -p**** --password ****"
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("query", ["access_token=QueryTok1234", "acc%65ss_token=QueryTok1234",
+                                   "x=1&to\tken=QueryTok1234", "API_KEY=QueryTok1234"])
+def test_credential_named_query_parameters_are_found_in_any_spelling(tmp_path: Path, query: str) -> None:
+    """The query is parsed for credential names whenever its text may spell one (escapes, a tab
+    that urlsplit drops): ka.uri.param prints the value alone, and it is replaced there."""
+    rules = tmp_path / "r.yaml"
+    name = "access_token" if "acc" in query else ("token" if "to\tken" in query else "API_KEY")
+    rules.write_text("- rule: Q\n  desc: d\n  condition: ka.auditid exists\n  priority: WARNING\n"
+                     f"  source: k8s_audit\n  output: v=%ka.uri.param[{name}]\n")
+    alert = alert_for(load_rules([rules]), requestURI=f"/api/v1/pods?{query}")
+    assert "QueryTok1234" not in serialised(alert)
+
+
+def test_request_objects_without_credential_words_are_not_walked_and_others_are() -> None:
+    """The walk's pre-check: an object whose JSON holds no word the masker needs has no
+    credential; one with a name word, non-ASCII text or the last-applied annotation is walked."""
+    assert not _may_name_credentials({"kind": "ConfigMap", "data": {"log_level": "debug"}}, 100)
+    for obj in ({"env": [{"name": "DB_PASSWORD", "value": "x"}]}, {"data": {"note": "coo\u212aie: x"}},
+                {"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}},
+                {"spec": {"Pwd": "x"}}):
+        assert _may_name_credentials(obj, 100), obj
