@@ -455,7 +455,8 @@ def alert_run(ctx: Context, plan: AlertPlan, seconds: float) -> AlertResult:
     try:
         with ctx.children.scope():
             alerts = root / "alerts" / "alerts.jsonl"
-            rules = [SHIPPED_RULES, str(root / "probe.yaml")] if plan.rule else [SHIPPED_RULES]
+            shipped = str(ctx.args.src.resolve() / "rules")  # the rules of the tree under test (--src)
+            rules = [shipped, str(root / "probe.yaml")] if plan.rule else [shipped]
             outbox: dict[str, Any] = {}
             if ctx.args.outbox_sync:
                 outbox["synchronous"] = ctx.args.outbox_sync
