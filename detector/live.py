@@ -90,6 +90,7 @@ class LiveRunner:
         self.metrics.rules_loaded.set(len(self.ruleset.active))
         self.metrics.ready = True
         self._rule_mtimes = self._mtimes()
+        self._alert_counters: dict[tuple[str, str], Any] = {}  # (output, result) -> its counter
         self._loading: _RulesLoad | None = None  # a reload under way
         self._reload_pending: str | None = None  # a reload asked for while one was under way
         self._pending: Position | None = None  # handled but not yet checkpointed
@@ -588,10 +589,12 @@ class LiveRunner:
         getattr(log, level)(name, **_loggable(fields))
 
     def _on_delivery_event(self, event: DeliveryEvent) -> None:
-        result = {EventKind.DELIVERED: "sent", EventKind.RETRY: "retried", EventKind.DEAD: "dead_lettered",
-                  EventKind.DROPPED: "dropped", EventKind.SUPPRESSED: "suppressed",
-                  EventKind.WORKER_ERROR: "failed"}[event.kind]
-        self.metrics.alerts.labels(event.output or "-", result).inc(max(event.count, 1))
+        # Once per delivered alert: the labelled child is looked up once per (output, result).
+        key = (event.output or "-", _DELIVERY_RESULTS[event.kind])
+        counter = self._alert_counters.get(key)
+        if counter is None:
+            counter = self._alert_counters[key] = self.metrics.alerts.labels(*key)
+        counter.inc(max(event.count, 1))
         if event.kind is EventKind.RETRY:
             self.metrics.alerts.labels(event.output or "-", "failed").inc()
         log_event(event)
@@ -636,6 +639,9 @@ class InputObserver:
         self._on_event(name, fields)
 
 
+_DELIVERY_RESULTS = {EventKind.DELIVERED: "sent", EventKind.RETRY: "retried", EventKind.DEAD: "dead_lettered",
+                      EventKind.DROPPED: "dropped", EventKind.SUPPRESSED: "suppressed",
+                      EventKind.WORKER_ERROR: "failed"}
 _WARNINGS = ("torn_line", "file_truncated", "read_error", "open_failed", "gap_possible", "watch_overflow",
              "webhook_rejected", "token_file_unreadable", "token_file_empty", "tls_reload_failed", "spool_full",
              "spool_write_failed", "bad_record", "kafka_unreachable", "kafka_error", "kafka_commit_failed",

@@ -7,6 +7,7 @@ default, and is loud (error level) for everything that loses or dead-letters ale
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +44,8 @@ _log = structlog.get_logger("detector.alert")
 
 def log_event(event: DeliveryEvent) -> None:
     """Log one event with structlog: debug for deliveries, warning for retries, error for losses."""
+    if event.kind is EventKind.DELIVERED and not _log.is_enabled_for(logging.DEBUG):
+        return  # once per delivered alert: skip building the fields nobody logs
     fields = {k: v for k, v in (("output", event.output), ("alert_id", event.alert_id), ("rule", event.rule),
                                 ("attempts", event.attempts or None), ("error", event.error),
                                 ("retry_in", event.retry_in), ("latency", event.latency),
