@@ -62,6 +62,7 @@ RECEIVER_STOP_SECONDS, SPOOL_DRAIN_SECONDS = 1.5, 1.0  # webhook input at SIGTER
 SWITCH_INTERVAL = 0.001  # seconds, with the webhook input (see _receiver)
 SPOOL_LINE_OVERHEAD = 4096  # a spool line is the request body plus its envelope
 KAFKA_CLOSE_SECONDS = 10.0  # kafka input at SIGTERM: the last commit and leaving the group
+KAFKA_BATCH_LINES = 200  # a kafka spool line holds up to 20 records (source/kafka.py): ~4,000 events a batch
 SPOOL_MAX_LAG_BYTES = 256 << 20  # spooled but not evaluated yet: past this, requests get 429
 OUTBOX_FULL_FRACTION = 0.9  # of outbox.max_rows pending: requests get 429 (the outbox drops the oldest past max_rows)
 
@@ -179,10 +180,11 @@ class LiveRunner:
         log.info("started", file=path, state_dir=self.config.state_dir, rules=len(self.ruleset.active),
                  resume=resume is not None, watch=waker.mode, **self._input_fields(receiver))
         next_housekeeping = 0.0
-        handled = 0  # lines since the last wake-up: a busy log is looked at more often
+        # handled: lines since the last wake-up (a busy log is looked at more often)
+        handled, batch = 0, (KAFKA_BATCH_LINES if kafka is not None else BATCH_LINES)
         try:
             while not self.flags.stop:
-                lines = follower.read(BATCH_LINES)
+                lines = follower.read(batch)
                 if lines:
                     # The follower's position, not the last line's: it also knows a file ended.
                     self._handle(lines, follower.position or lines[-1].position, delivery)
@@ -193,7 +195,7 @@ class LiveRunner:
                 self.metrics.input_open = follower.is_open and (receiver is None or self._admit() is None) \
                     and (kafka is None or kafka.ready)
                 handled += len(lines)
-                if len(lines) < BATCH_LINES and not self.flags.stop:
+                if len(lines) < batch and not self.flags.stop:
                     waker.wait(WAIT_SECONDS, handled)
                     handled = 0
                 self.metrics.beat()

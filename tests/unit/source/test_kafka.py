@@ -10,7 +10,7 @@ import pytest
 from detector.config import apply, load_config
 from detector.errors import BadInput, ConfigError
 from detector.parse.audit import parse_line
-from detector.source.kafka import BadRecord, CommitQueue, record_body, record_cluster, spool_line
+from detector.source.kafka import BadRecord, CommitQueue, SpoolLines, record_body, record_cluster, spool_line
 from detector.source.kafkaconf import EVENT_HUBS_USER, client_config, redacted
 from detector.source.position import FileIdentity, Position
 from detector.source.spool import SpoolMark
@@ -178,3 +178,22 @@ def test_event_hubs_connection_string_is_plain_sasl_ssl(monkeypatch: pytest.Monk
     monkeypatch.setenv("EH_CONN", "not a connection string")
     with pytest.raises(ConfigError, match="not an Event Hubs connection string"):
         client_config(config.input.kafka)
+
+
+def test_a_run_of_event_records_is_one_line_with_the_same_events_as_one_line_each() -> None:
+    """Consecutive Event records of one partition and cluster share a line; the events (and so
+    their bytes, the alert ids' input) are those of a line per record; a gap or another record
+    starts a new line."""
+    bodies = [EVENT.replace(b"a1", f"a{n}".encode()) for n in range(5)]
+    lines = SpoolLines(b"now", 1 << 20)
+    for offset, body in enumerate(bodies[:3]):
+        lines.add("t", 0, offset, "c", body)
+    lines.add("t", 0, 3, "c", b'{"kind":"EventList","items":[]}')
+    lines.add("t", 0, 5, "c", bodies[4])
+    data = lines.finish().splitlines()
+    assert len(data) == 3 and b'"requestId":"t/0/0-2"' in data[0] and b'"requestId":"t/0/5"' in data[2]
+    batched = parse_line(data[0])
+    single = [parse_line(spool_line(b, "c", "t/0/x", b"now")[:-1]) for b in bodies[:3]]
+    assert isinstance(batched, list)
+    assert [(e.auditID, e.raw, e.cluster) for e in batched] == \
+        [(e.auditID, e.raw, e.cluster) for [e] in single]  # type: ignore[misc]
