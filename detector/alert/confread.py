@@ -8,6 +8,7 @@ the closest known key as a hint.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -66,7 +67,8 @@ class Fields:
         value = self.value(key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+                or value < minimum):
             self.fail(f"expected a number >= {minimum:g}, got {value!r}", key)
         return float(value)
 

@@ -8,9 +8,12 @@ texts pass through `scrub()` with the sink's secrets before they are stored or p
 
 from __future__ import annotations
 
+import base64
+import functools
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 from detector.redact import MASK
 
@@ -71,21 +74,158 @@ def secret_from_file(path: str) -> Secret:
 
 
 def scrub(text: str, secrets: Iterable[Secret]) -> str:
-    """`text` with every occurrence of any secret value replaced by `****`.
+    """`text` with every secret removed: each value and the parts of it that are secrets on their
+    own (below), as written, JSON-escaped (`\\/`, `\\u002f`) or percent-encoded (either case, once
+    or twice), all replaced by `****`; and a start of one of them cut off at the end of `text`
+    (a truncated quote). Never raises: an error text that cannot be scrubbed is withheld.
 
-    For a URL, its path and query are scrubbed on their own too (a client error may quote
-    only the path of a Slack webhook URL, which is where its secret part lives).
+    The parts: a URL's path, query, path segments and query values that look like tokens (the
+    secret part of a Slack webhook URL), its user:password (and the Basic credentials built
+    from it); a header value's credential after its scheme (`Bearer x`, `Basic x`, decoded).
     """
-    for secret in secrets:
-        for value in _forms(secret.reveal()):
-            if value in text:
-                text = text.replace(value, MASK)
-    return text
+    try:
+        for secret in secrets:
+            for matcher in _matchers(secret.reveal()):
+                text = matcher.scrub(text)
+        return text
+    except Exception:  # a bug here must not kill a worker inside its own error handler
+        return "<error text withheld: it could not be scrubbed of secrets>"
 
 
-def _forms(value: str) -> list[str]:
-    forms = [value] if value else []
+_MIN_TAIL = 4  # characters of a secret's start, cut off at the end of a text, that are masked
+_TAIL_END = re.compile(r"\s*(?:\.\.\.|\u2026)?\s*\Z")
+
+
+class _Matcher:
+    """Finds one form of a secret in any of the encodings above."""
+
+    __slots__ = ("chars", "min_tail", "pattern")
+
+    def __init__(self, form: str, min_tail: int = _MIN_TAIL) -> None:
+        self.chars = [re.compile(_char_pattern(c)) for c in form]
+        self.min_tail = min(max(min_tail, 1), len(form))
+        self.pattern = re.compile("".join(p.pattern for p in self.chars))
+
+    def scrub(self, text: str) -> str:
+        text = self.pattern.sub(MASK, text)
+        return self._scrub_tail(text)
+
+    def _scrub_tail(self, text: str) -> str:
+        end = _TAIL_END.search(text)
+        stop = end.start() if end is not None else len(text)
+        first = self.chars[0]
+        # An encoded character is at most 9 characters long (`%25E2` per UTF-8 byte, x4 bytes:
+        # a generous bound), so a cut-off start lies within this window.
+        window = max(0, stop - 12 * len(self.chars))
+        for start in range(window, stop - _MIN_TAIL + 1):
+            if first.match(text, start) is None:
+                continue
+            pos, matched = start, 0
+            for char in self.chars:
+                if pos == stop:
+                    break
+                found = char.match(text, pos, stop)
+                if found is None:
+                    break
+                pos, matched = found.end(), matched + 1
+            if pos == stop and matched >= self.min_tail:
+                return text[:start] + MASK + text[stop:]
+        return text
+
+
+def _char_pattern(char: str) -> str:
+    """`char` as written, JSON-escaped or percent-encoded (hex digits in either case)."""
+    options = [re.escape(char)]
+    code = ord(char)
+    if code < 0x10000:
+        options.append(r"\\u" + _hex(f"{code:04x}"))
+    if char in "/\"\\":
+        options.append(re.escape("\\" + char))
+    encoded = char.encode()
+    options.append("".join("%(?:25)?" + _hex(f"{byte:02x}") for byte in encoded))
+    if char == " ":
+        options.append(r"\+")
+    return "(?:" + "|".join(options) + ")"
+
+
+def _hex(digits: str) -> str:
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in digits)
+
+
+@functools.lru_cache(maxsize=256)
+def _matchers(value: str) -> tuple[_Matcher, ...]:
+    """Matchers for `value` and its secret parts, longest first (so the URL goes before its path)."""
+    forms = sorted({form for form in _forms(value) if form}, key=len, reverse=True)
+    return tuple(_Matcher(form, _public_lead(form)) for form in forms)
+
+
+def _public_lead(form: str) -> int:
+    """How many characters of a cut-off start of `form` say nothing secret, so that a text that
+    merely ends like it (`https`, the host, `service`) is left alone: a URL's `scheme://host`
+    (without a user:password), then the path segments before the first that looks like a token."""
+    lead, rest = 0, form
+    scheme, sep, after = form.partition("://")
+    if sep and scheme.isalpha():
+        netloc = after.partition("/")[0]
+        if "@" in netloc:
+            return _MIN_TAIL
+        lead, rest = len(scheme) + len(sep) + len(netloc), after[len(netloc):]
+    if "/" in rest:
+        segments = rest.split("/")
+        for segment in segments[:-1]:  # no token-like segment: the last one is the secret
+            if "?" in segment or _looks_like_token(segment):
+                break
+            lead += len(segment) + 1
+    return max(_MIN_TAIL, lead + 1)
+
+
+def _forms(value: str) -> set[str]:
+    forms = {value}
     if "://" in value:
-        parts = urlsplit(value)
-        forms += [piece for piece in (parts.path, parts.query) if len(piece) > 1]
+        forms |= _url_parts(value)
+    scheme, _, credential = value.partition(" ")
+    if credential.strip() and scheme.isalpha():  # a header value: `Bearer x`, `Basic x`
+        credential = credential.strip()
+        forms.add(credential)
+        if scheme.lower() == "basic":
+            forms |= _basic_parts(credential)
+    return {form for form in forms if len(form) >= 3 or form == value}
+
+
+def _url_parts(url: str) -> set[str]:
+    rest = url.partition("://")[2]
+    netloc, slash, tail = rest.partition("/")
+    path, _, query = ("/" + tail if slash else "").partition("?")
+    query, _, fragment = query.partition("#")
+    forms = {piece for piece in (path, path.lstrip("/"), query, fragment) if len(piece) > 1}
+    if query:
+        forms.add(f"{path}?{query}")
+    userinfo, at, _host = netloc.rpartition("@")
+    if at:
+        forms.add(userinfo)
+        user, colon, password = userinfo.partition(":")
+        if colon and password:
+            forms.add(password)
+            forms.add(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode())
+    forms |= {segment for segment in path.split("/") if _looks_like_token(segment)}
+    for pair in re.split(r"[&;]", query):
+        _name, _, item = pair.partition("=")
+        if _looks_like_token(item) or len(item) >= 6:
+            forms.add(item)
     return forms
+
+
+def _basic_parts(credential: str) -> set[str]:
+    try:
+        decoded = base64.b64decode(credential, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return set()
+    _user, colon, password = decoded.partition(":")
+    return {decoded, password} if colon and password else {decoded}
+
+
+def _looks_like_token(segment: str) -> bool:
+    """A path segment or query value that is a key, not a word (`T0123ABCD`, `XyZ...`, not `services`)."""
+    if len(segment) >= 20:
+        return True
+    return len(segment) >= 8 and any(c.isdigit() or c.isupper() for c in segment)

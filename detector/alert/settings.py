@@ -12,6 +12,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
+from urllib.parse import urlsplit
+
+import requests
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from detector.alert.confread import Fields, type_name
 from detector.alert.secret import Secret
@@ -222,10 +227,10 @@ def _slack(f: Fields, name: str, route: RouteSettings) -> SlackSettings:
         f.fail("give webhook_url_env/webhook_url_file, or token_env/token_file with channel")
     if token is not None and channel is None:
         f.fail("is required with a bot token", "channel")
-    if webhook_url is not None and not _is_http_url(webhook_url.reveal()):
-        f.fail(f"{webhook_url.origin} is not an http(s) URL", "webhook_url")
-    if base_url is not None and not _is_http_url(base_url):
-        f.fail("expected an http(s) URL", "base_url")
+    if webhook_url is not None and (problem := url_problem(webhook_url.reveal())):
+        f.fail(f"{webhook_url.origin} is {problem}", "webhook_url")
+    if base_url is not None and (problem := url_problem(base_url)):
+        f.fail(f"expected an http(s) URL: it is {problem}", "base_url")
     return SlackSettings(name, webhook_url, token, channel, base_url, route, _timeout(f))
 
 
@@ -236,8 +241,8 @@ def _sns(f: Fields, name: str, route: RouteSettings) -> SnsSettings:
         f.fail(f"not an SNS topic ARN: {arn!r}", "topic_arn")
     region = f.text("region") or parsed.group("region")
     endpoint = f.text("endpoint_url")
-    if endpoint is not None and not _is_http_url(endpoint):
-        f.fail("expected an http(s) URL", "endpoint_url")
+    if endpoint is not None and (problem := url_problem(endpoint)):
+        f.fail(f"expected an http(s) URL: it is {problem}", "endpoint_url")
     group = f.text("message_group_id", "detector")
     assert group is not None
     return SnsSettings(name, arn, region, endpoint, f.text("profile"), group, route, _timeout(f))
@@ -247,8 +252,8 @@ def _webhook(f: Fields, name: str, route: RouteSettings) -> WebhookSettings:
     url = f.secret("url", inline=True)
     if url is None:
         f.fail("give url, url_env or url_file")
-    if not _is_http_url(url.reveal()):
-        f.fail(f"{url.origin} is not an http(s) URL", "url")
+    if problem := url_problem(url.reveal()):
+        f.fail(f"{url.origin} is {problem}", "url")
     headers = f.text_map("headers")
     secret_headers = f.secret_map("headers")
     for header in [*headers, *secret_headers]:
@@ -265,11 +270,18 @@ def _webhook(f: Fields, name: str, route: RouteSettings) -> WebhookSettings:
     client_cert, client_key = f.text("client_cert"), f.text("client_key")
     if client_key is not None and client_cert is None:
         f.fail("needs client_cert", "client_key")
+    for key in ("ca_file", "client_cert", "client_key"):
+        path = f.text(key)
+        if path is not None and not os.path.isfile(path):
+            f.fail(f"no such file: {path}", key)
+    hmac_header = f.text("hmac_header", "X-Detector-Signature") or ""
+    if not _HEADER.fullmatch(hmac_header):
+        f.fail(f"invalid header name {hmac_header!r}", "hmac_header")
     return WebhookSettings(
         name, url, f.choice("method", _METHODS, "post").upper(), tuple(headers.items()),
         tuple(secret_headers.items()), _timeout(f), f.flag("tls_verify", True), f.text("ca_file"),
         client_cert, client_key, template, content_type, f.secret("hmac_secret"),
-        f.text("hmac_header", "X-Detector-Signature") or "", route)
+        hmac_header, route)
 
 
 def _timeout(f: Fields) -> float:
@@ -279,8 +291,24 @@ def _timeout(f: Fields) -> float:
     return timeout
 
 
-def _is_http_url(text: str) -> bool:
-    return text.startswith(("https://", "http://")) and len(text) > len("https://")
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be sent to (None if it can), without quoting it (it may be a secret):
+    an http(s) URL with a host, a valid port, and nothing urllib3 or requests would refuse
+    later, inside a delivery worker."""
+    if not url.lower().startswith(("https://", "http://")):
+        return "not an http(s) URL"
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "not a valid URL (it holds blanks or control characters)"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port out of range or not a number
+        if not parts.hostname:
+            return "not a valid URL (no host)"
+        requests.PreparedRequest().prepare_url(url, None)
+        parse_url(url)
+    except (ValueError, requests.RequestException, LocationParseError):
+        return "not a valid URL (bad host, port or brackets)"
+    return None
 
 
 OUTPUT_PARSERS: dict[str, Callable[[Fields, str, RouteSettings], OutputSettings]] = {

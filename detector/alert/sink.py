@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from detector.alert.model import Alert
-from detector.alert.secret import Secret
+from detector.alert.secret import Secret, scrub
 from detector.errors import DetectorError
 from detector.redact import mask_secrets
 
@@ -48,11 +48,13 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def classify_status(status: int, body: str = "", headers: Mapping[str, str] | None = None) -> DeliveryError:
-    """The error for a non-2xx response: 5xx, 408, 425 and 429 are retryable, other 4xx permanent."""
+def classify_status(status: int, body: str = "", headers: Mapping[str, str] | None = None,
+                    secrets: Iterable[Secret] = ()) -> DeliveryError:
+    """The error for a non-2xx response: 5xx, 408, 425 and 429 are retryable, other 4xx permanent.
+    The body is quoted scrubbed of `secrets` (see `snippet`)."""
     retry_after = parse_retry_after((headers or {}).get("Retry-After") or (headers or {}).get("retry-after"))
     retryable = status >= 500 or status in RETRYABLE_STATUSES
-    detail = snippet(body)
+    detail = snippet(body, secrets)
     message = f"HTTP {status}" + (f": {detail}" if detail else "")
     if retry_after is not None and retryable:
         message += f" (Retry-After {retry_after:g}s)"
@@ -74,9 +76,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def snippet(body: str) -> str:
-    """The start of a response body, on one line, with credentials masked."""
-    text = " ".join(body.split())
+def snippet(body: str, secrets: Iterable[Secret] = ()) -> str:
+    """The start of a response body, on one line, scrubbed of `secrets` (in every encoding) and
+    of credential-looking values; cut to _BODY_LIMIT characters only then, so that the cut can
+    never leave a part of a secret that the scrubbing would have recognised whole."""
+    secrets = tuple(secrets)
+    text = " ".join(scrub(body, secrets).split())
+    text = mask_secrets(scrub(text, secrets))
     if len(text) > _BODY_LIMIT:
         text = text[:_BODY_LIMIT] + "..."
-    return mask_secrets(text)
+    return text

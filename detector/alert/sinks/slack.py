@@ -1,30 +1,32 @@
-"""Slack output through slack-sdk: an incoming webhook, or a bot token posting to a channel.
+"""Slack output: an incoming webhook, or a bot token posting to a channel (`chat.postMessage`).
 
 The message is Block Kit inside a coloured attachment: a header with the priority's emoji and the
 rule, the alert's output line, the key fields (user, verb, resource, namespace/name, source IP,
-user agent, cluster) and a context line (time, host, id). slack-sdk's own retry handlers are
-turned off: retries belong to the outbox, so that a 429's Retry-After is honoured across time
-without holding a worker. slack-sdk's logger is silenced because its debug lines quote the URL.
+user agent, cluster) and a context line (time, host, id). It is sent through the shared
+`HttpTransport`, as webhooks are, not through slack-sdk: slack-sdk's urllib client reads a
+response whole and bounds each socket read, not the request, so a hostile or broken endpoint
+could grow the delivery process without bound or hold its worker for ever. Retries belong to
+the outbox, so that a 429's Retry-After is honoured across time without holding a worker.
 """
 
 from __future__ import annotations
 
-import logging
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.web import WebClient
-from slack_sdk.webhook import WebhookClient
+import orjson
 
-from detector.alert.http import transport_error
+from detector.alert.http import HttpTransport
 from detector.alert.model import Alert
 from detector.alert.secret import Secret
 from detector.alert.settings import SlackSettings
-from detector.alert.sink import DeliveryError, classify_status, parse_retry_after, snippet
+from detector.alert.sink import DeliveryError, parse_retry_after, snippet
 
-_SILENT = logging.getLogger("detector.alert.sinks.slack.sdk")
-_SILENT.disabled = True
+SLACK_API = "https://slack.com/api/"
+API_BODY_CAP = 16 * 1024  # chat.postMessage echoes the message; "ok" comes first
+_OK = re.compile(rb'^\s*\{\s*"ok"\s*:\s*(true|false)')
+_ERROR = re.compile(rb'"error"\s*:\s*"([A-Za-z0-9_.-]{1,100})"')
 _STYLE = {  # priority label -> (colour, emoji)
     "Emergency": ("#7a0019", ":rotating_light:"),
     "Alert": ("#b00020", ":rotating_light:"),
@@ -54,46 +56,36 @@ class SlackSink:
 
     def __init__(self, settings: SlackSettings) -> None:
         self.name = settings.name
-        self._timeout = settings.timeout
-        # slack-sdk annotates timeout as int; urllib takes any positive number.
-        timeout = cast(int, settings.timeout)
-        self._webhook: WebhookClient | None = None
-        self._web: WebClient | None = None
-        self._channel = settings.channel or ""
+        self._channel = settings.channel
+        self._secrets = [s for s in (settings.webhook_url, settings.token) if s is not None]
+        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "detector"}
         if settings.webhook_url is not None:
-            self._webhook = WebhookClient(url=settings.webhook_url.reveal(), timeout=timeout,
-                                          logger=_SILENT, retry_handlers=[])
+            self._url = settings.webhook_url.reveal()
+            cap = 1024
         else:
             assert settings.token is not None
-            extra: dict[str, Any] = {"base_url": settings.base_url} if settings.base_url else {}
-            self._web = WebClient(token=settings.token.reveal(), timeout=timeout, logger=_SILENT,
-                                  retry_handlers=[], **extra)
-        self._secrets = [s for s in (settings.webhook_url, settings.token) if s is not None]
+            base = settings.base_url or SLACK_API
+            self._url = base + ("" if base.endswith("/") else "/") + "chat.postMessage"
+            headers["Authorization"] = f"Bearer {settings.token.reveal()}"
+            cap = API_BODY_CAP
+        self._transport = HttpTransport(timeout=settings.timeout, headers=headers, secrets=self._secrets,
+                                        body_cap=cap)
 
     @property
     def secrets(self) -> Sequence[Secret]:
         return self._secrets
 
     def encode(self, alert: Alert) -> dict[str, Any]:
-        return slack_message(alert)
+        message = slack_message(alert)
+        return message if self._channel is None else {"channel": self._channel, **message}
 
     def send(self, alert: Alert) -> None:
-        message = self.encode(alert)
-        try:
-            if self._webhook is not None:
-                response = self._webhook.send_dict(message)
-                if response.status_code != 200:
-                    raise classify_status(response.status_code, response.body or "", _headers(response.headers))
-            else:
-                assert self._web is not None
-                self._web.chat_postMessage(channel=self._channel, **message)
-        except SlackApiError as exc:
-            raise _api_error(exc) from None
-        except (SlackClientError, OSError, ValueError) as exc:
-            raise transport_error(exc, self._timeout) from None
+        response = self._transport.request("POST", self._url, orjson.dumps(self.encode(alert)), {})
+        if self._channel is not None:  # the Web API answers 200 with `ok: false` on errors
+            _check_api_response(response.body, response.headers, response.status)
 
     def close(self) -> None:
-        return None
+        self._transport.close()
 
 
 def slack_message(alert: Alert) -> dict[str, Any]:
@@ -140,22 +132,17 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in (headers or {}).items():
-        out[str(key)] = str(value[0] if isinstance(value, list) and value else value)
-    return out
-
-
-def _api_error(exc: SlackApiError) -> DeliveryError:
-    response = exc.response
-    status = int(getattr(response, "status_code", 0) or 0)
-    data = getattr(response, "data", None)
-    code = str(data.get("error", "")) if isinstance(data, dict) else ""
-    headers = _headers(getattr(response, "headers", None))
-    if status != 200:
-        return classify_status(status, code, headers)
+def _check_api_response(body: bytes, headers: Mapping[str, str], status: int) -> None:
+    """Raise the error a Web API answer carries (`{"ok": false, "error": "channel_not_found"}`)."""
+    ok = _OK.match(body)
+    if ok is not None and ok.group(1) == b"true":
+        return
+    found = _ERROR.search(body)
+    code = found.group(1).decode() if found is not None else ""
+    if ok is None and not code:
+        raise DeliveryError(f"Slack API: unexpected response: {snippet(body[:200].decode('utf-8', 'replace'))}",
+                            retryable=True, status=status)
     retryable = code in _RETRYABLE_API_ERRORS
     retry_after = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after")) if retryable else None
-    return DeliveryError(f"Slack API error: {snippet(code) or 'unknown'}", retryable=retryable,
-                         retry_after=retry_after, status=status)
+    raise DeliveryError(f"Slack API error: {code or 'unknown'}", retryable=retryable,
+                        retry_after=retry_after, status=status)

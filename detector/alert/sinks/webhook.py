@@ -35,13 +35,14 @@ class WebhookSink:
         if settings.client_cert and settings.client_key:
             cert = (settings.client_cert, settings.client_key)
         verify: bool | str = settings.ca_file or settings.tls_verify
-        self._transport = HttpTransport(timeout=settings.timeout, verify=verify, cert=cert, headers=headers)
-        self._template: BodyTemplate | None = None
-        if settings.template is not None:
-            self._template = compile_template(settings.template, escape_for(settings.content_type))
         self._secrets = [settings.url, *(v for _, v in settings.secret_headers)]
         if settings.hmac_secret is not None:
             self._secrets.append(settings.hmac_secret)
+        self._transport = HttpTransport(timeout=settings.timeout, verify=verify, cert=cert, headers=headers,
+                                        secrets=self._secrets)
+        self._template: BodyTemplate | None = None
+        if settings.template is not None:
+            self._template = compile_template(settings.template, escape_for(settings.content_type))
 
     @property
     def secrets(self) -> Sequence[Secret]:

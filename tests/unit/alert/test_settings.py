@@ -150,9 +150,12 @@ def test_sns_defaults() -> None:
 
 def test_webhook_options(tmp_path: Path) -> None:
     """Secret headers, TLS options and templates are read; a template defaults to text/plain."""
+    for name in ("ca.pem", "c.pem", "k.pem"):
+        (tmp_path / name).write_text("-----BEGIN-----\n")
     (webhook,) = outputs([{
         "name": "w", "type": "webhook", "url": "https://x/in", "headers_env": {"Authorization": "AUTH"},
-        "tls_verify": False, "ca_file": "/etc/ca.pem", "client_cert": "/c.pem", "client_key": "/k.pem",
+        "tls_verify": False, "ca_file": str(tmp_path / "ca.pem"), "client_cert": str(tmp_path / "c.pem"),
+        "client_key": str(tmp_path / "k.pem"),
         "template": "alert ${rule}", "method": "put"}], AUTH="Bearer t")
     assert webhook.secret_headers[0][0] == "Authorization" and webhook.secret_headers[0][1].reveal() == "Bearer t"
     assert webhook.method == "PUT" and webhook.content_type == "text/plain" and not webhook.tls_verify
