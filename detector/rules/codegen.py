@@ -22,7 +22,7 @@ from detector.rules.compiler import BoundField, Compiler, flatten, looks_like_ip
 from detector.rules.model import Match, Predicate
 
 _STRING_METHODS = {"startswith": "startswith", "endswith": "endswith"}
-_SOURCE = "__detector_expression__"  # on a generated predicate: (expression text, namespace)
+_SOURCE = EXPRESSION = "__detector_expression__"  # on a generated predicate: (expression text, namespace)
 _NAME = re.compile(r"\b(_[a-z]+\d+)\b")  # the identifiers _Generator creates
 Evaluator = Callable[[AuditEvent], "list[Match] | None"]
 
@@ -103,7 +103,7 @@ class _Generator:
         self.extracted = None
         return f"{self.bind(self.compiler.check(check), 'p')}(ev)"
 
-    def inline(self, check: Check) -> str | None:
+    def inline(self, check: Check) -> str | None:  # noqa: PLR0912 - one branch per operator family
         """Source for a simple check, or None to use its closure."""
         bound = self.compiler.bind(check.lhs)
         if check.op == "exists":
@@ -114,6 +114,8 @@ class _Generator:
             return f"({self.bind(present, 'g')}(ev) is not None)"  # a cheaper test than the value
         if bound.type is FieldType.IPADDR and not bound.is_list:
             return self.address_in(check, bound)
+        if bound.text == "ka.response.code" and check.modifier is None:
+            return self.response_code(check)
         if bound.numeric or bound.type is FieldType.IPADDR:
             return None
         get = self.value(bound)
@@ -140,6 +142,24 @@ class _Generator:
         if op == "contains":
             return f"(({value} := {get}) is not None and {constant} in {value})"
         return None
+
+    def response_code(self, check: Check) -> str | None:
+        """`ka.response.code = 403` / `in (401, 403)` / `!= 200` on the decoded status itself (the
+        field's text is str(code): the code as a number, or as text when a producer wrote it so)."""
+        op, rhs = check.op, check.rhs
+        constants = (rhs,) if isinstance(rhs, str) else rhs if isinstance(rhs, tuple) else None
+        if constants is None or op not in ("=", "==", "!=", "in", "intersects") or (
+                isinstance(rhs, tuple) and op in ("=", "==", "!=")):
+            return None
+        self.compiler.check(check)
+        codes: set[int | str] = set(constants)
+        codes.update(int(c) for c in constants if c.isascii() and c.isdigit() and str(int(c)) == c)
+        members = self.bind(frozenset(codes), "s")
+        status = self.local()
+        present = f"({status} := ev.responseStatus) is not None and {status}.code is not None"
+        if op == "!=":
+            return f"({present} and {status}.code not in {members})"
+        return f"({present} and {status}.code in {members})"
 
     def address_in(self, check: Check, bound: BoundField) -> str | None:
         """An address field against a list of addresses and networks (the closure's memoised
@@ -191,6 +211,42 @@ def fuse(rules: Sequence[tuple[Predicate, Callable[[AuditEvent], Match]]], *, fi
         test = _inlined(predicate, prefix, namespace)
         if first:
             lines += [f"    if {test}:", f"        return [{prefix}match(ev)]"]
+        else:
+            lines += [f"    if {test}:", f"        found = [*(found or ()), {prefix}match(ev)]"]
+    lines.append("    return found")
+    exec(compile("\n".join(lines) + "\n", "<detector rules>", "exec"), namespace)  # safe: as in generate()
+    run: Evaluator = namespace["run"]
+    return run
+
+
+def fuse_selecting(selecting: Sequence[tuple[Predicate, Callable[[AuditEvent], Any], bool]],
+                   rules: Sequence[tuple[Predicate, Callable[[AuditEvent], Match]]], *, first: bool) -> Evaluator:
+    """`fuse` for a key with stateful candidates: their base conditions first, each true one
+    adding what its second item gives (the rule to feed: no side effect), those of rules about
+    people (third item) under one test that the user is not system:*; then the stateless rules
+    as in `fuse` (with `first`, the selected stateful rules are kept)."""
+    namespace: dict[str, Any] = {}
+    lines = ["def run(ev):", "    found = None"]
+    people = [(p, m, n) for n, (p, m, only) in enumerate(selecting) if only]
+    others = [(p, m, n) for n, (p, m, only) in enumerate(selecting) if not only]
+    for predicate, match, number in others:
+        prefix = f"_q{number}"
+        namespace[f"{prefix}match"] = match
+        lines += [f"    if {_inlined(predicate, prefix, namespace)}:",
+                  f"        found = [*(found or ()), {prefix}match(ev)]"]
+    if people:
+        lines += ["    _un = ev.user.username", "    if _un is None or not _un.startswith('system:'):"]
+        for predicate, match, number in people:
+            prefix = f"_q{number}"
+            namespace[f"{prefix}match"] = match
+            lines += [f"        if {_inlined(predicate, prefix, namespace)}:",
+                      f"            found = [*(found or ()), {prefix}match(ev)]"]
+    for position, (predicate, match) in enumerate(rules):
+        prefix = f"_r{position}"
+        namespace[f"{prefix}match"] = match
+        test = _inlined(predicate, prefix, namespace)
+        if first:
+            lines += [f"    if {test}:", f"        return [*(found or ()), {prefix}match(ev)]"]
         else:
             lines += [f"    if {test}:", f"        found = [*(found or ()), {prefix}match(ev)]"]
     lines.append("    return found")

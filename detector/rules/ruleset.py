@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any
 
 from detector.event import AuditEvent
-from detector.rules.codegen import Evaluator, fuse
+from detector.rules.ast import And, Check, FieldRef, Node, Not, Or
+from detector.rules.codegen import EXPRESSION, Evaluator, fuse, fuse_selecting
+from detector.rules.correlation import Kind
 from detector.rules.diagnostics import Diagnostic
 from detector.rules.index import RuleIndex
-from detector.rules.model import CompiledRule, Match, Priority
+from detector.rules.model import CompiledRule, Match, Predicate, Priority
 from detector.rules.stateful import StatefulRule, StatefulState
 
 _NO_MATCHES: tuple[Match, ...] = ()
@@ -53,15 +55,17 @@ class Ruleset:
         self._first = matching is RuleMatching.FIRST
         self._known: dict[tuple[str | None, ...], Evaluator] = {}  # event key -> its evaluator
         self._fused: dict[tuple[int, ...], Evaluator] = {}  # candidate rules (by id) -> their evaluator
-        self._selector = _Selector(tuple(s.rule for s in self.stateful.rules.values()),
-                                   lambda rule: self._feeders[id(rule)])
+        selecting = tuple(s.rule for s in self.stateful.rules.values())
+        self._selecting = RuleIndex(selecting)
+        self._people_only = {id(r) for r in selecting if people_only(r.condition)}
         self.evaluate = self._evaluate_function() if not self.stateful else self._evaluate_stateful()
 
     def _evaluate_stateful(self) -> Callable[[AuditEvent], Sequence[Match]]:
-        """`evaluate` with stateful rules: the stateless matches, then the base conditions of
-        the stateful rules select (without side effects: a condition that raises leaves no
-        window fed, and evaluate_each runs them again), then the selected rules are fed."""
-        known, evaluator, select = self._known, self._evaluator, self._selector.select
+        """`evaluate` with stateful rules. The fused evaluator of a key tests the base
+        conditions of its stateful candidates first (without side effects: it lists the
+        selected rules), then the stateless rules; the selected rules are fed after it returned
+        (a condition that raises leaves no window fed, and evaluate_each runs them again)."""
+        known, evaluator = self._known, self._evaluator
 
         def evaluate(event: AuditEvent) -> Sequence[Match]:
             ref = event.objectRef
@@ -70,13 +74,19 @@ class Ruleset:
             if run is None:
                 run = evaluator(key)
             found = run(event)
-            chosen = select(key, event)
-            if chosen is not None:
-                for rule in chosen:
-                    fired = rule.feed(event)
+            if not found:
+                return _NO_MATCHES
+            if type(found[0]) is Match:  # selected stateful rules come first: none here
+                return found
+            matches: list[Match] = []
+            for item in found:
+                if type(item) is Match:
+                    matches.append(item)
+                else:
+                    fired = item.feed(event)  # type: ignore[attr-defined]
                     if fired:
-                        found = [*(found or ()), *fired]
-            return found or _NO_MATCHES
+                        matches += fired
+            return matches
 
         return evaluate
 
@@ -98,27 +108,36 @@ class Ruleset:
     def _evaluator(self, key: tuple[str | None, ...]) -> Evaluator:
         """The function that runs the candidates of `key` (fused on first sight of their set)."""
         candidates = self._index.candidates(key)
-        identity = tuple(map(id, candidates))
+        selecting = self._selecting.candidates(key) if self.stateful else ()
+        identity = tuple(map(id, selecting + candidates))
         run = self._fused.get(identity)
         if run is None:
-            if not candidates:
+            if not candidates and not selecting:
                 run = _nothing
-            elif len(self._fused) < _FUSED_LIMIT:
-                run = self._fused[identity] = fuse(
+            elif len(self._fused) >= _FUSED_LIMIT:
+                run = self._looped(candidates, selecting)
+            elif selecting:
+                run = self._fused[identity] = fuse_selecting(
+                    [(_gated(self._feeders[id(r)], r.fast_predicate or r.predicate),
+                      _constant(self._feeders[id(r)]), id(r) in self._people_only) for r in selecting],
                     [(rule.fast_predicate or rule.predicate, rule.match) for rule in candidates], first=self._first)
             else:
-                run = self._looped(candidates)
+                run = self._fused[identity] = fuse(
+                    [(rule.fast_predicate or rule.predicate, rule.match) for rule in candidates], first=self._first)
         if len(self._known) >= _KEYS_LIMIT:
             self._known.clear()
         self._known[key] = run
         return run
 
-    def _looped(self, candidates: tuple[CompiledRule, ...]) -> Evaluator:
-        """The candidates run one by one (beyond _FUSED_LIMIT sets)."""
-        first = self._first
+    def _looped(self, candidates: tuple[CompiledRule, ...], selecting: tuple[CompiledRule, ...] = ()) -> Evaluator:
+        """The candidates run one by one (beyond _FUSED_LIMIT sets); selected stateful rules first."""
+        first, feeders = self._first, self._feeders
 
         def run(event: AuditEvent) -> list[Match] | None:
-            matches: list[Match] | None = None
+            matches: list[Any] | None = None
+            for rule in selecting:
+                if (rule.fast_predicate or rule.predicate)(event):
+                    matches = [*(matches or ()), feeders[id(rule)]]
             for rule in candidates:
                 if (rule.fast_predicate or rule.predicate)(event):
                     matches = [*(matches or ()), rule.match(event)]
@@ -145,7 +164,7 @@ class Ruleset:
                 continue
             if matches and self._first:
                 break
-        for rule in self._selector.index.candidates(key):
+        for rule in self._selecting.candidates(key):
             try:
                 selected = (rule.fast_predicate or rule.predicate)(event)
             except Exception as exc:  # any rule failure is reported, never fatal
@@ -159,45 +178,42 @@ class Ruleset:
         """The active rules the index would run for an event key (stateful ones included)."""
         if not self.stateful:
             return self._index.candidates(key)
-        return self._index.candidates(key) + self._selector.index.candidates(key)
+        return self._index.candidates(key) + self._selecting.candidates(key)
 
     def rule(self, name: str) -> CompiledRule | None:
         return next((r for r in self.rules if r.name == name), None)
 
 
-Selection = Callable[[AuditEvent], "list[StatefulRule] | None"]
+def people_only(node: Node) -> bool:
+    """Whether a condition can only hold for users not named system:* (it requires
+    `not ka.user.name startswith "system:"`, as the human_user macro does)."""
+    match node:
+        case And(items):
+            return any(people_only(i) for i in items)
+        case Or(items):
+            return all(people_only(i) for i in items)
+        case Not(Check(FieldRef("ka.user.name", None), "startswith", "system:", None)):
+            return True
+        case _:
+            return False
 
 
-class _Selector:
-    """The base conditions of stateful rules, indexed and fused like the stateless rules':
-    `select(key, event)` gives the stateful rules whose base condition holds, or None."""
+def _gated(rule: StatefulRule, predicate: Predicate) -> Predicate:
+    """An absence rule's predicate, false while the current window is settled (every key heard
+    enough: StatefulRule._skip_until); inlined by fuse() like any generated predicate."""
+    if rule.spec.kind is not Kind.ABSENCE:
+        return predicate
 
-    def __init__(self, rules: tuple[CompiledRule, ...], feeder: Callable[[CompiledRule], StatefulRule]) -> None:
-        self.index = RuleIndex(rules)
-        self._feeder = feeder
-        self._known: dict[tuple[str | None, ...], Selection] = {}
-        self._fused: dict[tuple[int, ...], Selection] = {}
+    def gated(event: AuditEvent) -> bool:
+        stamp = event.time
+        return stamp is not None and stamp >= rule.skip_until and predicate(event)
 
-    def select(self, key: tuple[str | None, ...], event: AuditEvent) -> list[StatefulRule] | None:
-        run = self._known.get(key)
-        if run is None:
-            run = self._selection(key)
-        return run(event)
-
-    def _selection(self, key: tuple[str | None, ...]) -> Selection:
-        candidates = self.index.candidates(key)
-        identity = tuple(map(id, candidates))
-        run = self._fused.get(identity)
-        if run is None:
-            pairs = [(rule.fast_predicate or rule.predicate, _constant(self._feeder(rule))) for rule in candidates]
-            # fuse() returns what each pair's second item gives: here the selected rules.
-            run = cast(Selection, fuse(pairs, first=False) if candidates else _nothing)  # type: ignore[arg-type]
-            if len(self._fused) < _FUSED_LIMIT:
-                self._fused[identity] = run
-        if len(self._known) >= _KEYS_LIMIT:
-            self._known.clear()
-        self._known[key] = run
-        return run
+    source = getattr(predicate, EXPRESSION, None)
+    if source is not None:
+        text, names = source
+        setattr(gated, EXPRESSION, (f"((_t0 := ev.time) is not None and _t0 >= _gate0.skip_until and {text})",
+                                    {**names, "_gate0": rule}))
+    return gated
 
 
 def _constant(rule: StatefulRule) -> Callable[[AuditEvent], StatefulRule]:

@@ -16,10 +16,14 @@ condition, exceptions and correlation block), and closes absence windows on the 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
 
 from detector.errors import BadInput
 from detector.event import AuditEvent
@@ -74,6 +78,25 @@ class Step:
     keys: tuple[Extractor, ...] | None
 
 
+def _last_line(event: AuditEvent) -> bytes:
+    """An absence key's last event as kept in state: its envelope's cluster, a newline, and
+    only who did what to which object when (never the request URI, bodies or annotations:
+    state is stored unredacted, and they may carry tokens and Secret data)."""
+    ref = event.objectRef
+    body = {"kind": "Event", "apiVersion": event.apiVersion or "audit.k8s.io/v1", "level": event.level,
+            "auditID": event.auditID, "stage": event.stage, "verb": event.verb,
+            "user": {"username": event.user.username} if event.user.username else None,
+            "sourceIPs": event.sourceIPs, "userAgent": event.userAgent,
+            "objectRef": {k: v for k, v in (("resource", ref.resource), ("subresource", ref.subresource),
+                                            ("namespace", ref.namespace), ("name", ref.name),
+                                            ("apiGroup", ref.apiGroup)) if v is not None},
+            "stageTimestamp": event.stageTimestamp}
+    return (event.cluster or "").encode() + b"\n" + orjson.dumps({k: v for k, v in body.items() if v is not None})
+
+
+_NEVER_TIME = datetime.min.replace(tzinfo=UTC)
+
+
 def _text(value: Value) -> str:
     if value is None:
         return NA
@@ -97,6 +120,8 @@ class StatefulRule:
         self.output = output
         self.aggregates = aggregates
         self.untimed = 0  # events without a usable stageTimestamp
+        self.skip_until = _NEVER_TIME  # absence: events before this change nothing
+        self._buckets: dict[str, int] = {}
         self.wall_at_max = time.time()  # when the newest event time last moved (absence on the wall clock)
         self.window = self._new_window()
 
@@ -110,7 +135,7 @@ class StatefulRule:
         if s.kind is Kind.NEW_TERM:
             return NewTerms(s.history, s.learning, s.lateness, s.max_keys, s.max_values)
         if s.kind is Kind.ABSENCE:
-            return Silences(s.window, s.threshold, s.lateness, s.max_keys)
+            return Silences(s.window, s.threshold, s.lateness, s.max_keys, encode_last=_last_line)
         if s.kind is Kind.SEQUENCE:
             return EventWindows("ordered" if s.ordered else "unordered", s.span, 1, s.lateness, s.max_keys,
                                 s.max_values, steps=len(s.steps))
@@ -119,11 +144,25 @@ class StatefulRule:
     def key_of(self, event: AuditEvent, keys: tuple[Extractor, ...] | None = None) -> str:
         extractors = self.keys if keys is None else keys
         if len(extractors) == 1:
-            return _text(extractors[0](event))
-        return _SEP.join(_text(get(event)) for get in extractors)
+            value = extractors[0](event)
+            return value if type(value) is str else _text(value)
+        return _SEP.join([_text(get(event)) for get in extractors])
 
     def value_of(self, event: AuditEvent) -> str:
-        return _SEP.join(_text(get(event)) for get in self.values)
+        if len(self.values) == 1:
+            value = self.values[0](event)
+            return value if type(value) is str else _text(value)
+        return _SEP.join([_text(get(event)) for get in self.values])
+
+    def bucket(self, key: str) -> int:
+        """bucket_of, remembered for the keys seen lately (a key comes back many times)."""
+        buckets = self._buckets
+        found = buckets.get(key)
+        if found is None:
+            if len(buckets) >= 4096:
+                buckets.clear()
+            found = buckets[key] = bucket_of(key)
+        return found
 
     def feed(self, event: AuditEvent) -> list[Match] | None:
         """An event the base condition selected; the alerts of the windows it makes fire.
@@ -131,6 +170,8 @@ class StatefulRule:
         stamp_ = event.time
         if stamp_ is None:
             self.untimed += 1
+            return None
+        if stamp_ < self.skip_until:  # absence: this window is settled already
             return None
         t = stamp_.timestamp()
         try:
@@ -147,15 +188,19 @@ class StatefulRule:
                 return self._feed_steps(window, event, t)
             key = self.key_of(event)
             value = self.value_of(event) if self.values else ""
-            return window.feed(key, bucket_of(key), t, pack(t, event.auditID or "", value))
+            return window.feed(key, self.bucket(key), t, pack(t, event.auditID or "", value))
         key = self.key_of(event)
         if type(window) is NewTerms:
-            return window.feed(key, bucket_of(key), t, self.value_of(event), event.auditID or "")
+            return window.feed(key, self.bucket(key), t, self.value_of(event), event.auditID or "")
         assert type(window) is Silences
         before = window.max_t
-        fired = window.feed(key, bucket_of(key), t, (event.cluster or "").encode() + b"\n" + event.line())
+        fired = window.feed(key, self.bucket(key), t, event)
         if window.max_t > before:
             self.wall_at_max = time.time()
+        if window.all_heard(math.floor(t / window.window)):
+            # Every key has been heard enough in this window: the rest of it changes nothing
+            # that can alert, so its events are not looked at (see docs/stateful.md).
+            self.skip_until = datetime.fromtimestamp((math.floor(t / window.window) + 1) * window.window, UTC)
         return fired
 
     def _feed_steps(self, window: EventWindows, event: AuditEvent, t: float) -> list[Fired]:
@@ -166,12 +211,22 @@ class StatefulRule:
         masks: dict[str, int] = {}
         for position, step in enumerate(self.steps):
             if step.predicate(event):
-                key = self.key_of(event, step.keys)
-                masks[key] = masks.get(key, 0) | 1 << position
+                for key in self._step_keys(event, step.keys):
+                    masks[key] = masks.get(key, 0) | 1 << position
         fired: list[Fired] = []
         for key, mask in masks.items():
-            fired += window.feed(key, bucket_of(key), t, pack(t, event.auditID or "", "", mask))
+            fired += window.feed(key, self.bucket(key), t, pack(t, event.auditID or "", "", mask))
         return fired
+
+    def _step_keys(self, event: AuditEvent, keys: tuple[Extractor, ...] | None) -> list[str]:
+        """A step's keys: one, or one per value when its key is one list field (the user names
+        a role binding grants to)."""
+        extractors = self.keys if keys is None else keys
+        if len(extractors) == 1:
+            value = extractors[0](event)
+            if type(value) is tuple:
+                return list(dict.fromkeys(value)) or [NA]
+        return [self.key_of(event, keys)]
 
     def tick(self, now: float) -> list[Match]:
         """Absence on the wall clock: the newest event time moved on by the time since it came."""
@@ -190,6 +245,7 @@ class StatefulRule:
         """A silent key's alert: about its last event (so the template's fields show the key)."""
         assert type(self.window) is Silences
         cluster, _, line = self.window.last_line(fired.key).partition(b"\n")
+        self.skip_until = _NEVER_TIME
         event: AuditEvent | None = None
         try:
             parsed = parse_line(line) if line else None

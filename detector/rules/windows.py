@@ -24,7 +24,7 @@ import math
 import struct
 import zlib
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +157,7 @@ class _Keyed(Window):
         self.counters = Counters()
         self.dirty: set[int] = set()
         self._sweep_at = NEVER
+        self._next_sweep = 0
 
     def keys(self) -> int:
         return sum(map(len, self.state))
@@ -294,9 +295,14 @@ class EventWindows(_Keyed):
             return self._ordered(recs)
         if self.kind == "unordered":
             return self._unordered(recs)
+        if self.kind == "count":
+            if len(recs) < self.threshold:
+                return None
+            last = rec_time(recs[-1])
+            if since >= last:  # in order: only the window ending at the newest event is new
+                lo = bisect_right(recs, last - self.span, key=rec_time)
+                return (recs[lo:], last) if len(recs) - lo >= self.threshold else None
         times = [rec_time(r) for r in recs]
-        if self.kind == "count" and len(recs) < self.threshold:
-            return None
         lo = 0
         for j, u in enumerate(times):
             if u < since or (j + 1 < len(times) and times[j + 1] == u):
@@ -342,15 +348,18 @@ class EventWindows(_Keyed):
         return None
 
     def _maybe_sweep(self) -> None:
+        """One bucket swept each time the horizon moves on by 1/16 of the span: every key is
+        looked at once per span, a little at a time."""
         horizon = self.max_t - self.lateness - self.span
         if horizon < self._sweep_at:
             return
-        self._sweep_at = horizon + max(self.span / 16, 1.0)
-        self.sweep(horizon)
+        self._sweep_at = horizon + max(self.span / BUCKETS, 1.0)
+        self._next_sweep = (self._next_sweep + 1) % BUCKETS
+        self.sweep(horizon, (self._next_sweep,))
 
-    def sweep(self, horizon: float) -> None:
+    def sweep(self, horizon: float, buckets: Iterable[int] = range(BUCKETS)) -> None:
         """Forget keys whose newest event is past the horizon, and re-arm marks below it."""
-        for bucket in range(BUCKETS):
+        for bucket in buckets:
             state, rearm = self.state[bucket], self.rearm[bucket]
             stale = [k for k, held in state.items()
                      if self._gone(rec_time(held if type(held) is bytes else held[-1]), horizon)]
@@ -395,17 +404,21 @@ class NewTerms(_Keyed):
             self.start = t
         state = self.state[bucket]
         self.dirty.add(bucket)
-        seen: dict[str, float] | None = state.pop(key, None)
-        if seen is None:
+        held = state.pop(key, None)
+        if held is None:
             self.room(bucket)
-            seen = {}
+            seen: dict[str, float] = {}
+        else:
+            seen = _seen(held)
         last = seen.pop(value, None)
         known = last is not None and last >= t - self.history
         seen[value] = t if last is None else max(last, t)
         if len(seen) > self.max_values:
             del seen[next(iter(seen))]
             self.counters.evicted_values += 1
-        state[key] = seen
+        # A key with one value (most, in a flood of new keys) holds it packed: 8 bytes of time
+        # and the value in one bytes object, not a dict.
+        state[key] = _TIME.pack(seen[value]) + value.encode("utf-8", "surrogatepass") if len(seen) == 1 else seen
         horizon = self.max_t - self.lateness - self.history
         if horizon >= self._sweep_at:
             self._sweep_at = horizon + max(self.history / 16, 1.0)
@@ -418,7 +431,7 @@ class NewTerms(_Keyed):
         for bucket in range(BUCKETS):
             state, changed = self.state[bucket], False
             for key in list(state):
-                seen = state[key]
+                seen = state[key] = _seen(state[key])
                 for value in [v for v, last in seen.items() if last < horizon]:
                     del seen[value]
                     changed = True
@@ -436,14 +449,25 @@ class NewTerms(_Keyed):
 
     def load(self, bucket: int, data: bytes) -> None:
         loaded = msgspec.msgpack.decode(data)
-        self.state[bucket] = {k: dict(v) for k, v in loaded["s"].items()}
+        self.state[bucket] = {k: v if type(v) is bytes else dict(v) for k, v in loaded["s"].items()}
 
     def describe(self, key: str) -> list[str]:
-        seen = self.state[bucket_of(key)].get(key) or {}
+        held = self.state[bucket_of(key)].get(key)
+        seen = _seen(held) if held is not None else {}
         learning = "" if self.start is None else f", learning until {_stamp(self.start + self.learning)}"
         lines = [f"key {key!r}: {len(seen)} known value(s){learning}"]
         lines += [f"  {value!r} last seen {_stamp(last)}" for value, last in seen.items()]
         return lines
+
+
+_TIME = struct.Struct("<d")
+
+
+def _seen(held: bytes | dict[str, float]) -> dict[str, float]:
+    """A new_term key's values with their newest time (one value is held packed)."""
+    if type(held) is bytes:
+        return {held[8:].decode("utf-8", "surrogatepass"): _TIME.unpack_from(held)[0]}
+    return held  # type: ignore[return-value]
 
 
 class Silences(_Keyed):
@@ -451,13 +475,18 @@ class Silences(_Keyed):
     than `threshold` events in a closed window is silent, alerted once until it is heard again.
     A key's state: [first window index, silent flag, counts per open window, last line]."""
 
-    def __init__(self, window: float, threshold: int, lateness: float, max_keys: int) -> None:
+    def __init__(self, window: float, threshold: int, lateness: float, max_keys: int,
+                 encode_last: Callable[[Any], bytes] = bytes) -> None:
         super().__init__(lateness, max_keys)
         self.window = window
         self.threshold = threshold
         self.closed = -math.inf  # windows with an index below this are closed
+        self.heard: dict[int, int] = {}  # per open window: keys that reached the threshold in it
+        # The last event of a key is kept as given (an event object costs nothing to keep) and
+        # made bytes when stored or when its window closes.
+        self.encode_last = encode_last
 
-    def feed(self, key: str, bucket: int, t: float, line: bytes) -> list[Fired]:
+    def feed(self, key: str, bucket: int, t: float, last: Any) -> list[Fired]:
         if not self.accept(t):
             return []
         index = math.floor(t / self.window)
@@ -466,17 +495,24 @@ class Silences(_Keyed):
             return []
         state = self.state[bucket]
         self.dirty.add(bucket)
-        held = state.pop(key, None)
+        held = state.get(key)
         if held is None:
             self.room(bucket)
-            held = [index, False, {}, b"", NEVER]
+            held = state[key] = [index, False, {}, b"", NEVER]
         counts: dict[int, int] = held[2]
-        counts[index] = counts.get(index, 0) + 1
+        count = counts[index] = counts.get(index, 0) + 1
+        if count == self.threshold:
+            self.heard[index] = self.heard.get(index, 0) + 1
         held[0] = min(held[0], index)
         if t >= held[4]:
-            held[3], held[4] = line, t
-        state[key] = held
+            held[3], held[4] = last, t
+        if self.closed != -math.inf and self.max_t - self.lateness < (self.closed + 1) * self.window:
+            return []  # no window can close yet
         return self.advance(self.max_t - self.lateness)
+
+    def all_heard(self, index: int) -> bool:
+        """Every key tracked has reached the threshold in window `index`."""
+        return self.heard.get(index, 0) >= self.keys()
 
     def advance(self, watermark: float) -> list[Fired]:
         """Close every window that ends at or before `watermark`; the silences found."""
@@ -488,12 +524,16 @@ class Silences(_Keyed):
         if until <= self.closed:
             return []
         fired: list[Fired] = []
+        encode = self.encode_last
         for bucket in range(BUCKETS):
             for key, held in self.state[bucket].items():
                 fired += self._judge(key, held, int(self.closed), until)
+                if type(held[3]) is not bytes:
+                    held[3] = encode(held[3])
             if self.state[bucket]:
                 self.dirty.add(bucket)
         self.closed = until
+        self.heard = {i: n for i, n in self.heard.items() if i >= until}
         return fired
 
     def _judge(self, key: str, held: list[Any], begin: int, until: int) -> list[Fired]:
@@ -515,19 +555,27 @@ class Silences(_Keyed):
 
     def last_line(self, key: str) -> bytes:
         held = self.state[bucket_of(key)].get(key)
-        return b"" if held is None else bytes(held[3])
+        if held is None:
+            return b""
+        return held[3] if type(held[3]) is bytes else self.encode_last(held[3])
 
     def export(self, bucket: int) -> bytes | None:
         state = self.state[bucket]
         if not state:
             return None
-        return msgspec.msgpack.encode({"s": {k: [h[0], h[1], list(h[2].items()), h[3], h[4]]
+        encode = self.encode_last
+        return msgspec.msgpack.encode({"s": {k: [h[0], h[1], list(h[2].items()),
+                                                 h[3] if type(h[3]) is bytes else encode(h[3]), h[4]]
                                              for k, h in state.items()}, "r": {}})
 
     def load(self, bucket: int, data: bytes) -> None:
         loaded = msgspec.msgpack.decode(data)
         self.state[bucket] = {k: [h[0], h[1], {int(i): n for i, n in h[2]}, h[3], float(h[4])]
                               for k, h in loaded["s"].items()}
+        for held in self.state[bucket].values():
+            for index, count in held[2].items():
+                if count >= self.threshold:
+                    self.heard[index] = self.heard.get(index, 0) + 1
 
     def export_meta(self) -> bytes:
         return msgspec.msgpack.encode({"m": self.max_t, "closed": None if self.closed == -math.inf else self.closed})
