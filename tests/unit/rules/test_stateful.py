@@ -38,7 +38,8 @@ BURST = """\
 def event(second: float, user: str = "alice", code: int = 403, **extra: Any) -> Any:
     minute, sec = divmod(second, 60)
     body = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": f"{user}-{second}",
-            "stage": "ResponseComplete", "verb": "get", "user": {"username": user}, "objectRef": {"resource": "secrets", "namespace": "ns"},
+            "stage": "ResponseComplete", "verb": "get", "user": {"username": user},
+            "objectRef": {"resource": "secrets", "namespace": "ns"},
             "responseStatus": {"code": code},
             "stageTimestamp": f"2026-11-22T10:{int(minute):02d}:{sec:09.6f}Z", **extra}
     return event_from_dict(body)
@@ -123,7 +124,8 @@ def test_invalid_blocks_are_errors_at_the_rules_file_line(tmp_path: Path, block:
 
 def test_a_file_without_correlation_loads_as_before(tmp_path: Path) -> None:
     """Without correlation blocks, no stateful state and the plain evaluator."""
-    ruleset = load_rules([write(tmp_path, BURST.split("- rule: Burst", maxsplit=1)[0] + "- rule: Plain" + BURST.split("- rule: Plain")[1])])
+    plain_only = BURST.split("- rule: Burst", maxsplit=1)[0] + "- rule: Plain" + BURST.split("- rule: Plain")[1]
+    ruleset = load_rules([write(tmp_path, plain_only)])
     assert not ruleset.stateful
     assert ruleset.evaluate.__qualname__.startswith("Ruleset._evaluate_function")
 
