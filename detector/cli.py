@@ -21,7 +21,7 @@ from detector.errors import BadInput, DetectorError, Location, RuleLoadError, St
 from detector.parse.envelopes import Envelope
 from detector.parse.fields import FIELDS
 from detector.parse.fieldspec import FieldOptions
-from detector.rules.diagnostics import Diagnostic
+from detector.rules.diagnostics import Code, Diagnostic
 from detector.rules.loader import LoadOptions, check_rules, load_rules, summary
 from detector.rules.model import Priority
 from detector.rules.ruleset import RuleMatching, Ruleset
@@ -35,6 +35,10 @@ INTERNAL_NETWORKS_LIST = "detector_internal_networks"
 def shipped_rules_dir() -> Path:
     """The rules bundled with the package (the repo's top-level rules/)."""
     return Path(str(files("detector.shipped_rules")))
+
+
+WITH_SHIPPED_HELP = ("load the shipped rules before the given ones, so your rules can use their macros and "
+                     "lists and override their rules")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,6 +81,7 @@ verbs:
 def _add_rule_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", action="append", metavar="PATH",
                         help="rules file or directory; repeatable, loaded in order (default: the shipped rules)")
+    parser.add_argument("--with-shipped-rules", action="store_true", help=WITH_SHIPPED_HELP)
     parser.add_argument("--rule-matching", choices=[m.value for m in RuleMatching], default="all",
                         help=RULE_MATCHING_HELP)
     parser.add_argument("--min-priority", type=_priority, default=Priority.DEBUG, metavar="P",
@@ -131,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = _add_command(commands, "validate")
     validate.add_argument("paths", nargs="+", metavar="PATH", help="rules file or directory to check")
     validate.add_argument("--strict", action="store_true", help="warnings fail validation too")
+    validate.add_argument("--with-shipped-rules", action="store_true", help=WITH_SHIPPED_HELP)
     fields = _add_command(commands, "fields")
     fields.add_argument("--format", choices=("text", "markdown"), default="text",
                         help="text: aligned columns (the default); markdown: the table of docs/fields.md")
@@ -211,14 +217,17 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
 
 
 def rule_paths(args: argparse.Namespace) -> list[str]:
-    return list(args.rules) if args.rules else [str(shipped_rules_dir())]
+    """The rules to load: --rules (after the shipped rules with --with-shipped-rules), else the shipped rules."""
+    if not args.rules:
+        return [str(shipped_rules_dir())]
+    return [str(shipped_rules_dir())] * bool(args.with_shipped_rules) + list(args.rules)
 
 
 def load_for(args: argparse.Namespace) -> Ruleset:
-    """Load rules for a command, printing warnings; errors raise RuleLoadError."""
+    """Load rules for a command, printing every diagnostic on stderr; errors raise RuleLoadError."""
     ruleset, diagnostics = check_rules(rule_paths(args), load_options(args))
     errors = [d for d in diagnostics if d.is_error]
-    for diagnostic in errors:
+    for diagnostic in sorted(diagnostics, key=_by_place):
         print(diagnostic, file=sys.stderr)
     if errors:
         raise RuleLoadError(f"rules not loaded: {summary(diagnostics)}")
@@ -248,7 +257,7 @@ def _print_bad(error: BadInput) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    _, diagnostics = check_rules(args.paths)
+    _, diagnostics = check_rules([str(shipped_rules_dir())] * args.with_shipped_rules + list(args.paths))
     for diagnostic in sorted(diagnostics, key=_by_place):
         print(diagnostic)
     failed = any(d.is_error for d in diagnostics) or (args.strict and bool(diagnostics))
@@ -280,7 +289,7 @@ def cmd_fields(args: argparse.Namespace) -> int:
 def cmd_test_rule(args: argparse.Namespace) -> int:
     from detector.ruletest.cli import run  # noqa: PLC0415 - only this command needs it
 
-    return run(args, load_for(args), rule_paths(args))
+    return run(args, load_for(args), list(args.rules) if args.rules else rule_paths(args))
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -317,9 +326,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         fields=FieldOptions(trusted_proxies=config.trusted_proxies), matching=RuleMatching(config.rule_matching),
         min_priority=config.min_priority,
         list_overrides={INTERNAL_NETWORKS_LIST: config.internal_networks} if config.internal_networks else {})
-    runner = LiveRunner(config, delivery_settings(config), lambda: load_rules(paths, options), paths)
+    runner = LiveRunner(config, delivery_settings(config), lambda: _logged(load_rules(paths, options)), paths)
     runner.install_signal_handlers()
     return runner.run()
+
+
+def _logged(ruleset: Ruleset) -> Ruleset:
+    """Log each rule that loaded but does not run (no `source: k8s_audit`): one line per rule."""
+    import structlog  # noqa: PLC0415 - with the daemon's imports
+
+    log = structlog.get_logger("detector.run")
+    for diagnostic in ruleset.diagnostics:
+        if diagnostic.code is Code.OTHER_SOURCE:
+            log.warning("rules_skipped", rule=diagnostic.location.item, location=str(diagnostic.location),
+                        reason=diagnostic.message)
+    return ruleset
 
 
 def cmd_send_test_alert(args: argparse.Namespace) -> int:

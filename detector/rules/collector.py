@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from detector.rules.diagnostics import Code, Diagnostic
+from detector.rules.diagnostics import Code, Diagnostic, did_you_mean
 from detector.rules.model import ExceptionInfo, ListInfo, MacroInfo, Priority, RuleInfo
 from detector.rules.reader import Item
 from detector.rules.yamlload import YamlMap, parse_bool
@@ -20,6 +20,7 @@ ENGINE_VERSION = (0, 62, 0)  # the Falco engine version whose rules format we im
 EMULATED_PLUGINS = {"k8saudit": (0, 18, 0), "json": (0, 7, 4)}
 _K8SAUDIT_VARIANTS = ("k8saudit-aks", "k8saudit-eks", "k8saudit-gke", "k8saudit-ovh", "k8saudit-gke-audit")
 
+EXCEPTION_KEYS = {"name", "fields", "comps", "values"}
 LIST_KEYS = {"list", "items", "append", "override"}
 MACRO_KEYS = {"macro", "condition", "append", "override"}
 RULE_KEYS = {"rule", "condition", "output", "desc", "priority", "source", "enabled", "capture",
@@ -28,6 +29,7 @@ RULE_KEYS = {"rule", "condition", "output", "desc", "priority", "source", "enabl
 OVERRIDE_APPENDABLE = {"condition", "output", "desc", "tags", "exceptions"}
 OVERRIDE_REPLACEABLE = OVERRIDE_APPENDABLE | {"priority", "enabled", "capture", "capture_duration",
                                               "warn_evttypes", "skip-if-unknown-filter", "correlation"}
+PRIORITY_CHOICES = f" (use one of: {', '.join(p.label for p in Priority)}; or Info)"
 _BARESTR = re.compile(r"[^()\"'\s=,]+")
 _IDENT = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*")
 _SEMVER = re.compile(r"(\d+)\.(\d+)\.(\d+)")
@@ -42,6 +44,9 @@ class Collection:
     rules: dict[str, RuleInfo] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     counter: int = 0
+    # The condition and exceptions text of every rule and macro item read, kept or refused: a
+    # list or macro that a refused rule uses is not "unused" (that rule's error is the news).
+    written: list[str] = field(default_factory=list)
 
 
 class Collector:
@@ -120,7 +125,7 @@ class Collector:
         if append:
             if name not in lists:
                 self.report(Code.NO_TARGET, "list uses 'append' or 'override.items: append' but no list by "
-                            "that name already exists", item)
+                            "that name already exists" + did_you_mean(name, lists), item)
                 return
             lists[name].items.extend(values)
             lists[name].visibility = self.tick()
@@ -138,6 +143,7 @@ class Collector:
             self.report(Code.MISSING_KEY, "macro has no name", item, "macro")
             return
         self._unknown_keys(item, MACRO_KEYS)
+        self.collection.written.append(str(data.get("condition") or ""))
         if not _IDENT.fullmatch(name):
             self.report(Code.INVALID_NAME, f"macro name {name!r} cannot be referenced in a condition", item,
                         "macro")
@@ -152,7 +158,7 @@ class Collector:
         if append:
             if name not in macros:
                 self.report(Code.NO_TARGET, "macro uses 'append' or 'override.condition: append' but no macro "
-                            "by that name already exists", item)
+                            "by that name already exists" + did_you_mean(name, macros), item)
                 return
             macros[name].condition += " " + condition
             macros[name].visibility = self.tick()
@@ -194,6 +200,7 @@ class Collector:
             return
         self._unknown_keys(item, RULE_KEYS)
         data = item.data
+        self.collection.written += [str(data.get("condition") or ""), str(data.get("exceptions") or "")]
         if "override" in data:
             self._rule_override(item, name)
         elif parse_bool(data.get("append", "false")):
@@ -211,7 +218,8 @@ class Collector:
                 return
         priority = Priority.parse(data["priority"])
         if priority is None:
-            self.report(Code.INVALID_PRIORITY, f"invalid priority {data['priority']!r}", item, "priority")
+            self.report(Code.INVALID_PRIORITY, f"invalid priority {data['priority']!r}{PRIORITY_CHOICES}", item,
+                        "priority")
             return
         parsed = self._rule_fields(item)
         if parsed is None:
@@ -252,7 +260,7 @@ class Collector:
     def _target(self, item: Item, name: str, message: str) -> RuleInfo | None:
         rule = self.collection.rules.get(name)
         if rule is None:
-            self.report(Code.NO_TARGET, message, item)
+            self.report(Code.NO_TARGET, message + did_you_mean(name, self.collection.rules), item)
             return None
         source = item.data.get("source")
         if rule.source and source and rule.source != source:
@@ -350,7 +358,8 @@ class Collector:
             if key == "priority":
                 priority = Priority.parse(value) if isinstance(value, str) else None
                 if priority is None:
-                    self.report(Code.INVALID_PRIORITY, f"invalid priority {value!r}", item, "priority")
+                    self.report(Code.INVALID_PRIORITY, f"invalid priority {value!r}{PRIORITY_CHOICES}", item,
+                                "priority")
                     return
                 rule.priority = priority
             elif key in ("enabled", "skip-if-unknown-filter"):
@@ -401,6 +410,11 @@ class Collector:
         if not isinstance(name, str) or not name:
             self.report(Code.BAD_EXCEPTION, "rule exception needs a non-empty 'name'", item, "exceptions")
             return None
+        for key in entry:
+            if key not in EXCEPTION_KEYS:
+                self.report(Code.UNKNOWN_KEY, f"exception {name!r}: unknown key '{key}' is ignored (an exception "
+                            "has name, fields, comps and values)" + did_you_mean(str(key), EXCEPTION_KEYS),
+                            item, "exceptions")
         values = entry.get("values") or []
         if not isinstance(values, list):
             self.report(Code.BAD_EXCEPTION, f"exception {name!r}: 'values' must be a sequence", item, "exceptions")
@@ -445,7 +459,8 @@ class Collector:
     def _unknown_keys(self, item: Item, allowed: set[str]) -> None:
         for key in item.data:
             if key not in allowed:
-                self.report(Code.UNKNOWN_KEY, f"unknown key '{key}'; the key will be ignored", item, key)
+                self.report(Code.UNKNOWN_KEY, f"unknown key '{key}'; the key will be ignored"
+                            + did_you_mean(key, allowed), item, key)
 
 
 EXCEPTION_OPS = {"exists", "<=", "<", ">=", ">", "==", "=", "!=", "glob", "iglob", "contains", "icontains",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from detector.errors import Location
@@ -51,6 +53,7 @@ class Code(enum.Enum):
     EMPTY_EXCEPTION = ("W109", Severity.WARNING, "an exception has no values")
     PLUGIN_UNKNOWN = ("W110", Severity.WARNING, "a required plugin is not emulated by detector")
     FIELD_AS_VALUE = ("W111", Severity.WARNING, "a value looks like a field but is compared as a string")
+    LIST_AS_VALUE = ("W112", Severity.WARNING, "a list name is the value of an operator that takes one value")
 
     @property
     def code(self) -> str:
@@ -79,3 +82,23 @@ class Diagnostic:
 
     def __str__(self) -> str:
         return f"{self.location}: {self.code.severity.value} {self.code.code}: {self.message}"
+
+
+def suggestions(name: str, candidates: Iterable[str], limit: int = 3) -> list[str]:
+    """The candidates closest to `name` (a misspelling, or the same name in another case)."""
+    pool = sorted(set(candidates))
+    same_case = [c for c in pool if c.lower() == name.lower() and c != name]
+    by_lower: dict[str, str] = {}
+    for candidate in pool:
+        by_lower.setdefault(candidate.lower(), candidate)
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=limit, cutoff=0.8)
+    found = same_case + [by_lower[c] for c in close if by_lower[c] not in same_case and by_lower[c] != name]
+    return found[:limit]
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`; did you mean 'x'?` (or 'x' or 'y'), or "" when nothing is close."""
+    found = suggestions(name, candidates)
+    if not found:
+        return ""
+    return "; did you mean " + " or ".join(f"'{c}'" for c in found) + "?"

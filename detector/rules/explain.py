@@ -1,37 +1,67 @@
-"""Why a rule did or did not match an event: the expanded condition with every clause's
-truth value and the field values it looked at."""
+"""Why a rule did or did not match an event: the condition with every clause's truth value and
+the field values it looked at, each macro shown by name above the clauses it stands for."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from detector.event import AuditEvent
 from detector.parse.fieldspec import FieldOptions
-from detector.rules.ast import And, Check, FieldRef, Node, Not, Or, Transform, check_text, field_text, to_text
+from detector.rules.ast import (
+    And,
+    Check,
+    FieldRef,
+    MacroRef,
+    Node,
+    Not,
+    Or,
+    Transform,
+    check_text,
+    field_text,
+    to_text,
+)
 from detector.rules.compiler import CompileError, Compiler
 from detector.rules.output import format_value
 
 
-def explain(node: Node, event: AuditEvent, options: FieldOptions | None = None) -> list[str]:
-    """Lines of an indented tree: `[true]`/`[false]` then the clause and the values seen."""
-    compiler = Compiler(options or FieldOptions())
-    lines: list[str] = []
-    _walk(node, event, compiler, 0, lines)
-    return lines
+def explain(node: Node, event: AuditEvent, options: FieldOptions | None = None,
+            macros: Mapping[str, Node] | None = None) -> list[str]:
+    """Lines of an indented tree: `[true]`/`[false]` then the clause and the values seen. With
+    `macros`, `node` may refer to them: each shows as `macro NAME` above its own clauses."""
+    walker = _Walker(Compiler(options or FieldOptions()), macros or {}, event)
+    walker.walk(node, 0)
+    return walker.lines
 
 
-def _walk(node: Node, event: AuditEvent, compiler: Compiler, depth: int, lines: list[str]) -> bool:
-    pad = "  " * depth
+class _Walker:
+    def __init__(self, compiler: Compiler, macros: Mapping[str, Node], event: AuditEvent) -> None:
+        self.compiler, self.macros, self.event = compiler, macros, event
+        self.lines: list[str] = []
+
+    def walk(self, node: Node, depth: int) -> bool:
+        return _walk(node, self, depth)
+
+
+def _walk(node: Node, walker: _Walker, depth: int) -> bool:
+    pad, lines, event, compiler = "  " * depth, walker.lines, walker.event, walker.compiler
     match node:
+        case MacroRef(name) if name in walker.macros:
+            header = len(lines)
+            lines.append("")
+            value = walker.walk(walker.macros[name], depth + 1)
+            lines[header] = f"{pad}[{_word(value)}] macro {name}"
+            return value
         case And(items) | Or(items):
             header = len(lines)
             lines.append("")
-            results = [_walk(item, event, compiler, depth + 1, lines) for item in items]
+            results = [walker.walk(item, depth + 1) for item in items]
             value = all(results) if isinstance(node, And) else any(results)
             lines[header] = f"{pad}[{_word(value)}] {'and' if isinstance(node, And) else 'or'}"
             return value
         case Not(item):
             header = len(lines)
             lines.append("")
-            value = not _walk(item, event, compiler, depth + 1, lines)
+            value = not walker.walk(item, depth + 1)
             lines[header] = f"{pad}[{_word(value)}] not"
             return value
         case Check():

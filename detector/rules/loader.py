@@ -11,14 +11,15 @@ from pathlib import Path
 
 from detector.errors import ConditionSyntaxError, Location, RuleLoadError
 from detector.parse.fieldspec import FieldOptions
+from detector.rules.advice import field_hint, list_misuse_message, list_misuses, shipped_macro_home, shipped_rules_dir
 from detector.rules.ast import Node
 from detector.rules.codegen import always, generate
 from detector.rules.collector import Collection, Collector
 from detector.rules.compiler import CompileError, Compiler
 from detector.rules.condition import TooLarge, parse_condition, parse_field_expr
-from detector.rules.diagnostics import Code, Diagnostic
+from detector.rules.diagnostics import Code, Diagnostic, did_you_mean
 from detector.rules.index import constraints, without_implied
-from detector.rules.model import SOURCE, CompiledRule, ListInfo, MacroInfo, Priority, RuleInfo
+from detector.rules.model import SOURCE, CompiledRule, ExceptionInfo, ListInfo, MacroInfo, Priority, RuleInfo
 from detector.rules.output import compile_output
 from detector.rules.reader import read_items
 from detector.rules.resolve import (
@@ -37,6 +38,7 @@ from detector.rules.stateful import StatefulRule, split_output
 from detector.rules.statefulbuild import StatefulBuilder
 
 _WORD = re.compile(r"[^\s(),=\"']+")
+_BARE_LIST = re.compile(r"\b(in|intersects|pmatch)\s+([^\s(),=\"']+)")  # `in bots`: a list without parentheses
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,7 @@ def check_rules(paths: Iterable[str | Path], options: LoadOptions | None = None)
             collector.add(item)
     collection = collector.collection
     _override_lists(collection, options.list_overrides)
-    build = _Build(collection, options)
+    build = _Build(collection, options, files)
     compiled = build.run()
     stateful = build.stateful(compiled)
     diagnostics = collection.diagnostics
@@ -112,8 +114,9 @@ def load_rules(paths: Iterable[str | Path], options: LoadOptions | None = None) 
 class _Build:
     """One compilation of a collection."""
 
-    def __init__(self, collection: Collection, options: LoadOptions) -> None:
+    def __init__(self, collection: Collection, options: LoadOptions, files: Sequence[Path] = ()) -> None:
         self.c = collection
+        self.files = files
         self.compiler = Compiler(options.fields)
         self.lists = expand_lists(collection.lists)
         self.macros: dict[str, Node] = {}
@@ -131,8 +134,13 @@ class _Build:
         self.macro_sizes = measure_macros(self.macros)
         compiled, skipped = [], Counter[tuple[str, str]]()
         for rule in self.c.rules.values():
+            if not rule.source:
+                self.report(Code.OTHER_SOURCE, f"rule '{rule.name}' has no 'source', so it is skipped: Falco reads "
+                            f"such rules as syscall rules; add 'source: {SOURCE}' to evaluate it on audit events",
+                            rule.location)
+                continue
             if rule.source != SOURCE:
-                skipped[(rule.location.path, rule.source or "")] += 1
+                skipped[(rule.location.path, rule.source)] += 1
                 continue
             result = self._compile_rule(rule)
             if result is not None:
@@ -169,25 +177,69 @@ class _Build:
             self._macro_error(exc, where)
             return None
 
-    def _parse(self, text: str, location: Location) -> Node | None:
+    def _parse(self, text: str, location: Location, exceptions: Sequence[ExceptionInfo] = ()) -> Node | None:
+        """The condition (with its exceptions' text) parsed, lists substituted. Errors quote the
+        condition as written: lists and exceptions are blamed by name."""
+        full = f"({text}){exception_condition(exceptions)}" if exceptions else text
         try:
-            if len(text) > MAX_CONDITION_CHARS:
+            if len(full) > MAX_CONDITION_CHARS:
                 raise TooLarge(f"longer than {MAX_CONDITION_CHARS:,} characters")
-            parse_condition(text)  # first on the text as written, for exact columns
-            substituted = substitute_lists(text, self.lists)
+            written = parse_condition(text)  # first on the text as written, for exact columns
+        except TooLarge as exc:
+            self.report(Code.TOO_LARGE, f"condition too large: {exc}; not loaded", location)
+            return None
+        except ConditionSyntaxError as exc:
+            self._syntax_error(text, exc, location)
+            return None
+        if not self._lists_fit(written, location):
+            return None
+        used: set[str] = set()
+        try:
+            substituted = substitute_lists(full, self.lists, used)
             self.chars += len(substituted)
             if self.chars > MAX_LOAD_CHARS:
                 raise TooLarge(f"the conditions of this load pass {MAX_LOAD_CHARS >> 20} MiB with their lists")
             return parse_condition(substituted)
         except TooLarge as exc:
             self.report(Code.TOO_LARGE, f"condition too large: {exc}; not loaded", location)
-            return None
         except ConditionSyntaxError as exc:
-            near = text[max((exc.column or 1) - 1, 0):][:40].strip()
-            at = f" at condition column {exc.column} " + (f"(near '{near}')" if near else "(end of condition)")
-            at = at if exc.column else ""
-            self.report(Code.CONDITION_SYNTAX, f"{exc.message}{at}", location)
-            return None
+            self._substituted_error(text, exceptions, used, exc, location)
+        return None
+
+    def _syntax_error(self, text: str, exc: ConditionSyntaxError, location: Location) -> None:
+        near = text[max((exc.column or 1) - 1, 0):][:40].strip()
+        at = f" at condition column {exc.column} " + (f"(near '{near}')" if near else "(end of condition)")
+        at = at if exc.column else ""
+        word = _WORD.match(near)
+        hint = ""
+        if word and word.group(0) in self.lists:
+            hint = f"; '{word.group(0)}' is a list: write it in parentheses, as in '... in ({word.group(0)})'"
+        self.report(Code.CONDITION_SYNTAX, f"{exc.message}{at}{hint}", location)
+
+    def _lists_fit(self, node: Node, location: Location) -> bool:
+        """Warn of a list used as one value (works by accident with one item); refuse it with more."""
+        fits = True
+        for check, name, advice in list_misuses(node, self.lists):
+            items = self.lists[name]
+            code = Code.LIST_AS_VALUE if len(items) == 1 else Code.CONDITION_SYNTAX
+            self.report(code, list_misuse_message(check, name, items, advice), location)
+            fits = fits and len(items) == 1
+        return fits
+
+    def _substituted_error(self, text: str, exceptions: Sequence[ExceptionInfo], used: set[str],
+                           exc: ConditionSyntaxError, location: Location) -> None:
+        for info in exceptions:
+            try:
+                parse_condition(exception_condition([info]).removeprefix(" and not "))
+            except ConditionSyntaxError as inner:
+                self.report(Code.BAD_EXCEPTION, f"exception {info.name!r}: its fields, comps and values do not "
+                            f"make a valid condition ({inner.message})", info.location)
+                return
+        names = ", ".join(f"'{n}'" for n in sorted(used)) or "(none)"
+        bare = next((m for m in _BARE_LIST.finditer(text) if m.group(2) in used), None)
+        hint = f"; write the list in parentheses: '{bare.group(1)} ({bare.group(2)})'" if bare else ""
+        self.report(Code.CONDITION_SYNTAX, f"the condition parses as written, but not once list(s) {names} are "
+                    f"replaced by their items (the parser says: {exc.message}){hint}", location)
 
     def _parse_macro(self, macro: MacroInfo) -> None:
         node = self._parse(macro.condition, _named(macro.condition_location, macro.name))
@@ -199,7 +251,7 @@ class _Build:
         for name in sorted(macro_names(node) if node is not None else ()):
             other = self.c.macros.get(name)
             if other is None or other.index >= macro.visibility:
-                self.report(Code.UNDEFINED_MACRO, f"undefined macro '{name}' used in filter",
+                self.report(Code.UNDEFINED_MACRO, self._undefined_macro(name),
                             _named(macro.condition_location, macro.name))
                 self.macros.pop(macro.name, None)
 
@@ -208,13 +260,11 @@ class _Build:
         if not self._exception_fields_valid(rule):
             return None
         try:
-            text = rule.condition
-            if rule.exceptions:
-                text = f"({text})" + exception_condition(rule.exceptions)
+            exception_condition(rule.exceptions)
         except ConditionSyntaxError as exc:
             self.report(Code.BAD_EXCEPTION, exc.message, where)
             return None
-        node = self._parse(text, where)
+        node = self._parse(rule.condition, where, rule.exceptions)
         if node is None or not self._within_bounds(node, where):
             return None
         try:
@@ -222,7 +272,7 @@ class _Build:
         except MacroError as exc:
             self._macro_error(exc, where)
             return None
-        return self._finish(rule, expanded, where)
+        return self._finish(rule, node, expanded, where)
 
     def _within_bounds(self, node: Node, where: Location) -> bool:
         """Refuse a rule whose macros would expand past the bounds, before expanding them."""
@@ -248,12 +298,12 @@ class _Build:
                 try:
                     self.compiler.bind(parse_field_expr(str(name)))
                 except (ConditionSyntaxError, CompileError) as exc:
-                    self.report(Code.BAD_EXCEPTION, f"exception {info.name!r}: field {name!r}: {exc.message}",
-                                info.location)
+                    self.report(Code.BAD_EXCEPTION, f"exception {info.name!r}: field {name!r}: {exc.message}"
+                                + field_hint(exc.message), info.location)
                     return False
         return True
 
-    def _finish(self, rule: RuleInfo, expanded: Node, where: Location) -> CompiledRule | None:
+    def _finish(self, rule: RuleInfo, written: Node, expanded: Node, where: Location) -> CompiledRule | None:
         before = len(self.compiler.warnings)
         try:
             predicate = self.compiler.compile(expanded)
@@ -274,13 +324,14 @@ class _Build:
             enabled=rule.enabled, predicate=predicate, output=output, condition=expanded,
             constraints=constraints(expanded), location=rule.location, tests=tuple(rule.tests),
             fast_predicate=always if remaining is None else generate(remaining, self.compiler),
+            written_condition=written, macros=self.macros,
         )
 
     def _compile_failed(self, rule: RuleInfo, exc: CompileError, where: Location) -> None:
         if rule.skip_if_unknown_filter and exc.code in (Code.UNKNOWN_FIELD, Code.BAD_OUTPUT):
             self.report(Code.OTHER_SOURCE, f"rule skipped (skip-if-unknown-filter): {exc.message}", where)
         else:
-            self.report(exc.code, exc.message, where)
+            self.report(exc.code, exc.message + field_hint(exc.message), where)
 
     def _macro_error(self, exc: MacroError, where: Location) -> None:
         if exc.loop:
@@ -288,21 +339,27 @@ class _Build:
         elif exc.name in self.c.macros:
             self.report(Code.UNDEFINED_MACRO, f"macro '{exc.name}' could not be compiled (see its error)", where)
         else:
-            self.report(Code.UNDEFINED_MACRO, f"undefined macro '{exc.name}' used in filter", where)
+            self.report(Code.UNDEFINED_MACRO, self._undefined_macro(exc.name), where)
+
+    def _undefined_macro(self, name: str) -> str:
+        """The message, with where the shipped rules define `name` or the names it may be a typo of."""
+        message = f"undefined macro '{name}' used in filter"
+        home = shipped_macro_home(name, self.files)
+        if home is not None:
+            return (f"{message}; '{name}' is defined in the shipped rules ({home.path}:{home.line}): add "
+                    f"--with-shipped-rules, or list the shipped rules directory first (--rules {shipped_rules_dir()} "
+                    "--rules ...)")
+        return message + did_you_mean(name, self.c.macros)
 
     def _report_skipped(self, skipped: Counter[tuple[str, str]]) -> None:
         for (path, source), count in skipped.items():
-            if source:
-                message = (f"{count} rule(s) with source '{source}' skipped: detector evaluates "
-                           f"'{SOURCE}' rules only")
-            else:
-                message = (f"{count} rule(s) without 'source' skipped: Falco treats them as 'syscall'; add "
-                           f"'source: {SOURCE}' to rules meant for audit events")
-            self.report(Code.OTHER_SOURCE, message, Location(path))
+            self.report(Code.OTHER_SOURCE, f"{count} rule(s) with source '{source}' skipped: detector evaluates "
+                        f"'{SOURCE}' rules only", Location(path))
 
     def _report_unused(self) -> None:
         words: set[str] = set()
-        for text in [r.condition for r in self.c.rules.values()] + [m.condition for m in self.c.macros.values()]:
+        texts = [r.condition for r in self.c.rules.values()] + [m.condition for m in self.c.macros.values()]
+        for text in texts + self.c.written:
             words.update(_WORD.findall(text))
         for items in [info.items for info in self.c.lists.values()]:
             words.update(items)

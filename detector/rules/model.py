@@ -144,6 +144,10 @@ class CompiledRule:
     # A stateful rule's checked `correlation:` block (rules/correlation.py): its matches feed
     # windows (rules/stateful.py) instead of alerting.
     correlation: Any = None
+    # For `test-rule --explain`: the condition before its macros were expanded (MacroRef nodes
+    # kept) and the macros of the load, so the explanation can name each macro.
+    written_condition: Node | None = None
+    macros: Mapping[str, Node] = field(default_factory=dict)
 
     def match(self, event: AuditEvent) -> Match:
         text, fields = self.output.render(event)

@@ -15,6 +15,7 @@ the file and the line of the alias that went past the bound.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,35 @@ def load_typed(text: str, path: str) -> Any:
         raise YamlError(*_described(exc, path)) from None
 
 
+@dataclass(frozen=True, slots=True)
+class LineNode:
+    """Where a value of a typed document starts (1-based line), with its items or keys: what
+    `load_typed` drops, for messages about one entry of a tests file."""
+
+    line: int
+    items: tuple[LineNode, ...] = ()
+    keys: dict[str, LineNode] = field(default_factory=dict)
+
+
+def line_tree(text: str) -> LineNode | None:
+    """The lines of the single document of a text already loaded with `load_typed` (None if empty)."""
+    try:
+        node = yaml.compose(text, Loader=TypedLoader)
+    except yaml.YAMLError:
+        return None
+    return None if node is None else _lines_of(node)
+
+
+def _lines_of(node: yaml.Node) -> LineNode:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.SequenceNode):
+        return LineNode(line, tuple(_lines_of(item) for item in node.value))
+    if isinstance(node, yaml.MappingNode):
+        return LineNode(line, keys={str(k.value): _lines_of(v) for k, v in node.value
+                                    if isinstance(k, yaml.ScalarNode)})
+    return LineNode(line)
+
+
 def check_aliases(text: str, path: str, limit: int = MAX_ALIAS_NODES) -> None:
     """Raise YamlLimitError at the alias whose expansion takes the file past `limit` added nodes.
 
@@ -152,7 +182,27 @@ def _described(exc: yaml.YAMLError, path: str) -> tuple[str, Location]:
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     line = mark.line + 1 if mark is not None else None
     column = mark.column + 1 if mark is not None else None
-    return f"invalid YAML: {problem}", Location(path, line, column)
+    hint = next((text for needle, text in _HINTS if needle in problem), None)
+    return f"invalid YAML: {problem}" + (f" (hint: {hint})" if hint else ""), Location(path, line, column)
+
+
+# The usual causes of PyYAML's messages, for the hint after them (first match wins).
+_HINTS = (
+    ("mapping values are not allowed", "a plain value cannot contain ': '; quote the whole value "
+     "(key: \"...\") or write it as a block (key: >, then the text on indented lines below)"),
+    ("'\\t'", "YAML indents with spaces only; replace the tab by spaces"),
+    ("tab character", "YAML indents with spaces only; replace the tab by spaces"),
+    ("could not find expected ':'", "a key is missing its ':', or a value spanning lines is not indented "
+     "more than its key; quote it or write it as a block (key: >)"),
+    ("did not find expected key", "this line is indented differently from the keys above it"),
+    ("expected <block end>", "this line is indented differently from the lines above it"),
+    ("did not find expected '-' indicator", "this item is indented differently from the items above it"),
+    ("found undefined alias", "an alias (*name) needs an anchor (&name) earlier in the file"),
+    ("unknown escape character", "in double quotes a backslash starts an escape; write \\\\ or use single "
+     "quotes"),
+    ("found unexpected end of stream", "a quoted value is not closed"),
+    ("that cannot start any token", "a value starting with this character must be quoted"),
+)
 
 
 def _size(limit: int) -> str:

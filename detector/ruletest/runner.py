@@ -14,6 +14,7 @@ from detector.engine import diagnose_line
 from detector.errors import BadInput, DetectorError
 from detector.event import AuditEvent
 from detector.parse.audit import event_from_dict, parse_document, parse_line, parse_timestamp
+from detector.rules.diagnostics import Code, did_you_mean
 from detector.rules.index import event_key
 from detector.rules.model import FieldValue, Match
 from detector.rules.ruleset import Ruleset
@@ -92,7 +93,7 @@ def run_test(test: RuleTest, ruleset: Ruleset) -> TestResult:
     """Evaluate the test's events with its rule (independently of rule_matching)."""
     rule = ruleset.rule(test.rule)
     if rule is None:
-        return TestResult(test, False, [f"no rule named {test.rule!r} is loaded"])
+        return TestResult(test, False, [missing_rule(ruleset, test.rule)])
     result = TestResult(test, True)
     try:
         events = [event for source in test.events for event in load_events(source)]
@@ -137,6 +138,14 @@ def _run_stateful(test: RuleTest, ruleset: Ruleset, rule: StatefulRule, events: 
     result.fields = [m.output_fields for m in matches]
     _judge(result)
     return result
+
+
+def missing_rule(ruleset: Ruleset, name: str) -> str:
+    """Why no rule `name` is loaded: skipped (with where and why), or a near name, or not defined."""
+    for diagnostic in ruleset.diagnostics:
+        if diagnostic.location.item == name and diagnostic.code is Code.OTHER_SOURCE:
+            return f"rule {name!r} is defined ({diagnostic.location}) but not loaded: {diagnostic.message}"
+    return f"no rule named {name!r} is loaded" + did_you_mean(name, [r.name for r in ruleset.rules])
 
 
 def _judge(result: TestResult) -> None:

@@ -13,13 +13,14 @@ inline events keep their booleans and numbers.
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from detector.errors import Location, RuleLoadError
 from detector.rules.correlation import parse_duration
-from detector.rules.yamlload import MAX_TESTS_FILE_BYTES, YamlError, load_typed, read_capped
+from detector.rules.yamlload import MAX_TESTS_FILE_BYTES, LineNode, YamlError, line_tree, load_typed, read_capped
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,40 +72,76 @@ def test_files_for(rule_paths: list[str]) -> list[Path]:
     return found
 
 
+def expected_test_files(rule_paths: list[str]) -> str:
+    """What `test_files_for` looked for, and files nearby that look meant but do not pair."""
+    wanted: list[str] = []
+    near: list[str] = []
+    for raw in rule_paths:
+        path = Path(raw)
+        if path.is_dir():
+            wanted.append(str(path / "*.tests.yaml"))
+            continue
+        stem = path.name.rsplit(".", 1)[0]
+        wanted.append(str(path.with_name(stem + ".tests.yaml")))
+        near += [str(p) for p in sorted(path.parent.glob(f"{glob.escape(stem)}*.tests.y*ml"))
+                 if p.name != stem + ".tests.yaml"]
+    text = (f"expected tests in {' or '.join(wanted)} (a rules file X.yaml pairs with X.tests.yaml), or "
+            "under a rule's 'tests:' key, or files given with --tests")
+    if near:
+        text += f"; {', '.join(near)} is not paired with the rules: rename it, or pass it with --tests"
+    return text
+
+
 def load_test_file(path: Path) -> list[RuleTest]:
     """All tests of one tests file."""
-    data = _load_yaml(path)
+    data, lines = _load_yaml(path)
     entries = data.get("tests") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise RuleLoadError("a tests file must hold a 'tests' sequence", Location(str(path)))
-    return [_test(entry, path, None, n) for n, entry in enumerate(entries, start=1)]
+    entry_lines = (lines.keys.get("tests") if lines is not None and isinstance(data, dict) else lines)
+    return [_test(entry, path, None, n, _item_line(entry_lines, n)) for n, entry in enumerate(entries, start=1)]
 
 
 def embedded_tests(rules_file: Path) -> list[RuleTest]:
     """Tests written under a rule's `tests:` key (re-read with types kept)."""
-    data = _load_yaml(rules_file)
+    data, lines = _load_yaml(rules_file)
     tests: list[RuleTest] = []
-    for item in data if isinstance(data, list) else []:
+    for position, item in enumerate(data if isinstance(data, list) else [], start=1):
         if isinstance(item, dict) and isinstance(item.get("tests"), list) and "rule" in item:
-            tests += [_test(e, rules_file, str(item["rule"]), n) for n, e in enumerate(item["tests"], start=1)]
+            item_lines = _item(lines, position)
+            entry_lines = item_lines.keys.get("tests") if item_lines is not None else None
+            tests += [_test(e, rules_file, str(item["rule"]), n, _item_line(entry_lines, n))
+                      for n, e in enumerate(item["tests"], start=1)]
     return tests
 
 
-def _load_yaml(path: Path) -> Any:
+def _item(lines: LineNode | None, number: int) -> LineNode | None:
+    if lines is None or not 0 < number <= len(lines.items):
+        return None
+    return lines.items[number - 1]
+
+
+def _item_line(lines: LineNode | None, number: int) -> int | None:
+    item = _item(lines, number)
+    return item.line if item is not None else None
+
+
+def _load_yaml(path: Path) -> tuple[Any, LineNode | None]:
     try:
-        return load_typed(read_capped(path, MAX_TESTS_FILE_BYTES, "the tests file"), str(path))
+        text = read_capped(path, MAX_TESTS_FILE_BYTES, "the tests file")
+        return load_typed(text, str(path)), line_tree(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise RuleLoadError(f"cannot read tests file: {exc}", Location(str(path))) from None
     except YamlError as exc:
         raise RuleLoadError(exc.message, exc.location) from None
 
 
-def _test(entry: Any, path: Path, rule: str | None, number: int) -> RuleTest:
-    where = Location(str(path), item=f"test #{number}")
+def _test(entry: Any, path: Path, rule: str | None, number: int, line: int | None = None) -> RuleTest:
+    where = Location(str(path), line, item=f"test #{number}")
     if not isinstance(entry, dict):
         raise RuleLoadError("each test must be a mapping", where)
     name = str(entry.get("name") or f"test #{number}")
-    where = Location(str(path), item=name)
+    where = Location(str(path), line, item=name)
     rule_name = entry.get("rule", rule)
     if not isinstance(rule_name, str) or not rule_name:
         raise RuleLoadError("test needs 'rule' (the rule's name)", where)

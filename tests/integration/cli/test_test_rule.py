@@ -97,7 +97,8 @@ def test_replay_counts_alerts_per_rule(detector: Run, tmp_path: Path) -> None:
     log.write_bytes(b"".join(line(deletion(n)) for n in range(5)) + line(event(9)) + b"garbage\n")
     result = detector("test-rule", "--rules", str(rules), "--replay", str(log))
     assert result.returncode == 0
-    assert "events: 6  bad lines: 1  alerts: 5" in result.stdout
+    assert "events: 6  bad lines: 1 (invalid_json=1)  alerts: 5" in result.stdout
+    assert f"{log}:7: invalid_json" in result.stderr
     assert "       5  Pod Deleted" in result.stdout
 
 
