@@ -97,13 +97,14 @@ def time_in_range(event: AuditEvent) -> bool:
     return NANOS_MIN <= event_nanos(event) <= NANOS_MAX
 
 
-def alert_from_match(match: Match, hostname: str) -> Alert:
+def alert_from_match(match: Match, hostname: str, nanos: int | None = None) -> Alert:
     """Build the alert for a match (Falco's text line is `<evt.time>: <Priority> <output>`).
-    A stage time outside `evt.time`'s range is clamped to it (see time_in_range)."""
+    A stage time outside `evt.time`'s range is clamped to it (see time_in_range). `nanos` is
+    `event_nanos(match.event)`, when the caller has computed it already."""
     event = match.event
     audit_id = event.auditID or ""
     stage = event.stage or ""
-    nanos = min(max(event_nanos(event), NANOS_MIN), NANOS_MAX)
+    nanos = min(max(event_nanos(event) if nanos is None else nanos, NANOS_MIN), NANOS_MAX)
     seconds, fraction = divmod(nanos, 1_000_000_000)
     fields: dict[str, FieldValue | int] = {"evt.time": nanos, **match.output_fields}
     label = match.priority.label
