@@ -1,9 +1,11 @@
 """SNS output through boto3: the alert JSON as the message, filterable attributes.
 
-Message attributes: `priority`, `rule`, `source` (String), `tags` (String.Array) and `cluster`
-when known, so subscribers can use filter policies. FIFO topics (`.fifo`) get the configured
-MessageGroupId (one group by default: this output stays in order) and the alert id as
-MessageDeduplicationId, so SNS itself drops a repeat sent within its 5-minute window.
+Message attributes: `priority`, `rule`, `source`, `hostname` (String), `tags` (String.Array) and
+`cluster` when known, so subscribers can use filter policies. A message over SNS's limit stays
+the alert's JSON: string values are cut inside it (lists stay lists), see fit_message.
+FIFO topics (`.fifo`) get the configured MessageGroupId (one group by default: this output
+stays in order) and the alert id as MessageDeduplicationId, so SNS itself drops a repeat sent
+within its 5-minute window.
 Credentials come from the standard AWS chain; botocore's own retries are off (the outbox
 retries), and its timeouts are the output's timeout.
 """
@@ -103,6 +105,8 @@ def attributes(alert: Alert) -> dict[str, dict[str, str]]:
         "rule": {"DataType": "String", "StringValue": alert.rule},
         "source": {"DataType": "String", "StringValue": alert.source},
     }
+    if alert.hostname:  # SNS refuses an empty attribute value
+        out["hostname"] = {"DataType": "String", "StringValue": alert.hostname}
     if alert.tags:
         out["tags"] = {"DataType": "String.Array", "StringValue": orjson.dumps(list(alert.tags)).decode()}
     cluster = alert.output_fields.get("ka.cluster.name")
@@ -112,20 +116,45 @@ def attributes(alert: Alert) -> dict[str, dict[str, str]]:
 
 
 def fit_message(data: dict[str, Any], limit: int = MESSAGE_LIMIT - 8 * 1024) -> str:
-    """The JSON text, with the longest output field values cut until it fits SNS's limit."""
+    """The alert's JSON text, made to fit SNS's limit and still the same JSON shape.
+
+    Over the limit, strings longer than a cap (in output fields, and `output`/`message`) are cut
+    to it with TRUNCATED appended, and lists keep their first items plus a TRUNCATED entry; the
+    cap shrinks until the text fits, and `truncated: true` is added. As a last resort the output
+    fields are dropped."""
     text = orjson.dumps(data).decode()
     if len(text.encode()) <= limit:
         return text
-    fields = dict(data.get("output_fields") or {})
-    for key in sorted(fields, key=lambda k: len(str(fields[k])), reverse=True):
-        fields[key] = str(fields[key])[:256] + "...(truncated)"
-        text = orjson.dumps({**data, "output_fields": fields, "truncated": True}).decode()
+    for cap in _CAPS:
+        cut = {**data, "output_fields": _cut(data.get("output_fields") or {}, cap), "truncated": True}
+        for key in ("output", "message"):
+            cut[key] = _cut(data.get(key, ""), max(cap, _TEXT_FLOOR))
+        text = orjson.dumps(cut).decode()
         if len(text.encode()) <= limit:
             return text
     cut = {**data, "output_fields": {}, "truncated": True}
-    cut["output"] = str(cut["output"])[:4096]
-    cut["message"] = str(cut["message"])[:4096]
+    for key in ("output", "message"):
+        cut[key] = _cut(data.get(key, ""), _TEXT_FLOOR)
     return orjson.dumps(cut).decode()
+
+
+TRUNCATED = "...(truncated)"
+_CAPS = (64 * 1024, 16 * 1024, 4096, 1024, 256, 64)  # longest string kept, tried in turn
+_TEXT_FLOOR = 4096  # `output` and `message` keep at least this much
+
+
+def _cut(value: Any, cap: int) -> Any:
+    """`value` with every string longer than `cap` cut, and lists to at most cap // 32 items
+    (at least 4), keeping their type."""
+    if isinstance(value, str):
+        return value if len(value) <= cap else value[:cap] + TRUNCATED
+    if isinstance(value, list | tuple):
+        keep = max(cap // 32, 4)
+        items = [_cut(item, cap) for item in value[:keep]]
+        return items if len(value) <= keep else [*items, TRUNCATED]
+    if isinstance(value, dict):
+        return {key: _cut(item, cap) for key, item in value.items()}
+    return value
 
 
 def _client_error(exc: ClientError) -> DeliveryError:

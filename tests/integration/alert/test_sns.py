@@ -129,3 +129,26 @@ def test_resolved_credentials_are_scrubbed_from_errors(moto_endpoint: str) -> No
     assert {s.reveal() for s in sink.secrets} == {"testing"}
     assert all("testing" not in repr(s) for s in sink.secrets)
     sink.close()
+
+
+def test_a_cut_message_is_still_the_alert_json_and_names_its_host(tmp_path: Path, moto_endpoint: str) -> None:
+    """An alert over SNS's limit arrives as the alert's JSON with its list fields still lists
+    (strings cut inside them), and every message carries a `hostname` attribute."""
+    topic = Topic(moto_endpoint)
+    queue = topic.queue({"hostname": ["test-host"]})
+    events: list[DeliveryEvent] = []
+    output = {"name": "sns", "type": "sns", "topic_arn": topic.arn, "region": REGION,
+              "endpoint_url": moto_endpoint, "timeout": 5}
+    images = ["nginx:1.25", "x" * 300_000, "redis:7"]
+    alert = make_alert(1, fields={"ka.req.pod.containers.image": images, "ka.user.name": "alice"})
+    with delivery(tmp_path, output, events) as d:
+        d.submit([alert])
+        wait_for(lambda: len(events) == 1)
+    (message,) = topic.read(queue, 1)
+    assert message["MessageAttributes"]["hostname"] == {"Type": "String", "Value": "test-host"}
+    body = json.loads(message["Message"])
+    assert body["truncated"] is True and body["id"] == alert.id and body["rule"] == "Test rule"
+    shown = body["output_fields"]["ka.req.pod.containers.image"]
+    assert isinstance(shown, list) and shown[0] == "nginx:1.25" and shown[2] == "redis:7"
+    assert shown[1].startswith("xxx") and shown[1].endswith("...(truncated)")
+    assert body["output_fields"]["ka.user.name"] == "alice" and len(message["Message"].encode()) < 256 * 1024

@@ -80,6 +80,18 @@ def test_sns_message_fits_the_limit() -> None:
     assert fit_message(ALERT.to_dict()) == orjson.dumps(ALERT.to_dict()).decode()
 
 
+
+def test_sns_cut_message_keeps_the_json_shape() -> None:
+    """Cutting keeps every field's type: a long list keeps its first items and stays a list,
+    strings end in the marker, short values are untouched; the hostname is an attribute."""
+    many = [f"registry.example/app-{n}:1.0" for n in range(50_000)]
+    data = make_alert(fields={"ka.req.pod.containers.image": many, "ka.user.name": "alice"}).to_dict()
+    parsed = orjson.loads(fit_message(data))
+    images = parsed["output_fields"]["ka.req.pod.containers.image"]
+    assert isinstance(images, list) and images[:2] == many[:2] and images[-1] == "...(truncated)"
+    assert parsed["output_fields"]["ka.user.name"] == "alice" and parsed["truncated"] is True
+    assert attributes(ALERT)["hostname"] == {"DataType": "String", "StringValue": "test-host"}
+
 def webhook(**overrides: Any) -> WebhookSink:
     """A webhook sink for encoding tests (it never sends)."""
     return WebhookSink(dataclasses.replace(WebhookSettings("w", Secret("http://127.0.0.1:9/x", "test")), **overrides))
