@@ -14,8 +14,10 @@ its argv or environment):
   (in lists: whatever queued up since the last message), which the parent logs and counts
   exactly as it does for in-process workers.
 
-The child ends when told, on SIGTERM, or when the parent is gone (EOF on `wake`, e.g. after a
-SIGKILL): pending rows stay in the outbox for the next start, as with threads.
+The child ends when told or when the parent is gone (EOF on `wake`, e.g. after a SIGKILL):
+pending rows stay in the outbox for the next start, as with threads. It ignores SIGTERM, which a
+stop of the whole process group (systemd, `docker stop`) sends it too: the parent's `stop`
+follows, and an exit of its own would look like a crash to the parent.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import FrameType
 
 from detector.alert.dispatch import Dispatcher
 from detector.alert.events import DeliveryEvent, EventKind, OnEvent
@@ -211,14 +212,6 @@ def _first_message(events: Connection) -> object:
 
 
 # -- the child -------------------------------------------------------------------------------
-class _Stop(Exception):
-    """Raised by the child's SIGTERM handler to leave its wait on the parent."""
-
-
-def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise _Stop
-
-
 def _child_environment() -> dict[str, str]:
     """The parent's environment (AWS's chain, proxies, CA bundles) plus where `detector` is, so
     that `-m` finds the same package even when it runs from a source tree."""
@@ -231,7 +224,7 @@ def _child_main(settings: DeliverySettings, state_dir: str, poll_interval: float
                 setup: Callable[[], None] | None, *, wake: Connection, events: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload (or a closed terminal) is the parent's business
-    signal.signal(signal.SIGTERM, _on_sigterm)  # a stop of the whole group (systemd, docker): finish and go
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stop of the whole group: the parent's `stop` follows
     if setup is not None:
         setup()
 
@@ -255,10 +248,7 @@ def _child_main(settings: DeliverySettings, state_dir: str, poll_interval: float
         send(_READY)
         forwarder.start()
         _serve(wake, dispatcher)
-    except _Stop:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough
         dispatcher.stop(timeout=10.0)
         for sink in sinks.values():
             sink.close()

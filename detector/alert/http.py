@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -117,7 +118,8 @@ class HttpTransport:
                 raise transport_error(exc, self.timeout, expired=attempt.expired) from None
             try:
                 data, truncated = _read_capped(response, self.body_cap)
-            except (requests.RequestException, OSError, http.client.HTTPException, ValueError) as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, http.client.HTTPException,
+                    ValueError) as exc:
                 raise transport_error(exc, self.timeout, expired=attempt.expired) from None
         except ValueError as exc:  # a URL that urllib cannot parse (validated at load; never fatal)
             raise DeliveryError(f"invalid request ({type(exc).__name__})", retryable=False) from None
@@ -150,10 +152,13 @@ def _read_capped(response: requests.Response, cap: int) -> tuple[bytes, bool]:
     """Up to `cap` bytes of the body, undecoded; the connection goes back to the pool only when
     the body was read to its end, else it is closed with the rest unread."""
     raw = response.raw
-    data = raw.read(cap + 1, decode_content=False) or b""
-    if len(data) <= cap:
-        raw.release_conn()
-        return data, False
+    data = b""
+    while len(data) <= cap:
+        chunk = raw.read(cap + 1 - len(data), decode_content=False)
+        if not chunk:
+            raw.release_conn()
+            return data, False
+        data += chunk
     response.close()
     return data[:cap], True
 
@@ -242,7 +247,7 @@ class _GuardedConnection(HTTPConnection):
     """Tells the thread's attempt which connection it runs on, whether that one was kept alive
     from an earlier request, and connects within what is left of the deadline."""
 
-    _served = 0
+    _used_sock: object = None  # the socket the last request went out on
 
     def connect(self) -> None:
         attempt = _current.attempt
@@ -254,7 +259,6 @@ class _GuardedConnection(HTTPConnection):
             if not isinstance(self.timeout, int | float) or self.timeout > left:
                 self.timeout = left
         super().connect()
-        self._served = 0
         if attempt is not None and attempt.expired:
             raise TimeoutError("deadline passed while connecting")
 
@@ -262,9 +266,9 @@ class _GuardedConnection(HTTPConnection):
         attempt = _current.attempt
         if attempt is not None:
             attempt.conn = self
-            attempt.reused = self.sock is not None and self._served > 0
-        self._served += 1
+            attempt.reused = self.sock is not None and self.sock is self._used_sock
         super().request(*args, **kwargs)
+        self._used_sock = self.sock
 
 
 class _GuardedHTTPSConnection(_GuardedConnection, HTTPSConnection):

@@ -93,7 +93,6 @@ def scrub(text: str, secrets: Iterable[Secret]) -> str:
 
 
 _MIN_TAIL = 4  # characters of a secret's start, cut off at the end of a text, that are masked
-_TAIL_END = re.compile(r"\s*(?:\.\.\.|\u2026)?\s*\Z")
 
 
 class _Matcher:
@@ -111,8 +110,7 @@ class _Matcher:
         return self._scrub_tail(text)
 
     def _scrub_tail(self, text: str) -> str:
-        end = _TAIL_END.search(text)
-        stop = end.start() if end is not None else len(text)
+        stop = _tail_end(text)
         first = self.chars[0]
         # An encoded character is at most 9 characters long (`%25E2` per UTF-8 byte, x4 bytes:
         # a generous bound), so a cut-off start lies within this window.
@@ -131,6 +129,16 @@ class _Matcher:
             if pos == stop and matched >= self.min_tail:
                 return text[:start] + MASK + text[stop:]
         return text
+
+
+def _tail_end(text: str) -> int:
+    """Where `text` ends before trailing blanks and an ellipsis (`...` or `…`) that a cut added."""
+    body = text.rstrip()
+    for ellipsis in ("...", "\u2026"):
+        if body.endswith(ellipsis):
+            body = body[: -len(ellipsis)].rstrip()
+            break
+    return len(body)
 
 
 def _char_pattern(char: str) -> str:
