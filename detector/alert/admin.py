@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from detector.alert.build import CLUSTER_FIELD
 from detector.alert.events import DeliveryEvent
-from detector.alert.model import Alert
+from detector.alert.model import Alert, local_time, utc_time
 from detector.alert.outbox import DB_NAME, DEFAULT_SETTINGS, Outbox, OutboxRow
 from detector.alert.secret import scrub
 from detector.alert.settings import OutboxSettings, OutputSettings
@@ -41,12 +42,13 @@ class TestResult:
 
 
 def sample_alert(hostname: str | None = None, cluster_name: str | None = None) -> Alert:
-    """A realistic alert with a fresh id (so FIFO de-duplication never swallows a re-test)."""
-    now = datetime.now(UTC)
+    """A realistic alert with a fresh id (so FIFO de-duplication never swallows a re-test); its
+    `time`, `evt.time` and `output` come from one integer of nanoseconds, so they agree."""
+    nanos = time.time_ns()
     message = ("Test alert from detector: delivery works (user=test-user verb=get "
                "target=default/example resource=pods)")
     fields: dict[str, object] = {
-        "evt.time": int(now.timestamp() * 1e9), "ka.user.name": "test-user", "ka.verb": "get",
+        "evt.time": nanos, "ka.user.name": "test-user", "ka.verb": "get",
         "ka.target.resource": "pods", "ka.target.namespace": "default", "ka.target.name": "example",
         "ka.sourceips": ["127.0.0.1"], "ka.useragent": "detector/send-test-alert",
     }
@@ -54,9 +56,9 @@ def sample_alert(hostname: str | None = None, cluster_name: str | None = None) -
         fields[CLUSTER_FIELD] = cluster_name
     priority = Priority.NOTICE
     return Alert(
-        id=str(uuid.uuid4()), time=now.strftime("%Y-%m-%dT%H:%M:%S.%f000Z"), rule=TEST_RULE,
+        id=str(uuid.uuid4()), time=utc_time(nanos), rule=TEST_RULE,
         priority=priority.label, priority_level=int(priority), message=message,
-        output=f"{now.astimezone().strftime('%H:%M:%S.%f')}000: {priority.label} {message}", source=SOURCE,
+        output=f"{local_time(nanos)}: {priority.label} {message}", source=SOURCE,
         tags=("test",), output_fields=fields, hostname=hostname or socket.gethostname(),
         audit_id=str(uuid.uuid4()), stage="ResponseComplete",
     )

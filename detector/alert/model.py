@@ -148,3 +148,16 @@ def _utc_seconds(seconds: int) -> str:
 def _local_seconds(seconds: int) -> str:
     """Falco prints evt.time in the local time zone."""
     return time.strftime("%H:%M:%S", time.localtime(seconds))
+
+
+def utc_time(nanos: int) -> str:
+    """An alert's `time` for `nanos` since the epoch: UTC, nine fractional digits, as
+    alert_from_match writes it (so `time` and `evt.time` agree to the nanosecond)."""
+    seconds, fraction = divmod(nanos, 1_000_000_000)
+    return f"{_utc_seconds(seconds)}.{fraction:09d}Z"
+
+
+def local_time(nanos: int) -> str:
+    """The time prefix of an alert's `output` for `nanos`: local `HH:MM:SS.nnnnnnnnn`, as Falco's."""
+    seconds, fraction = divmod(nanos, 1_000_000_000)
+    return f"{_local_seconds(seconds)}.{fraction:09d}"

@@ -4,8 +4,14 @@ The key of an alert is its rule's key fields (`rule`, `priority`, `hostname`, `s
 output field such as `ka.user.name`; missing values count as `<NA>`). The first alert of a key
 opens a window and is delivered; repeats until the window ends are suppressed and counted. When
 the window ends (`expire`, or the next alert of that key), a summary alert -- same rule,
-priority and tags, so the same routes take it -- reports "N similar alerts suppressed" with the
-window's bounds. A window without repeats closes silently.
+priority, source and tags, so the same routes take it -- reports "N similar alerts suppressed"
+with the window's bounds. A window without repeats closes silently.
+
+A summary is not a detection, and any Falco consumer can tell it apart: its tags add
+SUMMARY_TAG (falcosidekick, Falco Talon and SIEM rules filter on tags), its output fields hold
+`detector.summary: true`, its `audit_id` is empty (no one request) and its `time` and
+`evt.time` are the window's end. The rule name is kept, so that routes and per-rule views that
+name the rule still take it.
 
 Windows are state, kept in memory and written to the outbox with the alerts they decided about
 (state keys `throttle/<key hash>`, in the same transaction), so a restart resumes every open
@@ -20,15 +26,17 @@ import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from detector.alert.model import Alert
+from detector.alert.model import Alert, local_time, utc_time
 from detector.alert.settings import ThrottleSettings
 
 STATE_PREFIX = "throttle/"
+SUMMARY_TAG = "detector_summary"
+SUMMARY_FIELD = "detector.summary"
 NA = "<NA>"
 _ATTRIBUTES = ("rule", "priority", "hostname", "source")
 _SUMMARY_NAMESPACE = uuid.UUID("2f4e1c3a-8b7d-4e6f-9a1b-3c5d7e9f1a2b")
@@ -129,21 +137,24 @@ class Throttle:
 
 
 def summary_alert(window: Window, end: float) -> Alert:
-    """The "N similar alerts suppressed" alert of a closed window; its id is stable."""
+    """The "N similar alerts suppressed" alert of a closed window; its id is stable, its
+    `time` and `evt.time` are the window's end, to the nanosecond."""
     key = ", ".join(f"{name}={value}" for name, value in window.key.items())
-    start_iso, end_iso = _iso(window.start), _iso(end)
+    end_nanos = _nanos(end)
+    start_iso, end_iso = utc_time(_nanos(window.start)), utc_time(end_nanos)
     message = (f"{window.suppressed} similar alerts suppressed in a {window.seconds:g}s window "
                f"({start_iso} to {end_iso}; {key})")
-    fields: dict[str, Any] = {name: value for name, value in window.key.items() if name not in _ATTRIBUTES}
+    fields: dict[str, Any] = {"evt.time": end_nanos, SUMMARY_FIELD: True}
+    fields.update((name, value) for name, value in window.key.items() if name not in _ATTRIBUTES)
     fields.update({"detector.suppressed": window.suppressed, "detector.window_seconds": window.seconds,
                    "detector.window_start": start_iso, "detector.window_end": end_iso,
                    "detector.first_alert_id": window.first_id})
-    local = datetime.fromtimestamp(end).astimezone().strftime("%H:%M:%S.%f")
     return Alert(
         id=str(uuid.uuid5(_SUMMARY_NAMESPACE, f"{window.first_id}\x00{window.start!r}")),
         time=end_iso, rule=window.rule, priority=window.priority, priority_level=window.priority_level,
-        message=message, output=f"{local}000: {window.priority} {message}", source=window.source,
-        tags=tuple(window.tags), output_fields=fields, hostname=window.hostname, audit_id="", stage="",
+        message=message, output=f"{local_time(end_nanos)}: {window.priority} {message}", source=window.source,
+        tags=tuple(sorted({*window.tags, SUMMARY_TAG})), output_fields=fields, hostname=window.hostname,
+        audit_id="", stage="",
     )
 
 
@@ -164,5 +175,7 @@ def _encode(window: Window) -> bytes:
     return orjson.dumps(asdict(window))
 
 
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _nanos(seconds: float) -> int:
+    """Whole nanoseconds of a clock reading, from its shortest decimal form (1000.1 is
+    1000100000000, not the float's 1000099999999.999...)."""
+    return round(Decimal(repr(seconds)) * 1_000_000_000)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -54,6 +56,17 @@ def test_sample_alerts_have_fresh_ids() -> None:
     assert sample_alert().id != sample_alert().id
     assert sample_alert(cluster_name="prod").output_fields["ka.cluster.name"] == "prod"
 
+
+
+def test_sample_alert_times_agree_to_the_nanosecond() -> None:
+    """The test alert's `time`, `evt.time` and `output` prefix are one instant, nine digits each."""
+    for _ in range(50):
+        alert = sample_alert()
+        nanos = alert.output_fields["evt.time"]
+        whole = datetime.strptime(alert.time[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", alert.time)
+        assert int(whole.timestamp()) * 1_000_000_000 + int(alert.time[20:29]) == nanos
+        assert alert.output.split(": ", 1)[0].endswith(f".{nanos % 1_000_000_000:09d}")
 
 def test_outbox_commands(tmp_path: Path) -> None:
     """list/retry/purge on an existing outbox; a missing one is a clear error."""

@@ -24,7 +24,8 @@ def test_repeats_are_suppressed_then_summarised() -> None:
     assert throttle.expire(now=1059.0) == ([], {})
     summaries, changes = throttle.expire(now=1060.0)
     (summary,) = summaries
-    assert summary.rule == "Exec" and summary.priority == first.priority and summary.tags == first.tags
+    assert summary.rule == "Exec" and summary.priority == first.priority
+    assert summary.tags == (*first.tags, "detector_summary")
     assert summary.message.startswith("3 similar alerts suppressed in a 60s window (")
     assert "ka.user.name=alice" in summary.message and "ka.target.namespace=default" in summary.message
     assert summary.output_fields["detector.suppressed"] == 3
@@ -81,3 +82,22 @@ def test_windows_survive_a_restart() -> None:
     (summary,), _ = second.expire(now=61.0)
     (expected,), _ = first.expire(now=61.0)
     assert summary.output_fields["detector.suppressed"] == 2 and summary.id == expected.id
+
+
+def test_summaries_are_told_apart_from_detections() -> None:
+    """A summary keeps rule, priority and source (routes still take it) but carries the
+    `detector_summary` tag, `detector.summary: true`, no audit_id, and the window's end as its
+    `time` and `evt.time`, to the nanosecond, with nine fractional digits everywhere."""
+    throttle = Throttle(ThrottleSettings(60, KEY))
+    first = make_alert(0, rule="Exec", tags=("k8s", "mitre_execution"))
+    throttle.admit([first, make_alert(1, rule="Exec", tags=("k8s", "mitre_execution"))], now=1000.1)
+    (summary,), _ = throttle.expire(now=2000.0)
+    assert (summary.rule, summary.priority, summary.source) == (first.rule, first.priority, first.source)
+    assert summary.tags == ("detector_summary", "k8s", "mitre_execution") and "detector_summary" not in first.tags
+    assert summary.output_fields["detector.summary"] is True and "detector.summary" not in first.output_fields
+    assert summary.audit_id == "" and first.audit_id != ""
+    assert summary.output_fields["evt.time"] == 1_060_100_000_000
+    assert summary.time == "1970-01-01T00:17:40.100000000Z" == summary.output_fields["detector.window_end"]
+    assert summary.output_fields["detector.window_start"] == "1970-01-01T00:16:40.100000000Z"
+    assert summary.output.split(": ", 1)[0].endswith(":40.100000000")
+    assert "(1970-01-01T00:16:40.100000000Z to 1970-01-01T00:17:40.100000000Z;" in summary.message
