@@ -62,6 +62,7 @@ RECEIVER_STOP_SECONDS, SPOOL_DRAIN_SECONDS = 1.5, 1.0  # webhook input at SIGTER
 SWITCH_INTERVAL = 0.001  # seconds, with the webhook input (see _receiver)
 SPOOL_LINE_OVERHEAD = 4096  # a spool line is the request body plus its envelope
 KAFKA_CLOSE_SECONDS = 10.0  # kafka input at SIGTERM: the last commit and leaving the group
+KAFKA_DELIVER_SECONDS = 10.0  # then the outbox: a replica's pod (and state_dir) may be gone for good
 KAFKA_BATCH_LINES = 200  # a kafka spool line holds up to 20 records (source/kafka.py): ~4,000 events a batch
 SPOOL_MAX_LAG_BYTES = 256 << 20  # spooled but not evaluated yet: past this, requests get 429
 OUTBOX_FULL_FRACTION = 0.9  # of outbox.max_rows pending: requests get 429 (the outbox drops the oldest past max_rows)
@@ -175,8 +176,7 @@ class LiveRunner:
         waker = Waker(path, mode=self.config.watch,  # type: ignore[arg-type]
                       poll_interval=self.config.poll_interval, on_event=self._on_source_event)
         receiver = self._receiver(spool) if spool is not None and webhook else None
-        self.spool, self.receiver = spool, receiver
-        kafka = self._kafka(spool) if spool is not None and not webhook else None
+        self.spool, self.receiver, kafka = spool, receiver, (self._kafka(spool) if spool and not webhook else None)
         log.info("started", file=path, state_dir=self.config.state_dir, rules=len(self.ruleset.active),
                  resume=resume is not None, watch=waker.mode, **self._input_fields(receiver))
         next_housekeeping = 0.0
@@ -215,6 +215,7 @@ class LiveRunner:
                 follower.close()
                 if spool is not None:
                     spool.close()
+        self._deliver_before_exit(delivery, kafka)
 
     # -- the webhook input ------------------------------------------------------------------------
     def _receiver(self, spool: Spool) -> WebhookReceiver:
@@ -294,6 +295,23 @@ class LiveRunner:
         log.info("kafka_consuming", brokers=",".join(settings.brokers), topics=",".join(settings.topics),
                  group_id=settings.group_id, security=settings.security.protocol)
         return kafka
+
+    def _deliver_before_exit(self, delivery: Delivery, kafka: KafkaSource | None) -> None:
+        """Kafka input at SIGTERM: its offsets are committed, so the group reads on from them and
+        this replica's outbox is the only copy of its alerts; a scaled-down replica's state_dir
+        may never come back. Deliver what is pending, for KAFKA_DELIVER_SECONDS at most."""
+        if kafka is None:
+            return
+        deadline = time.monotonic() + KAFKA_DELIVER_SECONDS
+        while True:
+            delivery.stage.tick()
+            pending = delivery.outbox.held_counts()[0]
+            if pending == 0:
+                return
+            if time.monotonic() >= deadline:
+                log.warning("outbox_not_drained", pending=pending, seconds=KAFKA_DELIVER_SECONDS)
+                return
+            time.sleep(DRAIN_POLL_SECONDS)
 
     def _close_kafka(self, kafka: KafkaSource | None) -> None:
         if kafka is not None and not kafka.close(KAFKA_CLOSE_SECONDS):

@@ -3,14 +3,16 @@ commits a record's offset to Kafka only once the alerts of everything before it 
 
 One thread owns the confluent-kafka consumer (librdkafka; auto commit and the automatic offset
 store are off). It polls records and appends them, in poll order, to the spool of state_dir as
-spool lines, one per record (all lines of one poll share one fsync):
+spool lines (all lines of one poll share one fsync):
 
     {"detectorSpool":"v1","cluster":<header or key|null>,"endpoint":"audit",
      "requestId":"<topic>/<partition>/<offset>","received":"<RFC 3339 UTC>","body":<the record>}
 
-The live loop follows that spool like any audit.log and checkpoints it with the alerts (one
-SQLite transaction). What a record holds (an Event, an EventList, an array, ...) is parse's
-business: the source only checks that it is one JSON value. The commit rule lives in one place:
+(consecutive single-Event records share a line, see `SpoolLines`; other records go through
+parse's envelope detection, see `any_record_line`). The live loop follows that spool like any
+audit.log and checkpoints it with the alerts (one SQLite transaction). What a record holds (an
+Event, an EventList, an array, a cloud envelope) is parse's business: the source only checks
+that it is one JSON value. The commit rule lives in one place:
 `CommitQueue` keeps (where a poll's lines end in the spool, {partition: next offset}) in spool
 order, and `durable(checkpoint)` releases the offsets whose lines the checkpoint has passed. They
 are committed asynchronously, and synchronously on a rebalance and at close. On a revoke, the
@@ -23,6 +25,7 @@ topic/partition/offset and skipped; its offset advances with the others.
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections import deque
@@ -173,10 +176,23 @@ def record_cluster(key: bytes | None, headers: list[tuple[str, bytes]] | None, h
     return None
 
 
-def spool_line(body: bytes, cluster: str | None, request_id: str, received: bytes) -> bytes:
-    return b"".join((b'{"detectorSpool":"v1","cluster":', orjson.dumps(cluster), b',"endpoint":"audit",'
-                     b'"requestId":"', request_id.encode(), b'","received":"', received, b'","body":', body,
+def spool_line(body: bytes, cluster: str | None, request_id: str, received: bytes,
+               endpoint: bytes = b"audit") -> bytes:
+    return b"".join((b'{"detectorSpool":"v1","cluster":', orjson.dumps(cluster), b',"endpoint":"', endpoint,
+                     b'","requestId":"', request_id.encode(), b'","received":"', received, b'","body":', body,
                      b"}\n"))
+
+
+def any_record_line(body: bytes, cluster: str | None, request_id: str, received: bytes) -> bytes:
+    """The spool line of a record that is not one Event as kube-apiserver writes it: an EventList,
+    an array, or a cloud envelope (AKS diagnostic records from Event Hubs, CloudWatch Logs data,
+    a LogEntry, ...), which parse must detect per record. parse's `audit` endpoint reads Events and
+    EventLists only; its `pubsub` endpoint detects any envelope or event in its message data. So
+    the record goes as the base64 data of a Pub/Sub push body (parse names it `request <topic>/
+    <partition>/<offset>: message`; the decoded bytes are the record's, so alert ids are too).
+    Once parse has an endpoint for one record of any kind, this is that endpoint and the body."""
+    wrapped = b'{"message":{"data":"' + base64.b64encode(body) + b'"},"subscription":"kafka"}'
+    return spool_line(wrapped, cluster, request_id, received, b"pubsub")
 
 
 EVENT_HEAD = b'{"kind":"Event"'  # how kube-apiserver writes every audit.log line (and Fluent Bit passes it)
@@ -189,7 +205,8 @@ class SpoolLines:
     EventList of those records as they are (parse decodes EventList items on its fast path, the
     event bytes stay the record's, so alert ids are the same as with a line per record); its
     requestId is `<topic>/<partition>/<first>-<last>`, item i being offset first+i-1. Any other
-    record (an EventList, an array, an envelope, another key order) is a line of its own."""
+    record (an EventList, an array, an envelope, another key order) is a line of its own
+    (`any_record_line`)."""
 
     def __init__(self, received: bytes, max_bytes: int) -> None:
         self.received = received
@@ -202,7 +219,7 @@ class SpoolLines:
     def add(self, topic: str, partition: int, offset: int, cluster: str | None, body: bytes) -> None:
         if not body.startswith(EVENT_HEAD):
             self._flush()
-            self._lines.append(spool_line(body, cluster, f"{topic}/{partition}/{offset}", self.received))
+            self._lines.append(any_record_line(body, cluster, f"{topic}/{partition}/{offset}", self.received))
             return
         key = (topic, partition, cluster)
         if self._run and (key != self._key or offset != self._last + 1 or len(self._run) >= RUN_ITEMS
@@ -359,6 +376,8 @@ class KafkaSource:
                 continue
             topic, partition, offset = record.topic(), record.partition(), record.offset()
             tp = (topic, partition)
+            if tp not in self._next and tp not in offsets:  # the first record since it was assigned
+                self._observer.event("kafka_reading", {"topic": topic, "partition": partition, "offset": offset})
             offsets[tp] = offset + 1
             stamp = record.timestamp()
             if stamp[0]:
@@ -434,6 +453,8 @@ class KafkaSource:
             return
         if not asynchronous and result is not None:
             self._on_commit(None, result)
+            self._observer.event("kafka_committed", {
+                "offsets": ",".join(f"{t}/{p}:{o}" for (t, p), o in sorted(due.items()))})
 
     # -- callbacks (on the consumer thread, from inside consume/poll/commit) ----------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:

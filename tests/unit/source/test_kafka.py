@@ -197,3 +197,29 @@ def test_a_run_of_event_records_is_one_line_with_the_same_events_as_one_line_eac
     assert isinstance(batched, list)
     assert [(e.auditID, e.raw, e.cluster) for e in batched] == \
         [(e.auditID, e.raw, e.cluster) for [e] in single]  # type: ignore[misc]
+
+
+def test_an_aks_event_hubs_record_is_detected_per_record_with_its_cluster() -> None:
+    """A record holding Azure diagnostic records (as Event Hubs delivers AKS audit logs) yields its
+    kube-audit events with the managed cluster's name; other categories are skipped."""
+    records = {"records": [
+        {"time": "x", "resourceId": "/SUBSCRIPTIONS/1/RESOURCEGROUPS/rg/PROVIDERS/MICROSOFT.CONTAINERSERVICE/"
+         "MANAGEDCLUSTERS/aks-prod", "category": "kube-audit", "properties": {"log": EVENT.decode()}},
+        {"time": "x", "resourceId": "/x", "category": "kube-apiserver", "properties": {"log": "I0101 ..."}}]}
+    lines = SpoolLines(b"now", 1 << 20)
+    lines.add("aks-audit", 1, 7, None, orjson.dumps(records))
+    reports: list[str] = []
+    events = parse_line(lines.finish()[:-1], lambda e: reports.append(e.message))
+    assert [(e.auditID, e.cluster) for e in events] == [("a1", "aks-prod")]  # type: ignore[union-attr]
+    assert reports and reports[0].startswith("request aks-audit/1/7")
+
+
+def test_a_record_array_and_an_event_in_another_key_order_are_events() -> None:
+    """A JSON array of Events and an Event whose keys are sorted (as Vector writes) are read too."""
+    sorted_event = orjson.dumps(orjson.loads(EVENT), option=orjson.OPT_SORT_KEYS)
+    lines = SpoolLines(b"now", 1 << 20)
+    lines.add("t", 0, 0, "c", b"[" + EVENT + b"," + EVENT.replace(b"a1", b"a2") + b"]")
+    lines.add("t", 0, 1, "c", sorted_event)
+    got = [parse_line(line) for line in lines.finish().splitlines()]
+    assert [[(e.auditID, e.cluster) for e in r] for r in got] == [  # type: ignore[union-attr]
+        [("a1", "c"), ("a2", "c")], [("a1", "c")]]
