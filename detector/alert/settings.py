@@ -63,7 +63,8 @@ class FileSettings:
 
 @dataclass(frozen=True, slots=True)
 class SlackSettings:
-    """Incoming webhook (`webhook_url`) or bot token + channel; `base_url` for tests/GovSlack."""
+    """Incoming webhook (`webhook_url`) or bot token + channel; `base_url` for tests/GovSlack;
+    `template` for the message's text (see template.py), else the alert's output line."""
 
     kind: ClassVar[str] = "slack"
     name: str
@@ -73,6 +74,7 @@ class SlackSettings:
     base_url: str | None = None
     route: RouteSettings = RouteSettings()
     timeout: float = DEFAULT_TIMEOUT
+    template: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +233,7 @@ def _slack(f: Fields, name: str, route: RouteSettings) -> SlackSettings:
         f.fail(f"{webhook_url.origin} is {problem}", "webhook_url")
     if base_url is not None and (problem := url_problem(base_url)):
         f.fail(f"expected an http(s) URL: it is {problem}", "base_url")
-    return SlackSettings(name, webhook_url, token, channel, base_url, route, _timeout(f))
+    return SlackSettings(name, webhook_url, token, channel, base_url, route, _timeout(f), _template(f))
 
 
 def _sns(f: Fields, name: str, route: RouteSettings) -> SnsSettings:
@@ -259,14 +261,9 @@ def _webhook(f: Fields, name: str, route: RouteSettings) -> WebhookSettings:
     for header in [*headers, *secret_headers]:
         if not _HEADER.fullmatch(header):
             f.fail(f"invalid header name {header!r}", "headers")
-    template = f.text("template")
+    template = _template(f)
     content_type = f.text("content_type", "application/json" if template is None else "text/plain")
     assert content_type is not None
-    if template is not None:
-        try:
-            compile_template(template)
-        except TemplateError as exc:
-            f.fail(str(exc), "template")
     client_cert, client_key = f.text("client_cert"), f.text("client_key")
     if client_key is not None and client_cert is None:
         f.fail("needs client_cert", "client_key")
@@ -282,6 +279,17 @@ def _webhook(f: Fields, name: str, route: RouteSettings) -> WebhookSettings:
         tuple(secret_headers.items()), _timeout(f), f.flag("tls_verify", True), f.text("ca_file"),
         client_cert, client_key, template, content_type, f.secret("hmac_secret"),
         hmac_header, route)
+
+
+def _template(f: Fields) -> str | None:
+    """The output's `template`, checked to compile."""
+    template = f.text("template")
+    if template is not None:
+        try:
+            compile_template(template)
+        except TemplateError as exc:
+            f.fail(str(exc), "template")
+    return template
 
 
 def _timeout(f: Fields) -> float:

@@ -1,15 +1,19 @@
-"""User body templates for the webhook output: `${name}` placeholders, `$$` for a literal `$`.
+"""User templates of the webhook body and the Slack text: `${name}` placeholders, `$$` for a
+literal `$`.
 
 Names are alert keys (`id`, `time`, `rule`, `priority`, `output`, `message`, `source`,
 `hostname`, `audit_id`, `tags`), `json` (the whole Falco JSON object) or an output field
 (`${ka.user.name}`). A missing value renders as `<NA>`, as in rule outputs. With `escape="json"`
 every value is escaped to sit inside a JSON string (`{"text": "${output}"}`) except `${json}`,
-which is inserted as an object. Templates only look values up: they cannot run code.
+which is inserted as an object; with `escape="slack"` every value has Slack's `&`, `<`, `>`
+escaped (so event data cannot mention `@channel` or forge a link), while the template's own
+text may use Slack's markup. Templates only look values up: they cannot run code.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +35,7 @@ class BodyTemplate:
     """A compiled template: literal and placeholder parts."""
 
     parts: tuple[str | tuple[str], ...]
-    escape: str  # "json" | "none"
+    escape: str  # "json" | "slack" | "none"
 
     def render(self, alert: Alert) -> str:
         data = alert.to_dict()
@@ -42,10 +46,11 @@ class BodyTemplate:
                 continue
             name = part[0]
             if name == "json":
-                out.append(orjson.dumps(data).decode())
+                text = orjson.dumps(data).decode()
+                out.append(text if self.escape == "json" else _ESCAPES[self.escape](text))
                 continue
             text = _text(data[name] if name in data and name != "output_fields" else alert.output_fields.get(name))
-            out.append(orjson.dumps(text).decode()[1:-1] if self.escape == "json" else text)
+            out.append(_ESCAPES[self.escape](text))
         return "".join(out)
 
 
@@ -70,6 +75,18 @@ def compile_template(text: str, escape: str = "none") -> BodyTemplate:
 def escape_for(content_type: str) -> str:
     """How template values are escaped in a body of this content type."""
     return "json" if "json" in content_type.lower() else "none"
+
+
+def slack_escape(text: str) -> str:
+    """Slack's three control characters as entities (this also defuses `<!channel>` mentions)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_ESCAPES: dict[str, Callable[[str], str]] = {
+    "none": lambda text: text,
+    "json": lambda text: orjson.dumps(text).decode()[1:-1],
+    "slack": slack_escape,
+}
 
 
 def _text(value: Any) -> str:

@@ -1,11 +1,13 @@
 """Slack output: an incoming webhook, or a bot token posting to a channel (`chat.postMessage`).
 
 The message is Block Kit inside a coloured attachment: a header with the priority's emoji and the
-rule, the alert's output line, the key fields (user, verb, resource, namespace/name, source IP,
-user agent, cluster) and a context line (time, host, id). It is sent through the shared
-`HttpTransport`, as webhooks are, not through slack-sdk: slack-sdk's urllib client reads a
-response whole and bounds each socket read, not the request, so a hostile or broken endpoint
-could grow the delivery process without bound or hold its worker for ever. Retries belong to
+rule; the alert's output line, or the output's `template` rendered; one field per output field
+(the rule's own output fields in the template's order, then the key fields every alert gets),
+bounded (MAX_FIELDS, FIELD_VALUE_LIMIT); and context lines with the source and tags, then time,
+host and id. Every value is escaped, so event data cannot mention `@channel`. It is sent
+through the shared `HttpTransport`, as webhooks are, not through slack-sdk: slack-sdk's urllib
+client reads a response whole and bounds each socket read, not the request, so a hostile or
+broken endpoint could grow the delivery process without bound or hold its worker for ever. Retries belong to
 the outbox, so that a 429's Retry-After is honoured across time without holding a worker.
 """
 
@@ -22,6 +24,7 @@ from detector.alert.model import Alert
 from detector.alert.secret import Secret
 from detector.alert.settings import SlackSettings
 from detector.alert.sink import DeliveryError, parse_retry_after, snippet
+from detector.alert.template import NA, BodyTemplate, compile_template, slack_escape
 
 SLACK_API = "https://slack.com/api/"
 API_BODY_CAP = 16 * 1024  # chat.postMessage echoes the message; "ok" comes first
@@ -37,15 +40,12 @@ _STYLE = {  # priority label -> (colour, emoji)
     "Informational": ("#36c5f0", ":information_source:"),
     "Debug": ("#9e9e9e", ":white_circle:"),
 }
-_FIELDS = (  # label, output fields joined by "/"
-    ("User", ("ka.user.name",)),
-    ("Verb", ("ka.verb",)),
-    ("Resource", ("ka.target.resource", "ka.target.subresource")),
-    ("Namespace/Name", ("ka.target.namespace", "ka.target.name")),
-    ("Source IP", ("ka.sourceips",)),
-    ("User agent", ("ka.useragent",)),
-    ("Cluster", ("ka.cluster.name",)),
-)
+MAX_FIELDS = 30  # Slack takes 10 fields per section block: at most 3 sections
+FIELD_VALUE_LIMIT = 1000  # characters of a field's value as shown (Slack's cap on a field is 2000)
+FIELD_NAME_LIMIT = 200
+TEXT_LIMIT = 2900  # a section's text (Slack's cap is 3000)
+TRUNCATED = "…(truncated)"
+_HIDDEN_FIELDS = frozenset({"evt.time"})  # shown in the context line as `time`
 # Web API error codes worth trying again; every other `ok: false` is permanent.
 _RETRYABLE_API_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                                    "request_timeout", "team_added_to_org"})
@@ -57,6 +57,9 @@ class SlackSink:
     def __init__(self, settings: SlackSettings) -> None:
         self.name = settings.name
         self._channel = settings.channel
+        self._template: BodyTemplate | None = None
+        if settings.template is not None:
+            self._template = compile_template(settings.template, "slack")
         self._secrets = [s for s in (settings.webhook_url, settings.token) if s is not None]
         headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "detector"}
         if settings.webhook_url is not None:
@@ -76,7 +79,7 @@ class SlackSink:
         return self._secrets
 
     def encode(self, alert: Alert) -> dict[str, Any]:
-        message = slack_message(alert)
+        message = slack_message(alert, self._template)
         return message if self._channel is None else {"channel": self._channel, **message}
 
     def send(self, alert: Alert) -> None:
@@ -88,48 +91,67 @@ class SlackSink:
         self._transport.close()
 
 
-def slack_message(alert: Alert) -> dict[str, Any]:
-    """The Block Kit message (text fallback + one coloured attachment)."""
+def slack_message(alert: Alert, template: BodyTemplate | None = None) -> dict[str, Any]:
+    """The Block Kit message (text fallback + one coloured attachment); `template`, compiled
+    with Slack escaping, replaces the output line and the notification text."""
     colour, emoji = _STYLE.get(alert.priority, ("#9e9e9e", ":bell:"))
-    fields = [{"type": "mrkdwn", "text": f"*{label}*\n{_escape(value)[:1900]}"}
-              for label, value in key_fields(alert)]
+    if template is None:
+        text = _bounded(alert.output, TEXT_LIMIT)
+        fallback = _bounded(f"[{alert.priority}] {alert.rule}: {alert.message}", TEXT_LIMIT)
+    else:
+        text = fallback = _cut_escaped(template.render(alert), TEXT_LIMIT)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": f"{emoji} {alert.priority}: {alert.rule}"[:150],
                                     "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _escape(alert.output)[:2900] or "-"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": text or "-"}},
     ]
-    if fields:
-        blocks.append({"type": "section", "fields": fields[:10]})
+    fields = [{"type": "mrkdwn", "text": f"*{_bounded(name, FIELD_NAME_LIMIT)}*\n{_bounded(value, FIELD_VALUE_LIMIT)}"}
+              for name, value in shown_fields(alert)]
+    shown = fields[:MAX_FIELDS]
+    blocks.extend({"type": "section", "fields": shown[at:at + 10]} for at in range(0, len(shown), 10))
+    about = [f"*source* {slack_escape(alert.source)}"]
+    if alert.tags:
+        about.append(f"*tags* {_bounded(', '.join(alert.tags), FIELD_VALUE_LIMIT)}")
+    if len(fields) > MAX_FIELDS:
+        about.append(f"{len(fields) - MAX_FIELDS} more output fields not shown")
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": t} for t in about]})
     blocks.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": _escape(f"{alert.time} · {alert.hostname} · id {alert.id}")}]})
-    return {
-        "text": _escape(f"[{alert.priority}] {alert.rule}: {alert.message}")[:2900],
-        "attachments": [{"color": colour, "blocks": blocks}],
-    }
+        {"type": "mrkdwn", "text": slack_escape(f"{alert.time} · {alert.hostname} · id {alert.id}")}]})
+    return {"text": fallback, "attachments": [{"color": colour, "blocks": blocks}]}
 
 
-def key_fields(alert: Alert) -> list[tuple[str, str]]:
-    """(label, value) for each key field the alert carries, in display order."""
-    out: list[tuple[str, str]] = []
-    for label, names in _FIELDS:
-        values = [_show(alert.output_fields.get(name)) for name in names]
-        shown = "/".join(v for v in values if v)
-        if shown:
-            out.append((label, shown))
-    return out
+def shown_fields(alert: Alert) -> list[tuple[str, str]]:
+    """(name, value as text) of each output field, in the alert's order: the rule's template
+    fields (a missing value as `<NA>`), then the key fields added to every alert."""
+    return [(name, _show(value)) for name, value in alert.output_fields.items() if name not in _HIDDEN_FIELDS]
 
 
 def _show(value: Any) -> str:
     if value is None:
-        return ""
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
+        return NA
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ", ".join(_show(v) for v in value)
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
     return str(value)
 
 
-def _escape(text: str) -> str:
-    """Slack's three control characters (this also defuses `<!channel>` mentions)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _bounded(text: str, limit: int) -> str:
+    """`text` escaped for Slack, cut to `limit` characters with TRUNCATED at the end."""
+    return _cut_escaped(slack_escape(text), limit)
+
+
+def _cut_escaped(shown: str, limit: int) -> str:
+    """Escaped text cut to `limit` characters, never inside an entity (`&amp;`)."""
+    if len(shown) <= limit:
+        return shown
+    cut = shown[:limit - len(TRUNCATED)]
+    amp = cut.rfind("&", len(cut) - 4)
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + TRUNCATED
 
 
 def _check_api_response(body: bytes, headers: Mapping[str, str], status: int) -> None:

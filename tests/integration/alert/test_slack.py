@@ -11,7 +11,7 @@ import orjson
 from detector.alert.events import DeliveryEvent, EventKind
 from detector.alert.settings import DeliverySettings, OutboxSettings, parse_outputs
 from detector.alert.stage import Delivery, open_delivery
-from detector.rules.model import Priority
+from detector.rules.model import FieldValue, Priority
 from tests.support.alertkit import make_match
 from tests.support.receiver import Receiver, Reply, free_port, wait_for
 
@@ -45,14 +45,44 @@ def test_incoming_webhook_block_kit_and_429(tmp_path: Path) -> None:
     assert (limited.status, ok.status) == (429, 200) and ok.path == HOOK_PATH
     assert ok.at - limited.at >= 0.95
     message = orjson.loads(ok.body)
-    header, output_line, fields, context = message["attachments"][0]["blocks"]
+    header, output_line, fields, _about, context = message["attachments"][0]["blocks"]
     assert header["text"]["text"] == ":red_circle: Critical: Attach/Exec Pod"
     assert output_line["text"]["text"] == alert.output
     texts = [f["text"] for f in fields["fields"]]
-    assert "*User*\nalice" in texts and "*Namespace/Name*\nweb/api-0" in texts and "*Cluster*\nprod-eu" in texts
+    assert "*ka.user.name*\nalice" in texts and "*ka.target.name*\napi-0" in texts
+    assert "*ka.cluster.name*\nprod-eu" in texts
     assert alert.id in context["elements"][0]["text"]
     assert [e.kind for e in events] == [EventKind.RETRY, EventKind.DELIVERED]
     assert events[0].retry_in == 1.0
+
+
+def test_rule_output_fields_tags_source_and_template(tmp_path: Path) -> None:
+    """Slack shows every field of the rule's output (pod name, images of "Create Privileged
+    Pod"), its tags and source, and the output's own template as the text line."""
+    events: list[DeliveryEvent] = []
+    slack = Receiver(default=Reply(200, b"ok"))
+    output = {"name": "ops-slack", "type": "slack", "webhook_url_env": "SLACK_WEBHOOK_URL", "timeout": 2,
+              "template": ":rotating_light: *${rule}* by ${ka.user.name}: pod ${ka.resp.name} (${ka.target.namespace})"}
+    fields: dict[str, FieldValue] = {
+        "ka.user.name": "mallory", "ka.resp.name": "privileged-pod", "ka.target.resource": "pods",
+        "ka.target.namespace": "default", "ka.req.pod.containers.image": ["nginx:1.25", "alpine:3.19"]}
+    with slack:
+        env = {"SLACK_WEBHOOK_URL": slack.url + HOOK_PATH}
+        with delivery(tmp_path, output, env, events) as d:
+            match = make_match("Create Privileged Pod", Priority.WARNING, fields=fields,
+                               tags=("k8s", "mitre_privilege_escalation"))
+            (alert,) = d.alerts_for([match])
+            d.submit([alert])
+            wait_for(lambda: len(slack.accepted()) == 1)
+    message = orjson.loads(slack.accepted()[0].body)
+    _header, text, section, about, _context = message["attachments"][0]["blocks"]
+    expected = ":rotating_light: *Create Privileged Pod* by mallory: pod privileged-pod (default)"
+    assert text["text"]["text"] == message["text"] == expected
+    shown = dict(f["text"].split("\n", 1) for f in section["fields"])
+    assert list(shown)[:5] == [f"*{name}*" for name in fields]
+    assert shown["*ka.resp.name*"] == "privileged-pod"
+    assert shown["*ka.req.pod.containers.image*"] == "nginx:1.25, alpine:3.19"
+    assert [e["text"] for e in about["elements"]] == ["*source* k8s_audit", "*tags* k8s, mitre_privilege_escalation"]
 
 
 def test_bot_token_and_channel(tmp_path: Path) -> None:

@@ -12,20 +12,21 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
 from detector.alert.secret import Secret, scrub
-from detector.alert.settings import FileSettings, StdoutSettings, WebhookSettings
+from detector.alert.settings import FileSettings, SlackSettings, StdoutSettings, WebhookSettings, parse_outputs
 from detector.alert.sink import DeliveryError, classify_status, parse_retry_after
 from detector.alert.sinks.file import FileSink
-from detector.alert.sinks.slack import key_fields, slack_message
+from detector.alert.sinks.slack import SlackSink, slack_message
 from detector.alert.sinks.sns import attributes, fit_message, subject
 from detector.alert.sinks.stdout import StdoutSink
 from detector.alert.sinks.webhook import WebhookSink, sign
 from detector.alert.template import TemplateError, compile_template
 from detector.errors import ConfigError
-from detector.rules.model import Priority
+from detector.rules.model import FieldValue, Priority
 from tests.support.alertkit import make_alert
 
 ALERT = make_alert(1, rule="Attach/Exec Pod", priority=Priority.CRITICAL, tags=("k8s", "mitre_execution"),
@@ -34,29 +35,71 @@ ALERT = make_alert(1, rule="Attach/Exec Pod", priority=Priority.CRITICAL, tags=(
 
 
 def test_slack_block_kit_message() -> None:
-    """Header with emoji and rule, the output line, key fields, context; colour by priority."""
+    """Header with emoji and rule, the output line, one field per output field (evt.time is the
+    context's time), source and tags in a context block, then time, host and id; colour by priority."""
     message = slack_message(ALERT)
     attachment = message["attachments"][0]
-    header, output, fields, context = attachment["blocks"]
+    header, output, fields, about, context = attachment["blocks"]
     assert attachment["color"] == "#e01e5a"
     assert header["text"]["text"] == ":red_circle: Critical: Attach/Exec Pod"
     assert output["text"]["text"] == ALERT.output
     shown = {f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in fields["fields"]}
-    assert shown == {"*User*": "alice", "*Verb*": "create", "*Resource*": "pods/exec",
-                     "*Namespace/Name*": "web/api-0", "*Source IP*": "10.0.0.7",
-                     "*User agent*": "kubectl/v1.29.0", "*Cluster*": "prod"}
-    assert ALERT.id in context["elements"][0]["text"]
+    assert shown == {"*ka.user.name*": "alice", "*ka.verb*": "create", "*ka.target.resource*": "pods",
+                     "*ka.target.subresource*": "exec", "*ka.target.namespace*": "web", "*ka.target.name*": "api-0",
+                     "*ka.sourceips*": "10.0.0.7", "*ka.useragent*": "kubectl/v1.29.0", "*ka.cluster.name*": "prod"}
+    assert [e["text"] for e in about["elements"]] == ["*source* k8s_audit", "*tags* k8s, mitre_execution"]
+    assert ALERT.id in context["elements"][0]["text"] and ALERT.time in context["elements"][0]["text"]
     assert message["text"].startswith("[Critical] Attach/Exec Pod: ")
 
 
+def test_slack_shows_the_rule_output_fields_first() -> None:
+    """The rule's own output fields come first, in its template's order, lists joined and a
+    missing value as <NA>; then the key fields the rule did not render."""
+    alert = make_alert(4, rule="Create Privileged Pod", fields={
+        "ka.target.name": "evil", "ka.req.pod.containers.image": ["nginx:1.25", "busybox"],
+        "ka.req.pod.containers.privileged": [True], "ka.req.pod.host_pid": None})
+    (section,) = [b for b in slack_message(alert)["attachments"][0]["blocks"] if "fields" in b]
+    names = [f["text"].split("\n")[0].strip("*") for f in section["fields"]]
+    assert names[:4] == ["ka.target.name", "ka.req.pod.containers.image", "ka.req.pod.containers.privileged",
+                         "ka.req.pod.host_pid"]
+    assert [f["text"].split("\n")[1] for f in section["fields"][:4]] == ["evil", "nginx:1.25, busybox", "true",
+                                                                        "&lt;NA&gt;"]
+    assert "ka.user.name" in names and "evt.time" not in names
+
+
 def test_slack_escapes_control_characters_and_limits_lengths() -> None:
-    """`<!channel>` in event data cannot ping anyone; long outputs are cut to Slack's limits."""
+    """`<!channel>` in event data cannot ping anyone; long outputs, values and many fields are
+    cut to Slack's limits (10 fields a section, 2000 characters a field) with a marker."""
     alert = make_alert(2, rule="R" * 300, fields={"ka.user.name": "<!channel> & co"})
     message = slack_message(alert)
     blocks = message["attachments"][0]["blocks"]
     assert len(blocks[0]["text"]["text"]) <= 150
     assert "&lt;!channel&gt; &amp; co" in blocks[2]["fields"][0]["text"] and "<!channel>" not in str(message)
-    assert dict(key_fields(make_alert(3, userAgent=None)))["User"] == "alice"
+    many: dict[str, FieldValue] = {f"jevt.value[/f{n}]": "&" * 5000 for n in range(40)}
+    alert = msgspec.structs.replace(make_alert(5, fields=many), output="x" * 5000, message="y" * 5000)
+    big = slack_message(alert)
+    blocks = big["attachments"][0]["blocks"]
+    sections = [b["fields"] for b in blocks if "fields" in b]
+    assert [len(s) for s in sections] == [10, 10, 10]
+    assert all(len(f["text"]) <= 2000 and f["text"].endswith("&amp;…(truncated)") for s in sections for f in s)
+    assert len(blocks[1]["text"]["text"]) <= 3000 and len(big["text"]) <= 3000
+    more = len(alert.output_fields) - 1 - 30  # evt.time is not a field
+    assert more > 10 and blocks[-2]["elements"][-1]["text"] == f"{more} more output fields not shown"
+
+
+def test_slack_template_replaces_the_text_line() -> None:
+    """A Slack output's `template` renders the text line and the notification text with the
+    `${field}` substitution of webhooks; values are escaped, the template's own markup is not."""
+    sink = SlackSink(SlackSettings("s", Secret("http://127.0.0.1:9/hook", "test"),
+                                   template="*${rule}* by `${ka.user.name}` on <https://x.test|${ka.target.name}>"))
+    alert = make_alert(6, fields={"ka.target.name": "<!here>"})
+    message = sink.encode(alert)
+    assert message["text"] == "*Test rule* by `alice` on <https://x.test|&lt;!here&gt;>"
+    assert message["attachments"][0]["blocks"][1]["text"]["text"] == message["text"]
+    sink.close()
+    with pytest.raises(ConfigError, match=r"outputs\[0\]\.template: column 1"):
+        parse_outputs([{"name": "s", "type": "slack", "webhook_url_env": "U", "template": "${"}],
+                      environ={"U": "https://hooks.slack.test/x"})
 
 
 def test_sns_subject_and_attributes() -> None:
