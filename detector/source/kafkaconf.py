@@ -295,6 +295,8 @@ def client_config(settings: KafkaSettings) -> dict[str, str]:
     conf.update(settings.client)
     sec = settings.security
     conf["security.protocol"] = sec.protocol
+    if sec.protocol.endswith("ssl"):
+        conf["ssl.ca.location"] = "probe"  # the system's CA store (the wheel's librdkafka has no default path)
     for key, option in (("ca_file", "ssl.ca.location"), ("cert_file", "ssl.certificate.location"),
                         ("key_file", "ssl.key.location")):
         if getattr(sec, key):
