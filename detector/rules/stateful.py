@@ -299,32 +299,36 @@ class StatefulState:
         self.rules = {r.digest: r for r in rules}
         self.stored: set[str] = set()  # state keys in the database (loaded or written)
         self._meta: dict[str, bytes] = {}  # last written meta per rule (written when it changes)
+        # Each rule's state keys, made once: changes() runs at every commit.
+        self._names = {d: [f"{STATE_PREFIX}{d}.{b}" for b in range(BUCKETS)] + [f"{STATE_PREFIX}{d}.m"]
+                       for d in self.rules}
+        self._live = {name for names in self._names.values() for name in names}
+        self._doomed: set[str] = set()  # stored keys of no rule loaded: deleted at the next commit
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
     def changes(self) -> dict[str, bytes | None]:
         """State keys that changed since the last call (None: delete), for the next commit."""
-        out: dict[str, bytes | None] = {}
-        live: set[str] = set()
+        out: dict[str, bytes | None] = dict.fromkeys(self._doomed)
+        self.stored -= self._doomed
+        self._doomed = set()
         for digest, rule in self.rules.items():
             window = rule.window
-            base = f"{STATE_PREFIX}{digest}."
+            if not window.dirty:
+                continue  # nothing fed or closed: neither buckets nor meta moved
+            names = self._names[digest]
             for bucket in sorted(window.dirty):
-                out[base + str(bucket)] = window.export(bucket)
+                out[names[bucket]] = value = window.export(bucket)
+                if value is None:
+                    self.stored.discard(names[bucket])
+                else:
+                    self.stored.add(names[bucket])
             window.dirty.clear()
             meta = window.export_meta()
             if self._meta.get(digest) != meta:
-                out[base + "m"] = self._meta[digest] = meta
-            live.update(base + str(b) for b in range(BUCKETS))
-            live.add(base + "m")
-        for key in self.stored - live:  # rules gone (reload) or state found at a fresh start
-            out[key] = None
-        for key, value in out.items():
-            if value is None:
-                self.stored.discard(key)
-            else:
-                self.stored.add(key)
+                out[names[BUCKETS]] = self._meta[digest] = meta
+                self.stored.add(names[BUCKETS])
         return out
 
     def load(self, items: Mapping[str, bytes]) -> int:
@@ -335,7 +339,8 @@ class StatefulState:
             self.stored.add(key)
             digest, _, part = key[len(STATE_PREFIX):].partition(".")
             rule = self.rules.get(digest)
-            if rule is None:
+            if rule is None or key not in self._live:
+                self._doomed.add(key)
                 continue
             found.add(digest)
             if part == "m":
@@ -348,6 +353,7 @@ class StatefulState:
     def forget_stored(self, keys: Iterable[str]) -> None:
         """State in the database that must not be used (a fresh start): deleted at the next commit."""
         self.stored.update(keys)
+        self._doomed.update(keys)
 
     def adopt(self, old: StatefulState) -> tuple[int, int]:
         """After a reload: keep the state of unchanged rules, drop that of the others.
@@ -359,6 +365,10 @@ class StatefulState:
                 rule.window, rule.wall_at_max, rule.untimed = previous.window, previous.wall_at_max, previous.untimed
                 kept += 1
         self.stored = set(old.stored)
+        self._doomed = (old._doomed | old.stored) - self._live
+        for digest, rule in self.rules.items():  # a rule starting afresh replaces what its digest stored
+            if digest not in old.rules:
+                self._doomed |= {k for k in self.stored if k in set(self._names[digest])}
         self._meta = {d: m for d, m in old._meta.items() if d in self.rules}
         return kept, len(old.rules) - kept
 
