@@ -366,9 +366,8 @@ class StatefulState:
                 kept += 1
         self.stored = set(old.stored)
         self._doomed = (old._doomed | old.stored) - self._live
-        for digest, rule in self.rules.items():  # a rule starting afresh replaces what its digest stored
-            if digest not in old.rules:
-                self._doomed |= {k for k in self.stored if k in set(self._names[digest])}
+        for digest in self.rules.keys() - old.rules.keys():  # a rule starting afresh replaces what it stored
+            self._doomed |= self.stored & set(self._names[digest])
         self._meta = {d: m for d, m in old._meta.items() if d in self.rules}
         return kept, len(old.rules) - kept
 
