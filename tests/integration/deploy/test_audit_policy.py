@@ -312,9 +312,11 @@ def test_sensitive_bodies_are_never_logged() -> None:
 
 # -- end to end: the shipped rule tests, on events as this policy would log them ---------------
 def rule_tests() -> list[tuple[Path, dict[str, Any]]]:
-    """Every test of the shipped rules' *.tests.yaml files, with the file it comes from."""
+    """Every test of the shipped stateless rules' *.tests.yaml files, with the file it comes
+    from. The stateful rules' tests (rules/stateful-rules.tests.yaml) give generated event
+    sequences judged on the aggregate; policy-check covers their base conditions' needs."""
     found = []
-    for path in sorted((REPO / "rules").glob("*.tests.yaml")):
+    for path in sorted((REPO / "rules").glob("[0-9]*.tests.yaml")):
         data = load_yaml(path)
         entries = data.get("tests") if isinstance(data, dict) else data
         found += [(path, entry) for entry in entries]
