@@ -91,6 +91,10 @@ class Instance:
             pass
         return 0
 
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def hwm_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -119,6 +123,7 @@ def measure(work: Path, broker: Broker, n: int, members: int) -> dict[str, Any]:
         wait(lambda: all(i.started() for i in instances), 60, "the instances to start")
         wait(lambda: sum(i.events() for i in instances) > 0, 120, "the first event")
         first, start = sum(i.events() for i in instances), time.monotonic()
+        cpu = [i.cpu_seconds() for i in instances]
         counts: list[int] = []
 
         def done() -> bool:
@@ -128,7 +133,8 @@ def measure(work: Path, broker: Broker, n: int, members: int) -> dict[str, Any]:
         wait(done, 900, f"{n} events")
         seconds = time.monotonic() - start
         return {"events_s": (sum(counts) - first) / seconds, "seconds": seconds, "per_instance": counts,
-                "rss_mb": [i.hwm_mb() for i in instances]}
+                "rss_mb": [i.hwm_mb() for i in instances],
+                "cpu": [(i.cpu_seconds() - c) / seconds for i, c in zip(instances, cpu, strict=True)]}
     finally:
         for i in instances:
             i.stop()
@@ -162,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     ratio = two["events_s"] / one["events_s"]
     print(f"one instance   {one['events_s']:9,.0f} events/s  ({one['seconds']:.1f} s)  "
-          f"peak RSS {one['rss_mb'][0]:.1f} MB")
+          f"peak RSS {one['rss_mb'][0]:.1f} MB  CPU {one['cpu'][0]:.0%} of a core")
     print(f"two instances  {two['events_s']:9,.0f} events/s  ({two['seconds']:.1f} s, split "
           f"{'/'.join(f'{c:,}' for c in two['per_instance'])})  peak RSS "
-          f"{' / '.join(f'{r:.1f}' for r in two['rss_mb'])} MB  = {ratio:.2f}x one")
+          f"{' / '.join(f'{r:.1f}' for r in two['rss_mb'])} MB  CPU {' / '.join(f'{c:.0%}' for c in two['cpu'])}"
+          f"  = {ratio:.2f}x one")
     missed = [name for name, ok in (("one instance >= 50,000 events/s", one["events_s"] >= 50_000),
                                     ("two instances >= 1.6x one", ratio >= 1.6),
                                     ("RSS <= 80 MB", max(one["rss_mb"] + two["rss_mb"]) <= 80)) if not ok]

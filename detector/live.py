@@ -63,7 +63,7 @@ SWITCH_INTERVAL = 0.001  # seconds, with the webhook input (see _receiver)
 SPOOL_LINE_OVERHEAD = 4096  # a spool line is the request body plus its envelope
 KAFKA_CLOSE_SECONDS = 10.0  # kafka input at SIGTERM: the last commit and leaving the group
 KAFKA_DELIVER_SECONDS = 10.0  # then the outbox: a replica's pod (and state_dir) may be gone for good
-KAFKA_BATCH_LINES = 200  # a kafka spool line holds up to 20 records (source/kafka.py): ~4,000 events a batch
+KAFKA_BATCH_LINES = 100  # a kafka spool line holds up to 20 records (source/kafka.py): ~2,000 events a batch
 SPOOL_MAX_LAG_BYTES = 256 << 20  # spooled but not evaluated yet: past this, requests get 429
 OUTBOX_FULL_FRACTION = 0.9  # of outbox.max_rows pending: requests get 429 (the outbox drops the oldest past max_rows)
 

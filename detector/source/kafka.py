@@ -44,7 +44,7 @@ from detector.source.webhook import CLUSTER
 TopicPartition = tuple[str, int]
 Admit = Callable[[], "str | None"]  # None, or why consumption pauses now (backpressure)
 
-POLL_RECORDS = 1_000
+POLL_RECORDS = 500
 POLL_SECONDS = 0.1
 COMMIT_RETRY_SECONDS = 1.0
 LAG_SECONDS = 2.0  # how often lag is measured
@@ -196,7 +196,7 @@ def any_record_line(body: bytes, cluster: str | None, request_id: str, received:
 
 
 EVENT_HEAD = b'{"kind":"Event"'  # how kube-apiserver writes every audit.log line (and Fluent Bit passes it)
-RUN_ITEMS, RUN_BYTES = 20, 64 << 10  # the loop reads 200 lines a batch (live.KAFKA_BATCH_LINES): memory stays flat
+RUN_ITEMS, RUN_BYTES = 20, 64 << 10  # the loop reads 100 lines a batch (live.KAFKA_BATCH_LINES): memory stays flat
 
 
 class SpoolLines:
@@ -338,6 +338,8 @@ class KafkaSource:
                 if self._unreachable and now >= next_probe:
                     self._probe()
                     next_probe = now + PROBE_SECONDS
+        except StopConsuming:  # closed while the spool could not be written: a stop, not a failure
+            pass
         except BaseException as exc:  # reported by the live loop, which stops: nothing is committed past it
             self._error = exc
             self._observer.event("kafka_failed", {"error": f"{type(exc).__name__}: {exc}"})
