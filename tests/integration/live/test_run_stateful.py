@@ -124,3 +124,34 @@ def test_absence_fires_when_the_log_stops(tmp_path: Path) -> None:
     assert len(alerts) == 1
     assert "audit log silent since" in str(alerts[0]["output"])
     assert alerts[0]["rule"] == "Audit Log Silence"
+
+
+def test_a_reload_keeps_an_unchanged_rules_window_and_drops_a_changed_ones(tmp_path: Path) -> None:
+    """Three 403s, the rules file rewritten with another rule added: the window is kept (two
+    more alert, counting five). Rewritten with another threshold: that rule starts afresh and
+    its stored state is deleted."""
+    detector = Detector(tmp_path, BURST_RULE)
+    detector.start()
+    detector.wait_started()
+    with detector.log.open("ab") as log:
+        log.write(b"".join(forbidden(n) for n in range(3)))
+    wait_for(lambda: _state_rows(detector) > 0, 30, "the window state to be committed")
+    detector.rules.write_text(BURST_RULE + SILENCE_RULE.replace("window: 2s", "window: 1h"))
+    wait_for(lambda: "stateful_state_reloaded" in detector.log_text(), 30, "the reload")
+    assert '"kept_rules": 1' in detector.log_text()
+    with detector.log.open("ab") as log:
+        log.write(b"".join(forbidden(n) for n in range(3, 5)))
+    wait_for(lambda: len(_alerts(detector)) >= 1, 30, "the alert of the window kept across the reload")
+    assert _alerts(detector)[0]["output_fields"]["agg.count"] == "5"  # type: ignore[index]
+    before = _state_keys(detector)
+    detector.rules.write_text(BURST_RULE.replace("threshold: 5", "threshold: 6"))
+    wait_for(lambda: detector.log_text().count("stateful_state_reloaded") >= 2, 30, "the second reload")
+    with detector.log.open("ab") as log:
+        log.write(forbidden(30))
+    wait_for(lambda: not (before & _state_keys(detector)), 30, "the changed rules' old state to be deleted")
+    assert detector.terminate()[0] == 0
+
+
+def _state_keys(detector: Detector) -> set[str]:
+    with sqlite3.connect(detector.root / "state" / DB_NAME) as db:
+        return {row[0] for row in db.execute("SELECT key FROM state WHERE key LIKE 'rules.state.%'")}
