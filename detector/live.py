@@ -93,6 +93,7 @@ class LiveRunner:
         self.metrics.ready = True
         self._rule_mtimes = self._mtimes()
         self._alert_counters: dict[tuple[str, str], Any] = {}  # (output, result) -> its counter
+        self._input_observer: InputObserver | None = None  # the webhook input's metrics, when it is on
         self._loading: _RulesLoad | None = None  # a reload under way
         self._reload_pending: str | None = None  # a reload asked for while one was under way
         self._pending: Position | None = None  # handled but not yet checkpointed
@@ -231,8 +232,8 @@ class LiveRunner:
         # (one TLS record at a time) waits up to the switch interval for each record: 5 ms by
         # default made a 2xx take 50-80 ms while a batch was evaluated. 1 ms keeps p99 low.
         sys.setswitchinterval(SWITCH_INTERVAL)
-        receiver = WebhookReceiver(settings, spool, admit=self._admit,
-                                   observer=InputObserver(self.metrics, self._on_source_event))
+        self._input_observer = InputObserver(self.metrics, self._on_source_event)
+        receiver = WebhookReceiver(settings, spool, admit=self._admit, observer=self._input_observer)
         log.info("webhook_listening", listen=cfg.listen, port=receiver.port, tls=receiver.tls is not None,
                  mtls=bool(cfg.client_ca_file), token=bool(cfg.token_file))
         return receiver
@@ -391,6 +392,8 @@ class LiveRunner:
                     alerts += delivery.alerts_for(matches, report)
         self._line = None
         self.metrics.events.inc(count)
+        if self._input_observer is not None:
+            self._input_observer.records.labels("webhook").inc(count)
         self.metrics.lines.inc(len(lines))
         self.metrics.evaluation.observe(time.perf_counter() - started)
         self._pending = after
@@ -636,6 +639,8 @@ class InputObserver:
                              ["input", "endpoint"], registry=r)
         self.rejects = Counter("detector_input_rejects", "Requests and connections refused, by endpoint and "
                                "reason", ["input", "endpoint", "reason"], registry=r)
+        self.records = Counter("detector_input_records", "Audit events the input's spool yielded to evaluation "
+                               "(decoded from requests: EventList items, envelope records)", ["input"], registry=r)
         self.latency = Histogram("detector_input_request_seconds", "From the request head read to the answer, "
                                  "by endpoint", ["input", "endpoint"], registry=r,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
