@@ -15,7 +15,7 @@ from typing import Any
 from detector.errors import ConfigError, Location
 from detector.rules.model import Priority
 from detector.rules.yamlload import MAX_CONFIG_FILE_BYTES, YamlError, load_typed, read_capped
-from detector.source.kafkaconf import KafkaSettings, kafka_settings
+from detector.source.kafkaconf import KafkaSettings, is_loopback_host, kafka_settings
 
 DEFAULT_FILE = "/var/log/kubernetes/audit/audit.log"
 DEFAULT_STATE_DIR = "/var/lib/detector"
@@ -249,7 +249,7 @@ def _check_webhook(config: InputConfig, where: str) -> None:
     except ValueError as exc:
         raise ConfigError(f"input.listen: {exc}", Location(where)) from None
     if config.insecure_plain_http:
-        if not _is_loopback(host):
+        if not is_loopback_host(host):
             raise ConfigError(f"input.insecure_plain_http: allowed only with a loopback listen address "
                               f"(127.0.0.1, ::1, localhost), not {config.listen!r}: anyone on the network could "
                               f"read the events or send forged ones", Location(where))
@@ -260,15 +260,6 @@ def _check_webhook(config: InputConfig, where: str) -> None:
     if not (config.client_ca_file or config.token_file):
         raise ConfigError("input: a webhook needs client authentication: client_ca_file (mTLS), token_file "
                           "(bearer token), or both", Location(where))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _flag(value: Any) -> bool:

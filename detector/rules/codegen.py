@@ -204,19 +204,8 @@ def fuse(rules: Sequence[tuple[Predicate, Callable[[AuditEvent], Match]]], *, fi
     identifiers renamed apart), others are called: a Python call per rule and the loop over
     them were ~0.3 us of every event's evaluation. With `first`, it stops at the first match."""
     namespace: dict[str, Any] = {}
-    lines = ["def run(ev):", "    found = None"]
-    for position, (predicate, match) in enumerate(rules):
-        prefix = f"_r{position}"
-        namespace[f"{prefix}match"] = match
-        test = _inlined(predicate, prefix, namespace)
-        if first:
-            lines += [f"    if {test}:", f"        return [{prefix}match(ev)]"]
-        else:
-            lines += [f"    if {test}:", f"        found = [*(found or ()), {prefix}match(ev)]"]
-    lines.append("    return found")
-    exec(compile("\n".join(lines) + "\n", "<detector rules>", "exec"), namespace)  # safe: as in generate()
-    run: Evaluator = namespace["run"]
-    return run
+    lines = ["def run(ev):", "    found = None", *_rule_lines(rules, namespace, first=first, keep="")]
+    return _compiled(lines, namespace)
 
 
 def fuse_selecting(selecting: Sequence[tuple[Predicate, Callable[[AuditEvent], Any], bool]],
@@ -241,15 +230,28 @@ def fuse_selecting(selecting: Sequence[tuple[Predicate, Callable[[AuditEvent], A
             namespace[f"{prefix}match"] = match
             lines += [f"        if {_inlined(predicate, prefix, namespace)}:",
                       f"            found = [*(found or ()), {prefix}match(ev)]"]
+    lines += _rule_lines(rules, namespace, first=first, keep="*(found or ()), ")
+    return _compiled(lines, namespace)
+
+
+def _rule_lines(rules: Sequence[tuple[Predicate, Callable[[AuditEvent], Match]]], namespace: dict[str, Any], *,
+                first: bool, keep: str) -> list[str]:
+    """The body lines testing `rules` in order, then `return found`; with `first`, the first
+    match returns at once, after `keep` (what is already found and must be kept)."""
+    lines = []
     for position, (predicate, match) in enumerate(rules):
         prefix = f"_r{position}"
         namespace[f"{prefix}match"] = match
         test = _inlined(predicate, prefix, namespace)
         if first:
-            lines += [f"    if {test}:", f"        return [*(found or ()), {prefix}match(ev)]"]
+            lines += [f"    if {test}:", f"        return [{keep}{prefix}match(ev)]"]
         else:
             lines += [f"    if {test}:", f"        found = [*(found or ()), {prefix}match(ev)]"]
     lines.append("    return found")
+    return lines
+
+
+def _compiled(lines: list[str], namespace: dict[str, Any]) -> Evaluator:
     exec(compile("\n".join(lines) + "\n", "<detector rules>", "exec"), namespace)  # safe: as in generate()
     run: Evaluator = namespace["run"]
     return run

@@ -270,7 +270,11 @@ def _check_file(key: str, path: str) -> None:
 
 
 def _loopback(broker: str) -> bool:
-    host = broker.rpartition(":")[0].strip("[]")
+    return is_loopback_host(broker.rpartition(":")[0].strip("[]"))
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1): where plain text may be allowed."""
     if host == "localhost":
         return True
     try:
