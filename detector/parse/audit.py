@@ -14,11 +14,19 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
-import orjson
 
 from detector.errors import BadInput
-from detector.event import AuditEvent, TooDeep, decode_bounded, json_bytes
-from detector.parse.envelopes import SPOOL_PREFIX, Envelope, Inner, Piece, unwrap_spool, unwrap_text, unwrap_value
+from detector.event import AuditEvent, json_bytes
+from detector.parse.envelopes import (
+    SPOOL_PREFIX,
+    Envelope,
+    Inner,
+    Piece,
+    loads_json,
+    unwrap_spool,
+    unwrap_text,
+    unwrap_value,
+)
 from detector.parse.extract import text_map
 
 OnBad = Callable[[BadInput], None]
@@ -130,8 +138,8 @@ def parse_document(data: bytes, envelope: Envelope = _AUTO) -> list[AuditEvent |
     """Decode a whole JSON document: an Event, an EventList, an envelope (see parse_line), or
     an array of those. With a cloud's `envelope`, only that cloud's envelopes are events."""
     if envelope in _CLOUDS:
-        return _forced_document(_loads(data, "invalid JSON document"), envelope)
-    return list(_walk(_loads(data, "invalid JSON document"), envelope))
+        return _forced_document(loads_json(data, "invalid JSON document"), envelope)
+    return list(_walk(loads_json(data, "invalid JSON document"), envelope))
 
 
 def line_parser(envelope: Envelope = _AUTO) -> LineParser:
@@ -154,7 +162,7 @@ def _parse_forced(line: bytes, on_bad: OnBad | None, envelope: Envelope) -> list
     if not line.strip():
         raise BadInput("blank_line", "blank line (skipped)")
     try:
-        value = _loads(line, "invalid JSON")
+        value = loads_json(line, "invalid JSON")
     except BadInput:
         pieces = unwrap_text(line, envelope)
         if pieces is None:
@@ -180,7 +188,7 @@ def _forced_document(value: Any, envelope: Envelope) -> list[AuditEvent | BadInp
 def _parse_lenient(line: bytes, on_bad: OnBad | None, envelope: Envelope = _AUTO) -> AuditEvent | list[AuditEvent]:
     if envelope is _AUTO and line.startswith(SPOOL_PREFIX):  # the webhook receiver's spool
         return _events_of(unwrap_spool(line), on_bad)
-    value = _loads(line, "invalid JSON")
+    value = loads_json(line, "invalid JSON")
     if isinstance(value, dict) and value.get("kind") == "Event":
         return event_from_dict(value)
     if not isinstance(value, dict | list):
@@ -197,19 +205,6 @@ def _parse_lenient(line: bytes, on_bad: OnBad | None, envelope: Envelope = _AUTO
         for error in errors:
             on_bad(error)
     return events
-
-
-def _loads(data: bytes, what: str) -> Any:
-    """The JSON value of `data`: orjson, or msgspec (bounded, see decode_bounded) for JSON
-    nested past orjson's 1,024 levels; BadInput (`what`: orjson's reason) if neither can."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        reason = f"{what}: {exc}"
-    try:
-        return decode_bounded(msgspec.json.decode, data)
-    except (msgspec.DecodeError, TooDeep):
-        raise BadInput("invalid_json", reason) from None
 
 
 def _walk(value: Any, envelope: Envelope = _AUTO) -> Any:
@@ -283,7 +278,7 @@ def _inner_events(piece: Inner, on_bad: OnBad) -> list[AuditEvent]:
     try:
         event = _DECODER.decode(data)
     except (msgspec.DecodeError, RecursionError):  # oddly typed: the lenient way, `kind` added
-        value = _loads(data, "invalid JSON")
+        value = loads_json(data, "invalid JSON")
         if isinstance(value, dict) and "kind" not in value:
             value = {**value, "kind": "Event"}
         return [event_from_dict(value)] if isinstance(value, dict) else [_not_object(value)]

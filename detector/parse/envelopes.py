@@ -124,7 +124,7 @@ def decode_body(endpoint: str, body: bytes | memoryview | msgspec.Raw, cluster: 
     if endpoint not in ("firehose", "pubsub"):
         return [BadInput("bad_envelope", f"{where}: unknown endpoint {endpoint!r}")]
     try:
-        value = _json(bytes(body))
+        value = loads_json(bytes(body))
     except BadInput as exc:
         return [BadInput(exc.reason, f"{where}: {exc.message}")]
     kind = _kind_of(value) if isinstance(value, dict) else None
@@ -321,11 +321,13 @@ def _gunzip(data: bytes) -> bytes:
         raise BadInput("bad_envelope", f"corrupt gzip data: {exc}") from None
 
 
-def _json(data: bytes) -> Any:
+def loads_json(data: bytes, what: str = "invalid JSON") -> Any:
+    """The JSON value of `data`: orjson, or msgspec (bounded, see decode_bounded) for JSON
+    nested past orjson's 1,024 levels; BadInput (`what`: orjson's reason) if neither can."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        reason = f"invalid JSON: {exc}"
+        reason = f"{what}: {exc}"
     try:
         return decode_bounded(msgspec.json.decode, data)
     except (msgspec.DecodeError, TooDeep):
@@ -335,7 +337,7 @@ def _json(data: bytes) -> Any:
 def _json_values(data: bytes) -> list[Any]:
     """One JSON value, or several written one after another (whitespace or nothing between)."""
     try:
-        return [_json(data)]
+        return [loads_json(data)]
     except BadInput as first:
         error = first
     try:
