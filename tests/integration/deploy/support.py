@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
@@ -41,3 +43,25 @@ def find_tool(name: str) -> str | None:
     if beside.is_file():
         return str(beside)
     return shutil.which(name)
+
+
+def assert_hardened_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """Non-root, no privilege escalation, read-only root, every capability dropped, no service
+    account token; returns the pod's one container."""
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    return dict(container)
+
+
+def kustomize(directory: Path) -> str:
+    """`kubectl kustomize DIRECTORY` rendered offline (the test skips without kubectl)."""
+    kubectl = find_tool("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=False,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

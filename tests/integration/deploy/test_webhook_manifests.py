@@ -3,12 +3,16 @@ and agree with their configuration, which `detector run`'s own loader accepts.""
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
-import pytest
-
-from tests.integration.deploy.support import CONFIG_KEYS, KUBE, find_tool, load_documents, load_yaml
+from tests.integration.deploy.support import (
+    CONFIG_KEYS,
+    KUBE,
+    assert_hardened_pod,
+    kustomize,
+    load_documents,
+    load_yaml,
+)
 
 WEBHOOK = KUBE / "webhook"
 
@@ -54,20 +58,11 @@ def test_deployment_and_service_agree_with_the_config() -> None:
 def test_the_pod_is_hardened() -> None:
     """Non-root, no privilege escalation, read-only root, every capability dropped, no service account token."""
     pod = objects()["Deployment"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    security = container["securityContext"]
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
-    assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
-    assert security["capabilities"]["drop"] == ["ALL"]
+    container = assert_hardened_pod(pod)
     assert "limits" in container["resources"]
 
 
 def test_kustomize_builds() -> None:
     """`kubectl kustomize` renders the directory offline (when kubectl is installed)."""
-    kubectl = find_tool("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
-    done = subprocess.run([kubectl, "kustomize", str(WEBHOOK)], capture_output=True, text=True, check=False,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "kind: Deployment" in done.stdout and "detector-webhook-config-" in done.stdout
+    rendered = kustomize(WEBHOOK)
+    assert "kind: Deployment" in rendered and "detector-webhook-config-" in rendered
