@@ -29,7 +29,7 @@ import structlog
 
 from detector.alert.events import DeliveryEvent, EventKind, log_event
 from detector.alert.model import Alert
-from detector.alert.outbox import DB_NAME
+from detector.alert.outbox import DB_NAME, is_damaged
 from detector.alert.settings import DeliverySettings
 from detector.alert.stage import Delivery, open_delivery
 from detector.config import RunConfig
@@ -703,9 +703,8 @@ def _describe(error: BaseException) -> str:
 
 
 def _fail_if_damaged(error: BaseException, state_dir: str) -> None:
-    """A damaged database (SQLITE_CORRUPT, SQLITE_NOTADB: plain DatabaseError) does not heal by
-    waiting, unlike a full disk or a read-only mount (OperationalError): stop at once."""
-    if type(error) is sqlite3.DatabaseError:
+    """A damaged database does not heal by waiting: stop at once."""
+    if is_damaged(error):
         raise StateError(f"state_dir {state_dir}: the state database is damaged ({error}); stopped with the "
                          f"checkpoint before the alerts it could not store") from None
 

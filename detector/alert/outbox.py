@@ -169,7 +169,7 @@ class Outbox:
             self._identity = (st.st_dev, st.st_ino)
         except sqlite3.DatabaseError as exc:
             self.close()
-            if type(exc) is sqlite3.DatabaseError:  # not a database, malformed: not a passing condition
+            if is_damaged(exc):
                 raise StateError(_corrupt(self.path, str(exc))) from None
             raise ConfigError(f"{self.path}: cannot open the outbox: {exc}") from None
         except (sqlite3.Error, OSError) as exc:
@@ -477,6 +477,12 @@ class Outbox:
             counts = self._drop(tx, where, args, self.clock(), "purged", count=False)
         self._held_estimate = None
         return sum(counts.values())
+
+
+def is_damaged(error: BaseException) -> bool:
+    """A damaged database (SQLITE_CORRUPT, SQLITE_NOTADB: plain DatabaseError) does not heal by
+    waiting, unlike a full disk, a read-only mount or a busy lock (OperationalError)."""
+    return type(error) is sqlite3.DatabaseError
 
 
 def _corrupt(path: Path, problem: str) -> str:
