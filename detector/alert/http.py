@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import InsecureRequestWarning
@@ -51,7 +52,8 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
-    """A 2xx response: status, headers and the first `body_cap` bytes of the body."""
+    """A response: status, headers (case-insensitive) and the first `body_cap` bytes of the
+    body; `truncated` when there was more."""
 
     status: int
     headers: Mapping[str, str]
@@ -94,6 +96,14 @@ class HttpTransport:
 
     def request(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResponse:
         """One attempt, bounded by `timeout`; returns a 2xx response or raises `DeliveryError`."""
+        response = self.exchange(method, url, body, headers)
+        if not 200 <= response.status < 300:
+            raise classify_status(response.status, _text(response), response.headers, self.secrets)
+        return response
+
+    def exchange(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResponse:
+        """One attempt, bounded by `timeout`: the response whatever its status (for a caller
+        that reads error bodies itself), or `DeliveryError` for a failure below HTTP."""
         deadline = time.monotonic() + self.timeout
         try:
             return self._attempt(method, url, body, headers, deadline)
@@ -126,11 +136,7 @@ class HttpTransport:
         finally:
             self._watchdog.disarm(attempt)
             _current.attempt = None
-        status = response.status_code
-        result = HttpResponse(status, dict(response.headers), data, truncated)
-        if not 200 <= status < 300:
-            raise classify_status(status, _text(response, data), result.headers, self.secrets)
-        return result
+        return HttpResponse(response.status_code, CaseInsensitiveDict(response.headers), data, truncated)
 
     def _prepare(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> requests.PreparedRequest:
         prepared = requests.PreparedRequest()
@@ -163,10 +169,14 @@ def _read_capped(response: requests.Response, cap: int) -> tuple[bytes, bool]:
     return data[:cap], True
 
 
-def _text(response: requests.Response, data: bytes) -> str:
+def _text(response: HttpResponse) -> str:
     if response.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
         return ""  # compressed: not text (and never decompressed: no bomb to defuse)
-    return data.decode(response.encoding or "utf-8", "replace") if data else ""
+    encoding = requests.utils.get_encoding_from_headers(response.headers) or "utf-8"
+    try:
+        return response.body.decode(encoding, "replace")
+    except LookupError:  # a charset Python does not know
+        return response.body.decode("utf-8", "replace")
 
 
 # -- the deadline ----------------------------------------------------------------------------

@@ -7,20 +7,29 @@ FIFO topics (`.fifo`) get the configured MessageGroupId (one group by default: t
 stays in order) and the alert id as MessageDeduplicationId, so SNS itself drops a repeat sent
 within its 5-minute window.
 Credentials come from the standard AWS chain; botocore's own retries are off (the outbox
-retries), and its timeouts are the output's timeout.
+retries). botocore builds and signs (SigV4) the request and parses the response, but the HTTP
+exchange itself is ours: a `before-send` handler sends the signed request through the shared
+`HttpTransport` and hands botocore the response, so SNS has the bounds of the other outputs
+(`timeout` for the whole attempt, at most BODY_CAP bytes of a response read). botocore's own
+HTTP session would read a response body whole, and time each socket read, not the attempt.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 import boto3
+import botocore.session
 import orjson
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+from botocore.parsers import ResponseParserError
 
+from detector.alert.http import HttpTransport
 from detector.alert.model import Alert
 from detector.alert.secret import Secret
 from detector.alert.settings import SnsSettings
@@ -31,6 +40,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
 
 SUBJECT_LIMIT = 100
+BODY_CAP = 16 * 1024  # SNS answers a publish, or an error, in well under 1 KiB of XML
 MESSAGE_LIMIT = 256 * 1024
 _NOT_SUBJECT = re.compile(r"[^\x20-\x7e]")
 _RETRYABLE_CODES = frozenset({
@@ -46,14 +56,25 @@ class SnsSink:
     def __init__(self, settings: SnsSettings) -> None:
         self.name = settings.name
         self._settings = settings
+        # One attempt whatever AWS_RETRY_MODE says: "adaptive" would also wait in a rate limiter
+        # before sending, outside the attempt's deadline. The timeouts are those of botocore's
+        # own HTTP session, which `_exchange` leaves unused.
         config = Config(connect_timeout=settings.timeout, read_timeout=settings.timeout,
-                        retries={"total_max_attempts": 1}, user_agent_extra="detector")
+                        retries={"total_max_attempts": 1, "mode": "standard"}, user_agent_extra="detector")
+        core = botocore.session.get_session()
         try:
-            session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+            session = boto3.session.Session(botocore_session=core, profile_name=settings.profile,
+                                            region_name=settings.region)
+            ca_bundle = core.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE, or the profile's
         except ProfileNotFound:
             raise ConfigError(f"output {settings.name}: AWS profile {settings.profile!r} not found") from None
         self._session = session
         self._client: SNSClient = session.client("sns", endpoint_url=settings.endpoint_url, config=config)
+        self._transport = HttpTransport(timeout=settings.timeout, verify=ca_bundle or True, body_cap=BODY_CAP)
+        # botocore sends the first response a before-send handler returns (the stubs type
+        # handlers as returning None).
+        self._client.meta.events.register_first("before-send.sns", self._exchange)  # type: ignore[arg-type]
+        self._status: int | None = None  # of the response to the publish in progress (one worker sends)
 
     @property
     def secrets(self) -> Sequence[Secret]:
@@ -82,15 +103,65 @@ class SnsSink:
         return request
 
     def send(self, alert: Alert) -> None:
+        self._status = None
         try:
             self._client.publish(**self.encode(alert))
         except ClientError as exc:
             raise _client_error(exc) from None
         except BotoCoreError as exc:
             raise DeliveryError(f"SNS: {type(exc).__name__}: {snippet(str(exc))}", retryable=True) from None
+        except ResponseParserError:  # not XML (a proxy's page, another service); its text quotes the body
+            status = self._status or 0
+            raise DeliveryError(f"SNS: HTTP {status}, a response that is not SNS's XML",
+                                retryable=_retryable(status), status=status or None) from None
+
+    def _exchange(self, request: AWSPreparedRequest, **_kwargs: Any) -> AWSResponse:
+        """botocore's `before-send` handler: the signed request sent through our transport.
+
+        A response whose body is over the cap never reaches botocore's parser: it fails here,
+        classified by its status (see `_retryable`)."""
+        # Header values are the bytes botocore signed (UTF-8): latin-1 sends them back unchanged.
+        headers = {key: value.decode("latin-1") if isinstance(value, bytes) else value
+                   for key, value in request.headers.items()}
+        try:
+            response = self._transport.exchange(request.method, request.url, _body_bytes(request.body), headers)
+        except DeliveryError as exc:
+            raise DeliveryError(f"SNS: {exc.message}", retryable=exc.retryable, retry_after=exc.retry_after,
+                                status=exc.status) from None
+        self._status = status = response.status
+        if response.truncated:
+            raise DeliveryError(f"SNS: HTTP {status}, a response body over {BODY_CAP} bytes",
+                                retryable=_retryable(status), status=status)
+        received = HTTPHeaders()
+        for key, value in response.headers.items():
+            received[key] = value
+        return AWSResponse(request.url, status, received, _Body(response.body))
 
     def close(self) -> None:
         self._client.close()
+        self._transport.close()
+
+
+def _body_bytes(body: bytes | bytearray | str | IO[bytes] | IO[str] | None) -> bytes:
+    """A prepared request's body as bytes: Publish's is its form-encoded parameters (str)."""
+    if body is None:
+        return b""
+    if isinstance(body, str):
+        return body.encode()
+    if isinstance(body, bytes | bytearray):
+        return bytes(body)
+    content = body.read()  # a file (uploads; SNS has none)
+    return content.encode() if isinstance(content, str) else content
+
+
+class _Body:
+    """A read response body as botocore's `AWSResponse.raw` (only `stream` is used)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_kwargs: Any) -> Iterator[bytes]:
+        yield self._data
 
 
 def subject(alert: Alert) -> str:
@@ -155,6 +226,13 @@ def _cut(value: Any, cap: int) -> Any:
     if isinstance(value, dict):
         return {key: _cut(item, cap) for key, item in value.items()}
     return value
+
+
+def _retryable(status: int) -> bool:
+    """Whether a response botocore cannot read (over the cap, or not XML) is worth another try:
+    a 2xx is (botocore's parse error was retried too), an error status as `_client_error` takes
+    it when the code is unknown (5xx, 408, 425, 429; no status: the transport failed)."""
+    return status == 0 or 200 <= status < 300 or status >= 500 or status in RETRYABLE_STATUSES
 
 
 def _client_error(exc: ClientError) -> DeliveryError:

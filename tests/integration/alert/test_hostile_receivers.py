@@ -1,6 +1,8 @@
 """Delivery against hostile receivers on 127.0.0.1: endless bodies, trickles, error bodies that
 echo the secret URL in every encoding, kept-alive connections dropped, and a worker whose own
-error handling fails. Each of these broke or leaked on the build before issue 14."""
+error handling fails. Each of these broke or leaked on the build before issue 14 (SNS's
+endless and trickled responses, and its oversized error bodies, on the build before SNS went
+through the shared transport)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ import pytest
 from detector.alert.admin import send_test_alert
 from detector.alert.events import DeliveryEvent, EventKind
 from detector.alert.secret import Secret
-from detector.alert.settings import DeliverySettings, OutboxSettings, WebhookSettings, parse_outputs
-from detector.alert.sink import DeliveryError
+from detector.alert.settings import DeliverySettings, OutboxSettings, SnsSettings, WebhookSettings, parse_outputs
+from detector.alert.sink import DeliveryError, Sink
+from detector.alert.sinks.sns import BODY_CAP as SNS_BODY_CAP
+from detector.alert.sinks.sns import SnsSink
 from detector.alert.sinks.webhook import WebhookSink
 from detector.alert.stage import Delivery, open_delivery
 from tests.support.alertkit import make_alerts
@@ -56,7 +60,11 @@ def webhook(url: str, timeout: float = 1.0) -> WebhookSink:
     return WebhookSink(WebhookSettings("w", Secret(url, "env URL"), timeout=timeout))
 
 
-def timed_send(sink: WebhookSink, limit: float) -> tuple[float, BaseException | None]:
+def sns(url: str, timeout: float = 1.0) -> SnsSink:
+    return SnsSink(SnsSettings("s", "arn:aws:sns:eu-west-1:123456789012:alerts", "eu-west-1", url, timeout=timeout))
+
+
+def timed_send(sink: Sink, limit: float) -> tuple[float, BaseException | None]:
     """Send one alert in a thread; (seconds taken, the error), failing if it takes over `limit`."""
     outcome: list[BaseException | None] = []
 
@@ -102,6 +110,64 @@ def test_a_trickle_is_cut_at_the_timeout(answer: Any) -> None:
     assert isinstance(error, DeliveryError) and error.retryable
     assert error.message == "no response within 1s"
     assert 0.9 <= elapsed < 1.6
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_sns_an_endless_body_ends_the_attempt_at_the_cap() -> None:
+    """A 200 streaming without end to SNS's `endpoint_url`: the attempt stops reading at the
+    cap at once, retryably (a 2xx botocore cannot read), and the process's RSS barely moves
+    (botocore alone read the body whole, for ever)."""
+    with HostileReceiver(endless) as receiver:
+        sink = sns(receiver.url, timeout=5)
+        try:
+            before = rss_kb()
+            elapsed, error = timed_send(sink, 3)
+            grown = rss_kb() - before
+        finally:
+            sink.close()
+    assert isinstance(error, DeliveryError) and error.retryable and error.status == 200
+    assert error.message == f"SNS: HTTP 200, a response body over {SNS_BODY_CAP} bytes"
+    assert elapsed < 1 and grown < 20_000, f"{elapsed:.2f} s, RSS grew {grown} kB"
+
+
+@pytest.mark.usefixtures("aws_env")
+@pytest.mark.parametrize("answer", [trickle_body, trickle_headers], ids=["body", "headers"])
+def test_sns_a_trickle_is_cut_at_the_timeout(answer: Any) -> None:
+    """SNS's `timeout` bounds the whole attempt too (botocore's own timed each read)."""
+    with HostileReceiver(answer) as receiver:
+        sink = sns(receiver.url, timeout=1.0)
+        try:
+            elapsed, error = timed_send(sink, 4)
+        finally:
+            sink.close()
+    assert isinstance(error, DeliveryError) and error.retryable
+    assert error.message == "SNS: no response within 1s"
+    assert 0.9 <= elapsed < 1.6
+
+
+def _big_aws_error(status: int, code: str) -> Any:
+    text = f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{'m' * 1_000_000}"
+    body = (text + "</Message></Error></ErrorResponse>").encode()
+
+    def answer(_request: Request, conn: Any, _stop: threading.Event) -> None:
+        conn.sendall(reply(status, body))
+    return answer
+
+
+@pytest.mark.usefixtures("aws_env")
+@pytest.mark.parametrize(("status", "code", "retryable"), [(403, "AuthorizationError", False),
+                                                           (503, "ServiceUnavailable", True)])
+def test_sns_an_error_body_over_the_cap_is_classified_by_its_status(status: int, code: str, retryable: bool) -> None:
+    """A 1 MB AWS error is not read: its status alone decides, as for an unknown error code
+    (a 403 is a dead letter, a 503 a retry)."""
+    with HostileReceiver(_big_aws_error(status, code)) as receiver:
+        sink = sns(receiver.url)
+        try:
+            _, error = timed_send(sink, 4)
+        finally:
+            sink.close()
+    assert isinstance(error, DeliveryError) and error.retryable is retryable and error.status == status
+    assert error.message == f"SNS: HTTP {status}, a response body over {SNS_BODY_CAP} bytes"
 
 
 def _lower_hex(text: str) -> str:

@@ -109,7 +109,8 @@ def test_fifo_topic_orders_and_deduplicates_by_alert_id(moto_endpoint: str) -> N
 
 
 def test_errors_are_classified(moto_endpoint: str) -> None:
-    """A missing topic is permanent; an unreachable endpoint is retryable."""
+    """A missing topic is permanent (moto's XML error, parsed by botocore); an unreachable
+    endpoint is retryable (our transport's error)."""
     missing = SnsSink(SnsSettings("s", f"arn:aws:sns:{REGION}:123456789012:nope", REGION, moto_endpoint))
     with pytest.raises(DeliveryError) as caught:
         missing.send(make_alert())
@@ -119,7 +120,7 @@ def test_errors_are_classified(moto_endpoint: str) -> None:
                                f"http://127.0.0.1:{free_port()}", timeout=1))
     with pytest.raises(DeliveryError) as caught:
         down.send(make_alert())
-    assert caught.value.retryable and "EndpointConnectionError" in caught.value.message
+    assert caught.value.retryable and caught.value.message == "SNS: connection refused"
     down.close()
 
 

@@ -1,5 +1,5 @@
 """Webhook TLS options against a real HTTPS receiver: CA file, verification failure, client
-certificates (certificates made with the openssl command line for the test)."""
+certificates; SNS's AWS_CA_BUNDLE (certificates made with the openssl command line for the test)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from detector.alert.secret import Secret
-from detector.alert.settings import WebhookSettings
+from detector.alert.settings import SnsSettings, WebhookSettings
 from detector.alert.sink import DeliveryError
+from detector.alert.sinks.sns import SnsSink
 from detector.alert.sinks.webhook import WebhookSink
 from tests.support.alertkit import make_alert
-from tests.support.receiver import Receiver
+from tests.support.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
@@ -61,6 +62,33 @@ def test_ca_file_and_verification_failure(certs: dict[str, tuple[str, str]]) -> 
         for s in (trusted, untrusted, insecure):
             s.close()
     assert caught.value.retryable and len(receiver.accepted()) == 2
+
+
+PUBLISHED = (b'<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><PublishResult>'
+             b"<MessageId>m-1</MessageId></PublishResult><ResponseMetadata><RequestId>r-1</RequestId>"
+             b"</ResponseMetadata></PublishResponse>")
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_sns_verifies_against_the_aws_ca_bundle(certs: dict[str, tuple[str, str]],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """SNS's requests (sent by our transport, not botocore's) are verified against AWS_CA_BUNDLE
+    when it is set, as botocore would, and fail retryably against the default bundle."""
+    arn = "arn:aws:sns:eu-west-1:123456789012:alerts"
+    with Receiver(default=Reply(200, PUBLISHED, {"Content-Type": "text/xml"}),
+                  tls=server_context(certs, require_client=False)) as receiver:
+        untrusted = SnsSink(SnsSettings("s", arn, "eu-west-1", receiver.url, timeout=5))
+        with pytest.raises(DeliveryError) as caught:
+            untrusted.send(make_alert())
+        untrusted.close()
+        monkeypatch.setenv("AWS_CA_BUNDLE", certs["server"][0])
+        trusted = SnsSink(SnsSettings("s", arn, "eu-west-1", receiver.url, timeout=5))
+        trusted.send(make_alert())
+        trusted.close()
+    assert caught.value.retryable and caught.value.message == "SNS: TLS error: CERTIFICATE_VERIFY_FAILED"
+    (published,) = receiver.accepted()
+    assert published.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=testing/")
+    assert b"Action=Publish" in published.body
 
 
 def test_client_certificate(certs: dict[str, tuple[str, str]]) -> None:
