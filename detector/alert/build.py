@@ -68,16 +68,19 @@ class AlertBuilder:
 
 
 def build_alerts(
-        build: AlertBuilder, matches: Iterable[Match], on_error: Callable[[BadInput], None] | None) -> list[Alert]:
-    """The alerts of `matches`. One that cannot be built is reported to `on_error` and skipped
-    (raised without one): no event may stop scan or the daemon, and no alert goes out that
-    skipped redaction. Alerts whose time had to be clamped (see alert.model.time_in_range) go
-    out, and are reported once, naming their rules."""
+        build: AlertBuilder, matches: Iterable[Match], on_error: Callable[[BadInput], None] | None,
+        wanted: Callable[[Match], bool] | None = None) -> list[Alert]:
+    """The alerts of `matches` (of those `wanted` says some output takes, if given). One that
+    cannot be built is reported to `on_error` and skipped (raised without one): no event may
+    stop scan or the daemon, and no alert goes out that skipped redaction. Alerts whose time had
+    to be clamped (see alert.model.time_in_range) go out, and are reported once, naming their rules."""
     alerts, clamped = [], []
     for match in matches:
         nanos = event_nanos(match.event)  # once: the range check and the alert's time
         if on_error is not None and not NANOS_MIN <= nanos <= NANOS_MAX:
             clamped.append(match)
+        if wanted is not None and not wanted(match):
+            continue
         try:
             alerts.append(build(match, nanos))
         except Exception as exc:

@@ -31,13 +31,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from detector.alert.dispatch import Dispatcher
 from detector.alert.events import DeliveryEvent, EventKind, OnEvent
-from detector.alert.outbox import Outbox
+from detector.alert.outbox import Outbox, PendingRow
 from detector.alert.route import Router
 from detector.alert.settings import DeliverySettings
 from detector.alert.sinks import build_sinks
@@ -89,8 +89,9 @@ class CourierProcess:
         self._supervisor = threading.Thread(target=self._supervise, name="detector-courier", daemon=True)
         self._supervisor.start()
 
-    def notify(self) -> None:
-        """New rows are in the outbox (never blocks; the child also polls)."""
+    def notify(self, rows: Sequence[PendingRow] | None = None) -> None:
+        """New rows are in the outbox (never blocks; the child also polls). The child reads
+        them back from the outbox: `rows` are for an in-process dispatcher."""
         wake = self._wake
         if wake is None:
             return

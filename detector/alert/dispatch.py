@@ -19,7 +19,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -43,6 +43,7 @@ MARK_BATCH = 8
 MARK_SECONDS = 0.1
 MARK_RETRY_SECONDS = 0.005
 MAX_UNMARKED = 32  # sent rows held unmarked at most (a mark that waits for the engine's commit)
+INBOX_MAX = 1_000  # rows handed over and not yet sent, per output; past it they are read back
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +100,27 @@ class Dispatcher:
             worker.start()
         self._housekeeper.start()
 
-    def notify(self) -> None:
-        """New rows are in the outbox: wake the idle workers (never blocks)."""
+    def notify(self, rows: Sequence[PendingRow] | None = None) -> None:
+        """New rows are in the outbox: wake the idle workers (never blocks). `rows` are the rows
+        just stored, when the caller knows them (Outbox.store): a worker that has read all older
+        rows sends these without reading them back. None: rows it cannot list were stored."""
+        if rows is None:
+            for worker in self._workers:
+                worker.resync()
+            return
+        by_output: dict[str, list[PendingRow]] = {}
+        for row in rows:
+            by_output.setdefault(row.output, []).append(row)
         for worker in self._workers:
-            worker.wake.set()
+            handed = by_output.get(worker.output)
+            if handed:
+                worker.offer(handed)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop after in-flight sends finish; True when every thread has ended in time."""
         self._stop.set()
-        self.notify()
+        for worker in self._workers:
+            worker.wake.set()
         deadline = time.monotonic() + timeout
         threads: list[threading.Thread] = [*self._workers, self._housekeeper]
         for thread in threads:
@@ -164,6 +177,63 @@ class _Worker(threading.Thread):
         self.rng = random.Random()
         self.unmarked: list[tuple[PendingRow, float]] = []  # sent, not yet marked delivered (and when sent)
         self.mark_at = 0.0  # time.monotonic() by which the unmarked rows are to be marked
+        # Rows handed over by the engine as it stores them (Dispatcher.notify), so that a worker
+        # that has read every older row sends them without a query (~160 us of CPU a wake-up,
+        # ~1 point of a core at 200 alerts/s). `synced`: the last query saw every pending row
+        # stored before it, so the inbox holds all that came since (rows <= last_seq were seen).
+        self.lock = threading.Lock()
+        self.inbox: list[PendingRow] = []
+        self.synced = False
+        self.generation = 0  # moves on when the inbox lost rows: a query in progress cannot sync
+        self.last_seq = 0
+        self.query_at = 0.0  # time.monotonic() by which to query anyway (rows an operator retried)
+
+    def offer(self, rows: list[PendingRow]) -> None:
+        """Rows just stored for this output, in seq order."""
+        with self.lock:
+            if len(self.inbox) + len(rows) > INBOX_MAX:  # the output is slow or failing: read them back later
+                self._lose_inbox()
+            else:
+                self.inbox += rows
+        self.wake.set()
+
+    def resync(self) -> None:
+        """Rows were stored that the inbox does not have: query before sending from it again."""
+        with self.lock:
+            self._lose_inbox()
+        self.wake.set()
+
+    def _lose_inbox(self) -> None:
+        self.inbox.clear()
+        self.synced = False
+        self.generation += 1
+
+    def _next_rows(self) -> tuple[list[PendingRow], int | None]:
+        """The rows to send next, and the generation of the query that read them (None: the inbox)."""
+        now = time.monotonic()
+        with self.lock:
+            if self.synced and now < self.query_at:
+                rows = [row for row in self.inbox if row.seq > self.last_seq]
+                self.inbox.clear()
+                return rows, None
+            self.synced = False
+            generation = self.generation
+        self.query_at = now + self.d.poll_interval
+        # Rows sent and not yet marked are left out in the query. They are a run of seqs, but for
+        # a row an operator retried meanwhile (an older seq): a pending row of the range that is
+        # not held waits until the held ones are marked (MARK_SECONDS at most).
+        seqs = [row.seq for row, _ in self.unmarked]
+        skip = (min(seqs), max(seqs)) if seqs else None
+        return self.d.outbox.pending(self.output, self.d.batch, skip), generation
+
+    def _sent_all(self, rows: list[PendingRow], generation: int | None) -> None:
+        """Every row of a round was sent: from a complete query on, the inbox can be trusted."""
+        with self.lock:
+            if rows:
+                self.last_seq = max(self.last_seq, rows[-1].seq)
+            if generation is not None and generation == self.generation and len(rows) < self.d.batch:
+                self.synced = True
+                self.inbox = [row for row in self.inbox if row.seq > self.last_seq]  # the query sent those
 
     def run(self) -> None:
         try:
@@ -184,28 +254,13 @@ class _Worker(threading.Thread):
         """Send due rows until the output is empty, in backoff, or stopping; then wait for new
         rows (or until the sent ones are to be marked)."""
         self.wake.clear()
-        # Rows sent and not yet marked are left out in the query. They are a run of seqs, but for
-        # a row an operator retried meanwhile (an older seq): a pending row of the range that is
-        # not held waits until the held ones are marked (MARK_SECONDS at most).
-        seqs = [row.seq for row, _ in self.unmarked]
-        skip = (min(seqs), max(seqs)) if seqs else None
-        rows = self.d.outbox.pending(self.output, self.d.batch, skip)
-        try:
-            for row in rows:
-                if self.d.stopping:
-                    return
-                wait = row.next_attempt_at - self.d.clock()
-                if wait > 0:
-                    self._sleep(min(wait, self.d.poll_interval * 5))  # re-read: an operator may retry
-                    return
-                if not self._deliver(row):
-                    return
-                if len(self.unmarked) >= MARK_BATCH or time.monotonic() >= self.mark_at:
-                    self._mark(wait=not self.d.defer_marks or len(self.unmarked) >= MAX_UNMARKED)
-        finally:
-            if self.d.stopping:
-                self._mark(wait=True)
-        if len(rows) >= self.d.batch:
+        rows, generation = self._next_rows()
+        if not self._send(rows):
+            with self.lock:
+                self.synced = False  # the rows not sent are read back, in order, by the next query
+            return
+        self._sent_all(rows, generation)
+        if len(rows) >= self.d.batch or self.wake.is_set():
             return  # there may be more: look again at once
         if not self.unmarked:
             self.wake.wait(self.d.poll_interval)
@@ -219,6 +274,25 @@ class _Worker(threading.Thread):
         self._mark(wait=not self.d.defer_marks)
         if self.unmarked:
             self.wake.wait(MARK_RETRY_SECONDS)
+
+    def _send(self, rows: list[PendingRow]) -> bool:
+        """Send rows in order; False when stopped early (stopping, a row in backoff, a failure)."""
+        try:
+            for row in rows:
+                if self.d.stopping:
+                    return False
+                wait = row.next_attempt_at - self.d.clock()
+                if wait > 0:
+                    self._sleep(min(wait, self.d.poll_interval * 5))  # re-read: an operator may retry
+                    return False
+                if not self._deliver(row):
+                    return False
+                if len(self.unmarked) >= MARK_BATCH or time.monotonic() >= self.mark_at:
+                    self._mark(wait=not self.d.defer_marks or len(self.unmarked) >= MAX_UNMARKED)
+        finally:
+            if self.d.stopping:
+                self._mark(wait=True)
+        return True
 
     def _mark(self, *, wait: bool) -> None:
         """One transaction for the rows sent and not yet marked, then their DELIVERED events.

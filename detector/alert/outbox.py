@@ -100,6 +100,14 @@ class PendingRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Stored:
+    """What one `Outbox.store` added: the number of rows, and the rows themselves when known."""
+
+    added: int
+    rows: list[PendingRow] | None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     """A row as `detector outbox list` shows it (no body)."""
 
@@ -263,11 +271,17 @@ class Outbox:
         A (output, alert id) already present -- pending, delivered, dead or dropped -- is
         ignored. A state value of None deletes the key. Returns the number of rows added.
         """
+        return self.store(alerts, state).added
+
+    def store(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> Stored:
+        """`enqueue`, and the rows it added as a worker would read them, when they are known
+        (every row was added and none was dropped to the outbox's bound), so that an in-process
+        dispatcher can send them without reading them back."""
         now = self.clock()
         rows = [(output, alert.id, alert.rule, alert.priority, now, now, now, encode_alert(alert))
                 for alert in alerts for output in self._outputs_for(alert)]
         if not rows and not state:
-            return 0  # nothing to make durable: no transaction, no fsync
+            return Stored(0, [])  # nothing to make durable: no transaction, no fsync
         drops: Counter[str] = Counter()
         with self._write() as tx:
             before = tx.db.total_changes
@@ -275,11 +289,19 @@ class Outbox:
                 "INSERT OR IGNORE INTO delivery (output, alert_id, rule, priority, status, created_at, "
                 "updated_at, next_attempt_at, body) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)", rows)
             added = tx.db.total_changes - before
+            # One writer holds the lock: the rows of one executemany take consecutive seqs (AUTOINCREMENT)
+            last = tx.db.execute("SELECT last_insert_rowid()").fetchone()[0] if added == len(rows) else 0
             self._put_state(tx, state or {})
             if added:
                 drops = self._bound_size(tx, added, now)
         self._report_drops(drops, "outbox full")
-        return added
+        if added != len(rows) or drops:
+            return Stored(added, None)
+        # Decoded from the stored body, as the worker's query would: a sink sees the same values
+        # (lists, not the template's tuples) whichever way a row reaches it.
+        first = last - added + 1
+        return Stored(added, [PendingRow(first + i, row[0], decode_alert(row[7]), 0, now, now)
+                              for i, row in enumerate(rows)])
 
     def _outputs_for(self, alert: Alert) -> list[str]:
         if self.router is None:

@@ -13,6 +13,9 @@ from collections.abc import Iterable, Mapping
 from detector.alert.build import CLUSTER_FIELD
 from detector.alert.model import Alert
 from detector.alert.settings import RouteSettings
+from detector.rules.model import Match
+
+_RULE_CACHE = 4096
 
 
 class Route:
@@ -34,16 +37,7 @@ class Route:
         """True when the alert is severe enough, its rule is included and not excluded, its
         tags include one of `include_tags` (if any) and none of `exclude_tags`, and its cluster
         (`ka.cluster.name`: the event's, else the configured one) is included and not excluded."""
-        if alert.priority_level > self._max_level:
-            return False
-        rule = alert.rule
-        if self._include_rules is None or not self._include_rules.match(rule):
-            return False
-        if self._exclude_rules is not None and self._exclude_rules.match(rule):
-            return False
-        if self._include_tags is not None and not any(self._include_tags.match(t) for t in alert.tags):
-            return False
-        if self._exclude_tags is not None and any(self._exclude_tags.match(t) for t in alert.tags):
+        if not self.selects_rule(alert.rule, alert.priority_level, alert.tags):
             return False
         if self._include_clusters is None and self._exclude_clusters is None:
             return True
@@ -53,12 +47,25 @@ class Route:
             return False
         return self._exclude_clusters is None or not self._exclude_clusters.match(cluster)
 
+    def selects_rule(self, rule: str, level: int, tags: tuple[str, ...]) -> bool:
+        """The part of `selects` that depends on the rule alone (name, priority, tags)."""
+        if level > self._max_level:
+            return False
+        if self._include_rules is None or not self._include_rules.match(rule):
+            return False
+        if self._exclude_rules is not None and self._exclude_rules.match(rule):
+            return False
+        if self._include_tags is not None and not any(self._include_tags.match(t) for t in tags):
+            return False
+        return self._exclude_tags is None or not any(self._exclude_tags.match(t) for t in tags)
+
 
 class Router:
     """Output name -> route; `outputs_for(alert)` in configuration order."""
 
     def __init__(self, routes: Mapping[str, RouteSettings]) -> None:
         self._routes = [(name, Route(settings)) for name, settings in routes.items()]
+        self._rules: dict[tuple[str, int, tuple[str, ...]], bool] = {}  # may_take per (rule, priority, tags)
 
     @property
     def outputs(self) -> list[str]:
@@ -66,6 +73,18 @@ class Router:
 
     def outputs_for(self, alert: Alert) -> list[str]:
         return [name for name, route in self._routes if route.selects(alert)]
+
+    def may_take(self, match: Match) -> bool:
+        """False when no output can take `match`'s alert whatever its event: no route selects
+        its rule (name, priority, tags). Routes by cluster are decided on the built alert."""
+        key = (match.rule, match.priority, match.tags)
+        known = self._rules.get(key)
+        if known is None:
+            if len(self._rules) >= _RULE_CACHE:
+                self._rules.clear()  # rule sets are small; only a reload could get here
+            known = self._rules[key] = any(
+                route.selects_rule(match.rule, int(match.priority), match.tags) for _, route in self._routes)
+        return known
 
 
 def _globs(patterns: Iterable[str]) -> re.Pattern[str] | None:

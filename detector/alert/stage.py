@@ -20,7 +20,7 @@ from detector.alert.courier import CourierProcess, wants_process
 from detector.alert.dispatch import Dispatcher
 from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
 from detector.alert.model import Alert
-from detector.alert.outbox import Outbox
+from detector.alert.outbox import Outbox, PendingRow
 from detector.alert.route import Router
 from detector.alert.settings import DeliverySettings
 from detector.alert.sink import Sink
@@ -33,7 +33,7 @@ from detector.rules.model import Match
 class AlertStage:
     """Throttle, store durably, wake the dispatcher."""
 
-    def __init__(self, outbox: Outbox, throttle: Throttle, notify: Callable[[], None],
+    def __init__(self, outbox: Outbox, throttle: Throttle, notify: Callable[[Sequence[PendingRow] | None], None],
                  on_event: OnEvent = log_event, clock: Callable[[], float] = time.time) -> None:
         self.outbox = outbox
         self.throttle = throttle
@@ -64,11 +64,11 @@ class AlertStage:
         batch = self.unstored
         if batch is None:
             return []
-        self.outbox.enqueue(batch.alerts, batch.state)
+        stored = self.outbox.store(batch.alerts, batch.state)
         self.unstored = None
         self._report(batch.summaries)
-        if batch.alerts:
-            self.notify()
+        if stored.added:
+            self.notify(stored.rows)
         return batch.alerts
 
     def tick(self) -> list[Alert]:
@@ -99,7 +99,7 @@ class Dispatching(Protocol):
 
     def start(self) -> None: ...
 
-    def notify(self) -> None: ...
+    def notify(self, rows: Sequence[PendingRow] | None = None) -> None: ...
 
     def stop(self, timeout: float = 30.0) -> bool: ...
 
@@ -123,8 +123,11 @@ class Delivery:
         self.stage = AlertStage(outbox, Throttle(settings.throttle), self.dispatcher.notify, on_event)
 
     def alerts_for(self, matches: Sequence[Match], on_error: Callable[[BadInput], None] | None = None) -> list[Alert]:
-        """Delivery-ready alerts (enriched, redacted) for an event's matches (see build_alerts)."""
-        return build_alerts(self.build, matches, on_error)
+        """Delivery-ready alerts (enriched, redacted) for an event's matches (see build_alerts).
+        A match whose rule no output's route takes is not built: it would be stored nowhere,
+        yet its batch would be committed (fsynced) as if it held an alert."""
+        router = self.outbox.router
+        return build_alerts(self.build, matches, on_error, router.may_take if router is not None else None)
 
     def submit(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> list[Alert]:
         return self.stage.submit(alerts, state)

@@ -13,7 +13,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+import msgspec
+
 from detector.errors import Location, SourceError
+
+_encode = msgspec.json.Encoder().encode
 
 FINGERPRINT_BYTES = 1024  # covers the auditID of the first event: the first ~80 bytes of every event are alike
 
@@ -60,7 +64,7 @@ class Position:
         }
         if self.complete:
             doc["complete"] = True
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        return _encode(doc)  # msgspec: the same compact UTF-8 JSON as json.dumps, ~5x cheaper
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Position:

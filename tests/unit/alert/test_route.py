@@ -8,7 +8,7 @@ from detector.alert.model import Alert
 from detector.alert.route import Route, Router
 from detector.alert.settings import RouteSettings
 from detector.rules.model import Priority
-from tests.support.alertkit import make_alert
+from tests.support.alertkit import make_alert, make_match
 
 
 def test_min_priority() -> None:
@@ -65,3 +65,21 @@ def test_clusters_route_on_the_alerts_cluster() -> None:
     router = Router({"prod": RouteSettings(include_clusters=("prod-*",)), "all": RouteSettings()})
     assert router.outputs_for(alert("staging")) == ["all"]
     assert router.outputs_for(alert("prod-us")) == ["prod", "all"]
+
+
+def test_may_take_a_match_agrees_with_the_routes_of_its_alert() -> None:
+    """may_take is False exactly when no route can select the match's alert, whatever its
+    event; routes by cluster are left to the built alert (True)."""
+    router = Router({"page": RouteSettings(min_priority=Priority.CRITICAL),
+                     "audit": RouteSettings(include_tags=("audit",), exclude_rules=("Noisy*",)),
+                     "prod": RouteSettings(min_priority=Priority.ERROR, include_clusters=("prod",))})
+    cases = [("Exec", Priority.CRITICAL, ()), ("Exec", Priority.WARNING, ()), ("Exec", Priority.WARNING, ("audit",)),
+             ("Noisy rule", Priority.WARNING, ("audit",)), ("Exec", Priority.ERROR, ())]
+    for rule, priority, tags in cases:
+        match = make_match(rule, priority, tags=tags)
+        alert = make_alert(rule=rule, priority=priority, tags=tags, cluster="dev")
+        assert router.may_take(match) == (priority <= Priority.ERROR or bool(router.outputs_for(alert))), rule
+        if not router.may_take(match):
+            assert router.outputs_for(alert) == []
+    assert not router.may_take(make_match("Exec", Priority.WARNING))
+    assert router.may_take(make_match("Exec", Priority.ERROR))  # "prod" decides on the cluster later

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from detector.alert.events import DeliveryEvent, EventKind
-from detector.alert.settings import DeliverySettings, StdoutSettings, ThrottleSettings
+from detector.alert.outbox import Stored
+from detector.alert.settings import DeliverySettings, RouteSettings, StdoutSettings, ThrottleSettings
 from detector.alert.sinks.memory import MemorySink
 from detector.alert.stage import open_delivery
+from detector.errors import BadInput
 from tests.support.alertkit import make_match
 from tests.support.receiver import wait_for
 
@@ -70,15 +72,15 @@ def test_a_batch_that_cannot_be_stored_is_kept_and_stored_as_it_was(tmp_path: Pa
     throttling its alerts a second time."""
     sink = MemorySink("mem")
     delivery = open_delivery(settings(), tmp_path, sinks={"mem": sink})
-    enqueue = delivery.outbox.enqueue
+    store = delivery.outbox.store
     failures = [sqlite3.OperationalError("database or disk is full")]
 
-    def flaky(alerts: Any, state: Any = None) -> int:
+    def flaky(alerts: Any, state: Any = None) -> Stored:
         if failures:
             raise failures.pop()
-        return enqueue(alerts, state)
+        return store(alerts, state)
 
-    delivery.outbox.enqueue = flaky  # type: ignore[method-assign]
+    delivery.outbox.store = flaky  # type: ignore[method-assign]
     alerts = delivery.alerts_for([make_match("Exec", auditID="a1")])
     with pytest.raises(sqlite3.OperationalError):
         delivery.submit(alerts, {"checkpoint": b"7"})
@@ -90,3 +92,16 @@ def test_a_batch_that_cannot_be_stored_is_kept_and_stored_as_it_was(tmp_path: Pa
     assert delivery.stage.unstored is None
     assert delivery.retry_unstored() == []
     delivery.close()
+
+
+def test_matches_no_output_takes_are_not_built_or_stored(tmp_path: Path) -> None:
+    """A match whose rule no route selects becomes no alert in `detector run` (it would be
+    stored nowhere, yet commit its batch as if it held one); its event's odd time is still reported."""
+    routed = DeliverySettings(outputs=(StdoutSettings("mem", RouteSettings(include_rules=("Exec",))),))
+    reports: list[BadInput] = []
+    with open_delivery(routed, tmp_path, sinks={"mem": MemorySink("mem")}) as delivery:
+        alerts = delivery.alerts_for([make_match("Exec", auditID="a1"), make_match("Other", auditID="a2"),
+                                      make_match("Other", auditID="a3", stageTimestamp="0001-01-01T00:00:00Z")],
+                                     reports.append)
+        assert [a.rule for a in alerts] == ["Exec"]
+        assert [r.reason for r in reports] == ["time_out_of_range"]
