@@ -456,7 +456,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--file", type=Path, help="pre-generated events (default bench/out/audit-<events>.log)")
     parser.add_argument("--src", type=Path, default=REPO,
                         help="run `python -m detector` from this tree (default: the repository; e.g. a patched copy)")
-    parser.add_argument("--outbox-sync", choices=("full", "normal"),
+    parser.add_argument("--outbox-sync", choices=("batched", "full", "normal"),
                         help="set the detector's outbox.synchronous (default: the detector's own default)")
     parser.add_argument("--writer", choices=("auto", "go", "python"), default="auto",
                         help="the audit log's writer: go = the real lumberjack.v2 (needs go and "

@@ -55,6 +55,7 @@ CHECKPOINT_KEY = "source.checkpoint"
 LOCK_NAME = "detector.lock"  # also tells that detector used the state directory before
 BATCH_LINES = 2_000
 WAIT_SECONDS = 0.25
+SYNC_RETRY_SECONDS = 1.0  # after a failed fsync of the state database
 STORE_RETRY_FIRST, STORE_RETRY_MAX, STORE_RETRY_STEP = 0.1, 5.0, 0.05  # seconds, when the state cannot be stored
 STOP_TIMEOUT = 3.0  # for in-flight sends at SIGTERM: the whole stop stays well under 5 s
 DRAIN_SECONDS, DRAIN_POLL_SECONDS = 30.0, 0.05  # after the end of standard input
@@ -97,7 +98,10 @@ class LiveRunner:
         self._loading: _RulesLoad | None = None  # a reload under way
         self._reload_pending: str | None = None  # a reload asked for while one was under way
         self._pending: Position | None = None  # handled but not yet checkpointed
-        self._committed: Position | None = None
+        self._committed: Position | None = None  # stored with its alerts (SQLite commit)
+        self._durable: Position | None = None  # ... and on disk (see outbox.synchronous)
+        self._sync_retry_at = 0.0  # after a failed sync: not before then
+        self._sync_error: str | None = None  # the last failed sync's error, until one succeeds
         self._last_commit = time.monotonic()
         self._line: SourceLine | None = None  # the line being handled, for reports
         self.spool: Spool | None = None
@@ -197,18 +201,17 @@ class LiveRunner:
                     and (kafka is None or kafka.ready)
                 handled += len(lines)
                 if len(lines) < batch and not self.flags.stop:
-                    waker.wait(WAIT_SECONDS, handled)
+                    waker.wait(self._idle_seconds(delivery, now), handled)
                     handled = 0
+                else:
+                    self._sync_if_due(delivery, now)
                 self.metrics.beat()
             self._stop_inputs(receiver, kafka, follower, delivery)
         finally:
             if receiver is not None:
                 receiver.close(0.0)  # stopped already, unless the loop ended with an error
-            if self._pending is None and follower.position not in (None, self._committed):
-                self._pending = follower.position  # e.g. a rotated file finished since the last housekeeping
             try:
-                if delivery.stage.unstored is None:  # else the last batch failed: its position stays out
-                    self._commit(delivery, [], force=True)
+                self._final_checkpoint(delivery, follower)
             finally:
                 self._close_kafka(kafka)  # after the last checkpoint: its offsets are committed
                 self.metrics.input_open = False
@@ -217,6 +220,13 @@ class LiveRunner:
                 if spool is not None:
                     spool.close()
         self._deliver_before_exit(delivery, kafka)
+
+    def _final_checkpoint(self, delivery: Delivery, follower: Follower) -> None:
+        if self._pending is None and follower.position not in (None, self._committed):
+            self._pending = follower.position  # e.g. a rotated file finished since the last housekeeping
+        if delivery.stage.unstored is None:  # else the last batch failed: its position stays out
+            self._commit(delivery, [], force=True)
+            self._sync(delivery)
 
     # -- the webhook input ------------------------------------------------------------------------
     def _receiver(self, spool: Spool) -> WebhookReceiver:
@@ -341,7 +351,9 @@ class LiveRunner:
                     self._housekeeping(delivery, None, now)
                     next_housekeeping = now + 1.0
                 if len(lines) < BATCH_LINES and not self.flags.stop:
-                    stream.wait(WAIT_SECONDS)
+                    stream.wait(self._idle_seconds(delivery, now))
+                else:
+                    self._sync_if_due(delivery, now)
                 self.metrics.beat()
         finally:
             self.metrics.input_open = False
@@ -422,10 +434,49 @@ class LiveRunner:
             return
         position = self._pending
         self._store(delivery, alerts, {CHECKPOINT_KEY: position.to_bytes(), **self.ruleset.stateful.changes()})
-        if self.kafka is not None:
-            self.kafka.durable(position)  # offsets of the records before it may be committed now
         self._committed, self._pending = position, None
         self._last_commit = now
+        if delivery.outbox.synced:
+            self._made_durable()
+
+    def _made_durable(self) -> None:
+        """The committed checkpoint is on disk: what comes before it may be let go of."""
+        self._durable = self._committed
+        if self.kafka is not None and self._durable is not None:
+            self.kafka.durable(self._durable)  # offsets of the records before it may be committed now
+
+    def _idle_seconds(self, delivery: Delivery, now: float) -> float:
+        """How long the loop may wait for input: until the next sync is due, at most WAIT_SECONDS."""
+        sync_in = self._sync_if_due(delivery, now)
+        return WAIT_SECONDS if sync_in is None else min(WAIT_SECONDS, sync_in)
+
+    def _sync_if_due(self, delivery: Delivery, now: float) -> float | None:
+        """Fsync the commits made since the last one once they are `sync_interval_seconds` old
+        (outbox.synchronous: batched); returns the seconds until the next is due, if any."""
+        due = delivery.outbox.sync_due(now)
+        if due is None:
+            return None
+        if due > 0 or now < self._sync_retry_at:
+            return max(due, self._sync_retry_at - now, 0.001)
+        return None if self._sync(delivery) else SYNC_RETRY_SECONDS
+
+    def _sync(self, delivery: Delivery) -> bool:
+        """Make every commit durable; False (logged, retried later) when the disk refuses."""
+        try:
+            delivery.outbox.sync()
+        except _STORE_ERRORS as exc:
+            _fail_if_damaged(exc, self.config.state_dir)
+            self._sync_retry_at = time.monotonic() + SYNC_RETRY_SECONDS
+            self.metrics.state_write_failures.inc()
+            if self._sync_error != _describe(exc):  # logged once per state change, not per attempt
+                self._sync_error = _describe(exc)
+                log.error("state_sync_failed", error=self._sync_error, state_dir=self.config.state_dir)
+            return False
+        if self._sync_error is not None:
+            self._sync_error = None
+            log.info("state_sync_recovered", state_dir=self.config.state_dir)
+        self._made_durable()
+        return True
 
     def _store(self, delivery: Delivery, alerts: list[Alert], state: dict[str, bytes | None] | None) -> None:
         """Store alerts and state in one transaction. When that fails (state_dir full or
@@ -484,7 +535,7 @@ class LiveRunner:
         delivery.stage.tick()
         if self.spool is not None:
             self._spool_lag = follower.lag_bytes if follower is not None else 0
-            self.spool.prune(self._committed)
+            self.spool.prune(self._durable)  # a segment goes once the checkpoint past it is on disk
         if self.kafka is not None and self.kafka.error is not None:
             raise DetectorError(f"the kafka consumer failed: {_describe(self.kafka.error)}")
         self.metrics.lag_bytes.set(follower.lag_bytes if follower is not None else 0)

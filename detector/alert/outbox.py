@@ -6,13 +6,17 @@ dead-letter table, also visible as the `dead_letter` view) or `dropped` (lost to
 purged). Delivered and dropped rows keep only their ids -- tombstones that make an alert id
 delivered at most once per output, restarts included -- until `dedup_seconds` have passed.
 
-`enqueue` writes the alerts and the caller's opaque state (the source checkpoint, throttle
-windows) in one transaction, so the checkpoint only moves past an event once its alerts are
-durable. WAL mode with `synchronous=FULL` by default: every commit is fsynced, so a delivered
-mark or a checkpoint survives power loss too, not only a crash of the process (NORMAL keeps
-the database consistent and survives SIGKILL, but may roll back the last commits on power loss;
-those roll back together with their checkpoint, so the events are re-read and, with the
-tombstones lost too, an output may see a repeat). Measured cost: see bench/delivery.py.
+`store` (`enqueue`) writes the alerts and the caller's opaque state (the source checkpoint,
+throttle windows) in one transaction, so the checkpoint only moves past an event once its alerts
+are committed. WAL mode. `synchronous` (outbox settings) says when the engine's commits reach
+the disk: `batched` (the default) commits with synchronous=NORMAL and makes them durable at most
+`sync_interval_seconds` later -- the next commit after that is made with synchronous=FULL,
+which fsyncs the WAL up to it, or `sync` writes a small one when no commit comes (the run loop
+calls it); `full` fsyncs every commit; `normal` leaves it to SQLite's checkpoints. A crash of the
+process loses no commit in any mode (the WAL is in the OS's cache). A power loss may roll back
+the commits not yet fsynced, alerts together with their checkpoint, so those events are read
+again; what must wait for the disk waits for `synced` (Kafka offsets, deleting spool segments).
+Measured cost: see bench/alertcost.py and docs/performance.md.
 
 Each thread gets its own connection (engine thread: the writer; one per dispatcher worker);
 writers in this process queue on a lock, other processes (the `outbox` CLI) on SQLite's busy
@@ -53,6 +57,7 @@ PENDING, DELIVERED, DEAD, DROPPED = "pending", "delivered", "dead", "dropped"
 STATUSES = (PENDING, DELIVERED, DEAD, DROPPED)
 HELD = (PENDING, DEAD)  # rows that carry an alert body and count against max_rows
 DROPPED_KEY = "outbox.dropped"
+SYNCED_KEY = "outbox.synced_at"  # written by the commit that makes the ones before it durable (Outbox.sync)
 DEFAULT_SETTINGS = OutboxSettings()
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivery (
@@ -141,6 +146,7 @@ class Outbox:
         self._connections: list[sqlite3.Connection] = []
         self._held_estimate: int | None = None
         self._identity: tuple[int, int] | None = None
+        self._unsynced_since: float | None = None  # time.monotonic() of the oldest engine commit not fsynced
         self._create()
 
     @classmethod
@@ -202,7 +208,7 @@ class Outbox:
         if db is None:
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                  check_same_thread=False)
-            db.execute(f"PRAGMA synchronous={self.settings.synchronous.upper()}")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.settings.synchronous == 'full' else 'NORMAL'}")
             # 256 KiB of page cache per connection, not SQLite's 2 MiB: the outbox keeps growing
             # (delivered ids are kept a day), so each cache slowly fills to its cap, and there
             # are three connections (engine, worker, housekeeper): with the default, memory kept
@@ -214,16 +220,20 @@ class Outbox:
         return db
 
     @contextmanager
-    def _write(self, *, wait: bool = True) -> Iterator[_Tx]:
+    def _write(self, *, wait: bool = True, sync: bool = False) -> Iterator[_Tx]:
         """One write transaction. Writers of this process queue on a lock first: SQLite's own
         busy handler sleeps in steps of up to 100 ms, a lock hands over at once. Without `wait`
-        it raises `OutboxBusy` at once while another writer (of any process) holds the database."""
+        it raises `OutboxBusy` at once while another writer (of any process) holds the database.
+        With `sync` it commits with synchronous=FULL: this commit and every one before it are
+        on disk when it returns."""
         db = self._db()
         if not self._write_lock.acquire(blocking=wait):
             raise OutboxBusy
         try:
             if not wait:
                 db.execute("PRAGMA busy_timeout=0")
+            if sync:
+                db.execute("PRAGMA synchronous=FULL")
             try:
                 _begin(db, wait)
                 try:
@@ -235,8 +245,45 @@ class Outbox:
             finally:
                 if not wait:
                     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                if sync:
+                    db.execute("PRAGMA synchronous=NORMAL")
         finally:
             self._write_lock.release()
+
+    # -- durability (the engine's commits) ----------------------------------------------------
+    @property
+    def synced(self) -> bool:
+        """True when every commit of the engine's (`store`, `put_state`) is on disk."""
+        return self._unsynced_since is None
+
+    def sync_due(self, now: float | None = None) -> float | None:
+        """Seconds until the engine's unsynced commits are due to be made durable (<= 0: now);
+        None when there are none."""
+        if self._unsynced_since is None:
+            return None
+        return self._unsynced_since + self.settings.sync_interval_seconds - (time.monotonic() if now is None else now)
+
+    def sync(self) -> None:
+        """Make every commit so far durable: one small commit with synchronous=FULL, which
+        fsyncs the WAL up to and including it (SQLite's WAL: earlier commits are before it)."""
+        if self._unsynced_since is None:
+            return
+        with self._write(sync=True) as tx:
+            tx.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                       "value = excluded.value", (SYNCED_KEY, repr(self.clock()).encode()))
+        self._unsynced_since = None
+
+    def _engine_write(self) -> bool:
+        """Whether the engine's next commit is to be fsynced ("batched": once its oldest unsynced
+        commit is `sync_interval_seconds` old; "full": the connection always is; "normal": never)."""
+        due = self.sync_due()
+        return self.settings.synchronous == "batched" and due is not None and due <= 0
+
+    def _engine_committed(self, synced: bool) -> None:
+        if self.settings.synchronous != "batched" or synced:
+            self._unsynced_since = None
+        elif self._unsynced_since is None:
+            self._unsynced_since = time.monotonic()
 
     def relax_sync(self) -> None:
         """Commit this thread's marks without fsync (synchronous=NORMAL).
@@ -283,7 +330,8 @@ class Outbox:
         if not rows and not state:
             return Stored(0, [])  # nothing to make durable: no transaction, no fsync
         drops: Counter[str] = Counter()
-        with self._write() as tx:
+        sync = self._engine_write()
+        with self._write(sync=sync) as tx:
             before = tx.db.total_changes
             tx.db.executemany(
                 "INSERT OR IGNORE INTO delivery (output, alert_id, rule, priority, status, created_at, "
@@ -294,6 +342,7 @@ class Outbox:
             self._put_state(tx, state or {})
             if added:
                 drops = self._bound_size(tx, added, now)
+        self._engine_committed(sync)
         self._report_drops(drops, "outbox full")
         if added != len(rows) or drops:
             return Stored(added, None)
@@ -318,9 +367,11 @@ class Outbox:
                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     def put_state(self, state: Mapping[str, bytes | None]) -> None:
-        """Write (or, for None, delete) state keys in one transaction."""
-        with self._write() as tx:
+        """Write (or, for None, delete) state keys in one transaction (an engine commit: see `synced`)."""
+        sync = self._engine_write()
+        with self._write(sync=sync) as tx:
             self._put_state(tx, state)
+        self._engine_committed(sync)
 
     def get_state(self, key: str) -> bytes | None:
         row = self._db().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()

@@ -143,6 +143,9 @@ class ThrottleSettings:
     overrides: tuple[ThrottleOverride, ...] = ()
 
 
+MAX_SYNC_INTERVAL = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxSettings:
     """Bounds of the durable outbox and the one retry policy of every output."""
@@ -153,7 +156,8 @@ class OutboxSettings:
     retry_initial_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     max_retry_after_seconds: float = 900.0  # cap on a server's Retry-After
-    synchronous: str = "full"  # full | normal (see outbox.py)
+    synchronous: str = "batched"  # batched | full | normal (see outbox.py)
+    sync_interval_seconds: float = 0.1  # batched: commits are fsynced at most this long after they are made
     dispatch: str = "auto"  # thread | process | auto: a child process when a network output is configured
 
 
@@ -364,11 +368,14 @@ def parse_outbox(raw: object, where: str = "outbox", location: Location | None =
         retry_initial_seconds=f.number("retry_initial_seconds", d.retry_initial_seconds, minimum=0.001),
         retry_max_seconds=f.number("retry_max_seconds", d.retry_max_seconds, minimum=0.001),
         max_retry_after_seconds=f.number("max_retry_after_seconds", d.max_retry_after_seconds),
-        synchronous=f.choice("synchronous", ("full", "normal"), d.synchronous),
+        synchronous=f.choice("synchronous", ("batched", "full", "normal"), d.synchronous),
+        sync_interval_seconds=f.number("sync_interval_seconds", d.sync_interval_seconds, minimum=0.001),
         dispatch=f.choice("dispatch", ("auto", "thread", "process"), d.dispatch),
     )
     if settings.retry_max_seconds < settings.retry_initial_seconds:
         f.fail("must be >= retry_initial_seconds", "retry_max_seconds")
+    if settings.sync_interval_seconds > MAX_SYNC_INTERVAL:
+        f.fail(f"must be <= {MAX_SYNC_INTERVAL:g} (seconds of alerts a power loss may take)", "sync_interval_seconds")
     f.finish()
     return settings
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from detector.alert.events import DeliveryEvent, EventKind
-from detector.alert.outbox import Outbox, decode_alert, encode_alert
+from detector.alert.outbox import SYNCED_KEY, Outbox, decode_alert, encode_alert
 from detector.alert.route import Router
 from detector.alert.settings import OutboxSettings, RouteSettings
 from detector.errors import ConfigError
 from detector.rules.model import Priority
 from tests.support.alertkit import make_alert, make_alerts
+from tests.support.receiver import wait_for
 
 
 class Clock:
@@ -277,5 +278,52 @@ def test_many_marks_and_the_pending_query_skipping_held_rows(tmp_path: Path) -> 
         assert [r.seq for r in box.pending("all", 10)] == [r.seq for r in rows[1_200:]]
         assert box.counts()[("all", "delivered")] == 1_200
         assert all(r.attempts == 1 for r in box.rows(status="delivered", limit=None))
+    finally:
+        box.close()
+
+
+def test_batched_commits_are_fsynced_within_the_interval(tmp_path: Path) -> None:
+    """outbox.synchronous batched (the default): the engine's commits are not fsynced one by
+    one; the first commit `sync_interval_seconds` after an unsynced one is (synchronous=FULL,
+    which syncs the WAL up to it), and `sync` makes them durable when no commit comes."""
+    settings = OutboxSettings(sync_interval_seconds=0.05)
+    assert settings.synchronous == "batched"
+    box = Outbox(tmp_path / "detector.db", settings, Router({"a": RouteSettings()}), lambda _e: None)
+    statements: list[str] = []
+    box._db().set_trace_callback(statements.append)
+    try:
+        fsynced = lambda: [s for s in statements if s.upper().startswith("PRAGMA SYNCHRONOUS")]  # noqa: E731
+        assert box.synced and box.sync_due() is None
+        box.store(make_alerts(2), {"checkpoint": b"1"})
+        box.store(make_alerts(2, start=2), {"checkpoint": b"2"})
+        due = box.sync_due()
+        assert not box.synced and due is not None and 0 < due <= 0.05
+        assert fsynced() == []  # both committed with the connection's synchronous=NORMAL
+        wait_for(lambda: (box.sync_due() or 0) <= 0)
+        box.store(make_alerts(1, start=4), {"checkpoint": b"3"})
+        assert box.synced and fsynced() == ["PRAGMA synchronous=FULL", "PRAGMA synchronous=NORMAL"]
+        box.store(make_alerts(1, start=5), {"checkpoint": b"4"})
+        assert not box.synced
+        box.sync()
+        assert box.synced and len(fsynced()) == 4 and box.get_state(SYNCED_KEY) is not None
+        box.sync()  # nothing to make durable: no transaction
+        assert len(fsynced()) == 4
+    finally:
+        box.close()
+    reader = sqlite3.connect(tmp_path / "detector.db")
+    assert reader.execute("SELECT COUNT(*) FROM delivery").fetchone()[0] == 6
+    reader.close()
+
+
+@pytest.mark.parametrize("mode", ["full", "normal"])
+def test_full_and_normal_are_synced_as_far_as_they_go(tmp_path: Path, mode: str) -> None:
+    """full fsyncs every commit; normal never asks for it: neither has commits waiting for a sync."""
+    box = Outbox(tmp_path / "detector.db", OutboxSettings(synchronous=mode), Router({"a": RouteSettings()}),
+                 lambda _e: None)
+    try:
+        box.store(make_alerts(2), {"checkpoint": b"1"})
+        assert box.synced and box.sync_due() is None
+        expected = 2 if mode == "full" else 1
+        assert box._db().execute("PRAGMA synchronous").fetchone()[0] == expected
     finally:
         box.close()

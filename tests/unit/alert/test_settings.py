@@ -181,6 +181,13 @@ def test_outbox_section() -> None:
         parse_outbox({"max_rows": 0})
     with pytest.raises(ConfigError, match=r"outbox\.retry_max_seconds: must be >= retry_initial_seconds"):
         parse_outbox({"retry_initial_seconds": 10, "retry_max_seconds": 1})
+    assert OutboxSettings().synchronous == "batched" and OutboxSettings().sync_interval_seconds == 0.1
+    assert parse_outbox({"sync_interval_seconds": 0.5}).sync_interval_seconds == 0.5
+    for bad in (0, -1, 2, ".nan", "fast"):
+        with pytest.raises(ConfigError, match=r"outbox\.sync_interval_seconds: "):
+            parse_outbox({"sync_interval_seconds": float("nan") if bad == ".nan" else bad})
+    with pytest.raises(ConfigError, match=r"outbox\.synchronous: "):
+        parse_outbox({"synchronous": "off"})
 
 
 def test_parse_delivery() -> None:
