@@ -23,13 +23,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import orjson
-
 from detector.errors import BadInput
 from detector.event import AuditEvent
 from detector.parse.audit import event_from_dict, parse_line
 from detector.parse.extract import Value
 from detector.rules.correlation import CorrelationSpec, Kind
+from detector.rules.lastevent import LastEvents
 from detector.rules.model import SOURCE, CompiledRule, FieldValue, Match, Predicate
 from detector.rules.output import NA, OutputTemplate, format_value
 from detector.rules.windows import (
@@ -78,22 +77,6 @@ class Step:
     keys: tuple[Extractor, ...] | None
 
 
-def _last_line(event: AuditEvent) -> bytes:
-    """An absence key's last event as kept in state: its envelope's cluster, a newline, and
-    only who did what to which object when (never the request URI, bodies or annotations:
-    state is stored unredacted, and they may carry tokens and Secret data)."""
-    ref = event.objectRef
-    body = {"kind": "Event", "apiVersion": event.apiVersion or "audit.k8s.io/v1", "level": event.level,
-            "auditID": event.auditID, "stage": event.stage, "verb": event.verb,
-            "user": {"username": event.user.username} if event.user.username else None,
-            "sourceIPs": event.sourceIPs, "userAgent": event.userAgent,
-            "objectRef": {k: v for k, v in (("resource", ref.resource), ("subresource", ref.subresource),
-                                            ("namespace", ref.namespace), ("name", ref.name),
-                                            ("apiGroup", ref.apiGroup)) if v is not None},
-            "stageTimestamp": event.stageTimestamp}
-    return (event.cluster or "").encode() + b"\n" + orjson.dumps({k: v for k, v in body.items() if v is not None})
-
-
 _NEVER_TIME = datetime.min.replace(tzinfo=UTC)
 
 
@@ -135,7 +118,7 @@ class StatefulRule:
         if s.kind is Kind.NEW_TERM:
             return NewTerms(s.history, s.learning, s.lateness, s.max_keys, s.max_values)
         if s.kind is Kind.ABSENCE:
-            return Silences(s.window, s.threshold, s.lateness, s.max_keys, encode_last=_last_line)
+            return Silences(s.window, s.threshold, s.lateness, s.max_keys, samples=LastEvents())
         if s.kind is Kind.SEQUENCE:
             return EventWindows("ordered" if s.ordered else "unordered", s.span, 1, s.lateness, s.max_keys,
                                 s.max_values, steps=len(s.steps))

@@ -12,7 +12,8 @@ Nothing here knows events or rules: a window is fed (key, time, record) and answ
 State is bounded: at most `max_keys` keys (the least recently fed is evicted) and
 `max_values` events (or values) per key (the oldest go), each eviction counted. Records of
 events are packed `bytes` (time, step mask, auditID, value), and a key with one event holds
-that record alone, not a list: 100,000 keys of one event each take ~17 MB.
+that record alone, not a list; an absence key is one msgpack record with its last event in it
+(Samples). 100,000 keys of one event each take 16-19 MB (bench/stateful.py --only memory).
 
 tests/unit/rules/test_windows_reference.py holds a tiny reference implementation of each
 window type (no pruning, no bounds, no packing) that these must agree with.
@@ -24,9 +25,9 @@ import math
 import struct
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -43,20 +44,28 @@ def bucket_of(key: str) -> int:
 
 def pack(t: float, audit_id: str, value: str = "", mask: int = 0) -> bytes:
     """One event as a record: compact, so that many keys stay small."""
-    if (len(audit_id) == 36 and audit_id[8] == audit_id[13] == audit_id[18] == audit_id[23] == "-"
-            and audit_id.islower()):
-        # Dashes in place, lowercase, 32 hex digits: _uuid_text gives it back exactly.
-        try:
-            raw = bytes.fromhex(audit_id.replace("-", ""))
-        except ValueError:
-            raw = b""
-        if len(raw) == 16 and " " not in audit_id:
-            return _HEAD.pack(t, mask, _UUID_MARK) + raw + value.encode("utf-8", "surrogatepass")
+    raw = uuid_bytes(audit_id)
+    if raw is not None:
+        return _HEAD.pack(t, mask, _UUID_MARK) + raw + value.encode("utf-8", "surrogatepass")
     aid = audit_id.encode("utf-8", "surrogatepass")[:254]
     return _HEAD.pack(t, mask, len(aid)) + aid + value.encode("utf-8", "surrogatepass")
 
 
-def _uuid_text(raw: bytes) -> str:
+def uuid_bytes(audit_id: str) -> bytes | None:
+    """A canonical UUID's 16 bytes (uuid_text gives the text back exactly), else None."""
+    if (len(audit_id) == 36 and audit_id[8] == audit_id[13] == audit_id[18] == audit_id[23] == "-"
+            and audit_id.islower()):
+        # Dashes in place, lowercase, 32 hex digits.
+        try:
+            raw = bytes.fromhex(audit_id.replace("-", ""))
+        except ValueError:
+            return None
+        if len(raw) == 16 and " " not in audit_id:
+            return raw
+    return None
+
+
+def uuid_text(raw: bytes) -> str:
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
@@ -77,7 +86,7 @@ def _aid_end(rec: bytes) -> int:
 def rec_aid(rec: bytes) -> str:
     size = rec[9]
     if size == _UUID_MARK:
-        return _uuid_text(rec[10:26])
+        return uuid_text(rec[10:26])
     return rec[10:10 + size].decode("utf-8", "surrogatepass")
 
 
@@ -472,21 +481,69 @@ def _seen(held: bytes | dict[str, float]) -> dict[str, float]:
     return held  # type: ignore[return-value]
 
 
+class Samples(Protocol):
+    """How an absence window keeps a key's last event (what the key's alert shows): as a
+    msgpack value made from what the window was fed, and back as that event's line."""
+
+    def encode(self, last: Any, key: str, t: float) -> bytes:
+        """The sample of `last`, the event of `key` at `t` (one msgpack value)."""
+
+    def line(self, sample: bytes, key: str, t: float) -> bytes:
+        """The line a sample stands for (what is stored with the checkpoint)."""
+
+    def from_line(self, line: bytes, key: str, t: float) -> bytes:
+        """The sample of a stored line."""
+
+
+class RawSamples:
+    """A last event kept as the bytes it was fed (a window used alone, as in tests)."""
+
+    def encode(self, last: Any, key: str, t: float) -> bytes:
+        return msgspec.msgpack.encode(bytes(last))
+
+    def line(self, sample: bytes, key: str, t: float) -> bytes:
+        return msgspec.msgpack.decode(sample, type=bytes)
+
+    def from_line(self, line: bytes, key: str, t: float) -> bytes:
+        return msgspec.msgpack.encode(line)
+
+
+# An absence key's state, one msgpack record of ~50 bytes (100,000 keys fit in 20 MB): the
+# time of its last event, its first window (as windows before that time's), whether it is
+# silent (alerted), its counts per open window (flat: window after the first, count, ...) and
+# its last event (a Samples value, embedded as is).
+_SILENCE = msgspec.msgpack.Decoder(tuple[float, int, bool, list[int], msgspec.Raw])
+_Held = tuple[float, int, bool, dict[int, int], msgspec.Raw]
+
+
 class Silences(_Keyed):
     """absence: tumbling windows of `window` seconds (aligned to the epoch); a key with fewer
     than `threshold` events in a closed window is silent, alerted once until it is heard again.
-    A key's state: [first window index, silent flag, counts per open window, last line]."""
+    A key's state: the time of its last event, its first window index, the silent flag, counts
+    per open window and its last event (a sample made by `samples`), packed in one record."""
 
     def __init__(self, window: float, threshold: int, lateness: float, max_keys: int,
-                 encode_last: Callable[[Any], bytes] = bytes) -> None:
+                 samples: Samples | None = None) -> None:
         super().__init__(lateness, max_keys)
         self.window = window
         self.threshold = threshold
         self.closed = -math.inf  # windows with an index below this are closed
         self.heard: dict[int, int] = {}  # per open window: keys that reached the threshold in it
-        # The last event of a key is kept as given (an event object costs nothing to keep) and
-        # made bytes when stored or when its window closes.
-        self.encode_last = encode_last
+        self.samples: Samples = RawSamples() if samples is None else samples
+
+    def _open(self, rec: bytes) -> _Held:
+        """A key's record unpacked: (last time, first window, silent, counts, sample)."""
+        t, before, silent, flat, sample = _SILENCE.decode(rec)
+        first = self._index(t) - before
+        return t, first, silent, {first + flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}, sample
+
+    def _pack(self, t: float, first: int, silent: bool, counts: dict[int, int], sample: msgspec.Raw) -> bytes:
+        flat = [n for index, count in counts.items() for n in (index - first, count)]
+        # A copy: msgspec leaves its output ~40% over-allocated, which 100,000 keys would keep.
+        return bytes(memoryview(msgspec.msgpack.encode((t, self._index(t) - first, silent, flat, sample))))
+
+    def _index(self, t: float) -> int:
+        return math.floor(t / self.window) if math.isfinite(t) else 0
 
     def feed(self, key: str, bucket: int, t: float, last: Any) -> list[Fired]:
         if not self.accept(t):
@@ -497,17 +554,21 @@ class Silences(_Keyed):
             return []
         state = self.state[bucket]
         self.dirty.add(bucket)
-        held = state.get(key)
-        if held is None:
+        rec = state.get(key)
+        counts: dict[int, int]
+        sample: msgspec.Raw | None
+        if rec is None:
+            held_t, first, silent, counts, sample = t, index, False, {}, None
+        else:
+            held_t, first, silent, counts, sample = self._open(rec)
+        if sample is None or t >= held_t:  # the newest event is the one an alert shows (made first: it may raise)
+            held_t, sample = t, msgspec.Raw(self.samples.encode(last, key, t))
+        if rec is None:
             self.room(bucket)
-            held = state[key] = [index, False, {}, b"", NEVER]
-        counts: dict[int, int] = held[2]
         count = counts[index] = counts.get(index, 0) + 1
         if count == self.threshold:
             self.heard[index] = self.heard.get(index, 0) + 1
-        held[0] = min(held[0], index)
-        if t >= held[4]:
-            held[3], held[4] = last, t
+        state[key] = self._pack(held_t, min(first, index), silent, counts, sample)
         if self.closed != -math.inf and self.max_t - self.lateness < (self.closed + 1) * self.window:
             return []  # no window can close yet
         return self.advance(self.max_t - self.lateness)
@@ -522,60 +583,70 @@ class Silences(_Keyed):
             return []
         until = math.floor(watermark / self.window)
         if self.closed == -math.inf:
-            self.closed = min((h[0] for s in self.state for h in s.values()), default=until)
+            self.closed = min((self._open(r)[1] for s in self.state for r in s.values()), default=until)
         if until <= self.closed:
             return []
         fired: list[Fired] = []
-        encode = self.encode_last
+        begin = int(self.closed)
         for bucket in range(BUCKETS):
-            for key, held in self.state[bucket].items():
-                fired += self._judge(key, held, int(self.closed), until)
-                if type(held[3]) is not bytes:
-                    held[3] = encode(held[3])
-            if self.state[bucket]:
+            state = self.state[bucket]
+            for key, rec in state.items():
+                t, first, silent, counts, sample = self._open(rec)
+                found, now_silent = self._judge(key, first, silent, counts, begin, until)
+                fired += found
+                if now_silent is not silent or min(counts, default=until) < until:
+                    for index in [i for i in counts if i < until]:
+                        del counts[index]
+                    state[key] = self._pack(t, first, now_silent, counts, sample)
+            if state:
                 self.dirty.add(bucket)
         self.closed = until
         self.heard = {i: n for i, n in self.heard.items() if i >= until}
         return fired
 
-    def _judge(self, key: str, held: list[Any], begin: int, until: int) -> list[Fired]:
-        counts: dict[int, int] = held[2]
+    def _judge(self, key: str, first: int, silent: bool, counts: dict[int, int],  # noqa: PLR0917
+               begin: int, until: int) -> tuple[list[Fired], bool]:
+        """The silences of a key in windows begin..until-1, and whether it is silent after them."""
         fired: list[Fired] = []
-        window = max(begin, held[0])
+        window = max(begin, first)
         busy = sorted(i for i, n in counts.items() if window <= i < until and n >= self.threshold)
         for index in [*busy, until]:
-            if index > window and not held[1]:
+            if index > window and not silent:
                 fired.append(Fired(key, counts.get(window, 0), window * self.window, (window + 1) * self.window,
                                    window=self.window, start=window * self.window))
-                held[1] = True
+                silent = True
             if index < until:
-                held[1] = False
+                silent = False
                 window = index + 1
-        for index in [i for i in counts if i < until]:
-            del counts[index]
-        return fired
+        return fired, silent
 
     def last_line(self, key: str) -> bytes:
-        held = self.state[bucket_of(key)].get(key)
-        if held is None:
+        rec = self.state[bucket_of(key)].get(key)
+        if rec is None:
             return b""
-        return held[3] if type(held[3]) is bytes else self.encode_last(held[3])
+        t, _first, _silent, _counts, sample = self._open(rec)
+        return self.samples.line(bytes(sample), key, t)
 
     def export(self, bucket: int) -> bytes | None:
+        """The bucket as stored since absence was written: per key [first window, silent,
+        [[window, count], ...], last line, last time]."""
         state = self.state[bucket]
         if not state:
             return None
-        encode = self.encode_last
-        return msgspec.msgpack.encode({"s": {k: [h[0], h[1], list(h[2].items()),
-                                                 h[3] if type(h[3]) is bytes else encode(h[3]), h[4]]
-                                             for k, h in state.items()}, "r": {}})
+        out = {}
+        for key, rec in state.items():
+            t, first, silent, counts, sample = self._open(rec)
+            out[key] = [first, silent, list(counts.items()), self.samples.line(bytes(sample), key, t), t]
+        return msgspec.msgpack.encode({"s": out, "r": {}})
 
     def load(self, bucket: int, data: bytes) -> None:
         loaded = msgspec.msgpack.decode(data)
-        self.state[bucket] = {k: [h[0], h[1], {int(i): n for i, n in h[2]}, h[3], float(h[4])]
-                              for k, h in loaded["s"].items()}
-        for held in self.state[bucket].values():
-            for index, count in held[2].items():
+        state = self.state[bucket] = {}
+        for key, held in loaded["s"].items():
+            t, counts = float(held[4]), {int(i): n for i, n in held[2]}
+            sample = msgspec.Raw(self.samples.from_line(held[3], key, t))
+            state[key] = self._pack(t, held[0], held[1], counts, sample)
+            for index, count in counts.items():
                 if count >= self.threshold:
                     self.heard[index] = self.heard.get(index, 0) + 1
 
@@ -588,12 +659,13 @@ class Silences(_Keyed):
         self.closed = -math.inf if meta.get("closed") is None else meta["closed"]
 
     def describe(self, key: str) -> list[str]:
-        held = self.state[bucket_of(key)].get(key)
-        if held is None:
+        rec = self.state[bucket_of(key)].get(key)
+        if rec is None:
             return [f"key {key!r}: not seen"]
-        counts = ", ".join(f"{_stamp(i * self.window)}: {n}" for i, n in sorted(held[2].items()))
-        return [f"key {key!r}: {'silent (alerted)' if held[1] else 'heard'}, last event {_stamp(held[4])}, "
-                f"open windows: {counts or 'none'}"]
+        t, _first, silent, counts, _sample = self._open(rec)
+        shown = ", ".join(f"{_stamp(i * self.window)}: {n}" for i, n in sorted(counts.items()))
+        return [f"key {key!r}: {'silent (alerted)' if silent else 'heard'}, last event {_stamp(t)}, "
+                f"open windows: {shown or 'none'}"]
 
 
 def _stamp(t: float | None) -> str:

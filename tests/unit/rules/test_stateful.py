@@ -4,17 +4,23 @@ stateful rules still does for stateless ones."""
 
 from __future__ import annotations
 
+import gc
 import random
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import orjson
 import pytest
 
-from detector.parse.audit import event_from_dict
+from detector.parse.audit import event_from_dict, parse_line
 from detector.rules.diagnostics import Code
+from detector.rules.lastevent import reduced_line
 from detector.rules.loader import check_rules, load_rules
 from detector.rules.ruleset import people_only
 from detector.rules.stateful import STATE_PREFIX
+from detector.rules.windows import bucket_of
 
 BURST = """\
 - macro: forbidden
@@ -203,3 +209,70 @@ def test_absence_on_the_wall_clock(tmp_path: Path) -> None:
     assert ruleset.stateful.tick(rule.wall_at_max + 30) == []
     assert [m.output for m in ruleset.stateful.tick(rule.wall_at_max + 150)] == ["silent a last=get"]
     assert ruleset.stateful.tick(rule.wall_at_max + 300) == []
+
+
+def test_absence_state_stored_by_earlier_versions_loads_and_alerts_about_its_last_events(tmp_path: Path) -> None:
+    """Absence buckets as stored so far (per key: first window, silent, [[window, count]], last
+    line, last time) load after an upgrade and are stored back byte for byte; each silent key
+    alerts about its stored line's event, a reduced one or a whole one written before events
+    were reduced."""
+    ruleset = load_rules([write(tmp_path, ABSENCE)])
+    rule = ruleset.stateful_rules["Silence"]
+    heard = event(0, annotations={"cluster_name": "b"}, verb="patch")
+    assert heard.time is not None
+    t = heard.time.timestamp()
+    whole = event(0, annotations={"cluster_name": "a"}, verb="delete").line()  # the whole event, annotations too
+    lines = {"a": b"\n" + whole, "b": reduced_line(heard)}
+    buckets: dict[int, dict[str, list[Any]]] = {}
+    for key, line in lines.items():
+        buckets.setdefault(bucket_of(key), {})[key] = [int(t // 60), False, [[int(t // 60), 1]], line, t]
+    stored = {f"{STATE_PREFIX}{rule.digest}.{b}": msgspec.msgpack.encode({"s": s, "r": {}}) for b, s in buckets.items()}
+    stored[f"{STATE_PREFIX}{rule.digest}.m"] = msgspec.msgpack.encode({"m": t, "closed": None})
+    assert ruleset.stateful.load(stored) == 1
+    for bucket in buckets:
+        assert rule.window.export(bucket) == stored[f"{STATE_PREFIX}{rule.digest}.{bucket}"]
+    alerts = sorted(m.output for m in ruleset.stateful.tick(rule.wall_at_max + 150))
+    assert alerts == ["silent a last=delete", "silent b last=patch"]
+
+
+FLOOD_BLOCKS = {
+    "count": "{type: count, group_by: [ka.user.name], window: 5m, threshold: 100, lateness: 1m",
+    "distinct": "{type: distinct, group_by: [ka.user.name], field: ka.target.name, window: 10m, threshold: 10, "
+                "lateness: 1m",
+    "new_term": "{type: new_term, group_by: [ka.user.name], fields: [ka.client.ip], history: 30d, learning: 7d",
+    "sequence": "{type: sequence, group_by: [ka.user.name], span: 30m, steps: [{condition: ka.verb = get}, "
+                "{condition: ka.verb = delete}]",
+    "absence": "{type: absence, group_by: [ka.user.name], window: 5m, lateness: 1m",
+}
+
+
+@pytest.mark.parametrize("kind", list(FLOOD_BLOCKS))
+def test_a_flood_of_keys_costs_under_200_bytes_a_key(tmp_path: Path, kind: str) -> None:
+    """Each window type holds a key of one ordinary event (with the auditID, values and last
+    event its alert shows) in under 200 bytes, as the rule builds it from parsed lines: 100,000
+    keys fit in 20 MB (bench/stateful.py measures 100,000)."""
+    text = BURST.replace("condition: forbidden and ka.user.name exists", "condition: ka.verb in (get, delete)")
+    text = text.replace("{type: count, group_by: [ka.user.name], window: 1m, threshold: 3, lateness: 30s}",
+                        FLOOD_BLOCKS[kind] + ", max_keys: 20000}")
+    ruleset = load_rules([write(tmp_path, text)])
+    lines = [orjson.dumps(flood_body(n)) for n in range(10_000)]
+    ruleset.evaluate(parse_line(orjson.dumps(flood_body(-1, second=-300))))  # heard a window before
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for line in lines:
+            ruleset.evaluate(parse_line(line))
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert ruleset.stateful_rules["Burst"].window.keys() == len(lines) + 1
+    assert size / len(lines) < 200
+
+
+def flood_body(n: int, second: float = 0.0) -> dict[str, Any]:
+    """User n's one request (a new key for every rule keyed by user)."""
+    return {**event(600 + second + n * 0.001).parsed_body, "auditID": f"{n % 2**32:08x}-7d3c-4b8e-9a1f-5e2d6c4b3a21",
+            "user": {"username": f"user-{n:06d}@example.com"}, "sourceIPs": [f"10.0.{n >> 8 & 255}.{n & 255}"],
+            "objectRef": {"resource": "secrets", "namespace": f"team-{n % 40}", "name": f"db-credentials-{n % 1000}"}}
