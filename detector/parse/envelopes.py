@@ -8,7 +8,8 @@
   push body (`{message: {data, attributes, messageId, publishTime}, subscription}`).
 - AKS: diagnostic-settings records (`{records: [{time, resourceId, category, properties:
   {log}}]}`, or one record per line as in a storage account's blobs).
-- The webhook receiver's spool line (`{"detectorSpool": "v1", ...}`, see docs/clouds.md).
+- The webhook and kafka inputs' spool line (`{"detectorSpool": "v1", ...}`, see docs/clouds.md);
+  a Kafka record in it (endpoint `record`) may be any of the above, or Events.
 
 This module only unwraps: it yields `Inner` pieces (an audit event's JSON text, or an Event
 mapped from a LogEntry, with its cluster and where it sat) and the `BadInput` of each record
@@ -116,11 +117,13 @@ def unwrap_spool(line: bytes) -> list[Piece]:
 
 def decode_body(endpoint: str, body: bytes | memoryview | msgspec.Raw, cluster: str | None,
                 where: str = "request") -> list[Piece]:
-    """The pieces of one webhook request body: `audit` (an EventList or an Event), `firehose`
-    (a Firehose HTTP endpoint request) or `pubsub` (a Pub/Sub push body). `cluster`, when set,
-    is every event's; else the envelope's."""
+    """The pieces of one spooled body: a webhook request's, `audit` (an EventList or an Event),
+    `firehose` (a Firehose HTTP endpoint request) or `pubsub` (a Pub/Sub push body); or a Kafka
+    record's, `record` (see `_record`). `cluster`, when set, is every event's; else the envelope's."""
     if endpoint == "audit":
         return _audit_body(body, cluster, where)
+    if endpoint == "record":
+        return _with_cluster(_record(bytes(body), where), cluster)
     if endpoint not in ("firehose", "pubsub"):
         return [BadInput("bad_envelope", f"{where}: unknown endpoint {endpoint!r}")]
     try:
@@ -130,10 +133,32 @@ def decode_body(endpoint: str, body: bytes | memoryview | msgspec.Raw, cluster: 
     kind = _kind_of(value) if isinstance(value, dict) else None
     if kind != endpoint:
         return [BadInput("bad_envelope", f"{where}: body is not a {endpoint} request")]
-    pieces = list(_UNWRAP[kind](value, f"{where}: "))
+    return _with_cluster(list(_UNWRAP[kind](value, f"{where}: ")), cluster)
+
+
+def spool_items(line: bytes) -> list[msgspec.Raw]:
+    """The items of the EventList in a spool line's body, each as written (parse.audit decodes
+    the items of such a line in one call, and cuts an item's bytes out only when asked)."""
+    items = _EVENT_LIST.decode(_SPOOL.decode(line).body).items
+    return items if items is not None else []
+
+
+def _with_cluster(pieces: list[Piece], cluster: str | None) -> list[Piece]:
     if cluster is None:
         return pieces
     return [replace(p, cluster=cluster) if isinstance(p, Inner) else p for p in pieces]
+
+
+def _record(data: bytes, where: str) -> list[Piece]:
+    """One Kafka record as its producer wrote it: any envelope (AKS diagnostic records as Event
+    Hubs holds them, CloudWatch Logs data, a LogEntry, a Pub/Sub message, ...), else an Event,
+    an EventList or an array of them, which parse.audit reads (or reports as no audit event)."""
+    try:
+        value = loads_json(data)
+    except BadInput as exc:
+        return [BadInput(exc.reason, f"{where}: {exc.message}")]
+    pieces = unwrap_value(value, Envelope.AUTO, f"{where}: ")
+    return pieces if pieces is not None else [Inner(data, None, where)]
 
 
 class _Spool(msgspec.Struct):

@@ -25,7 +25,6 @@ topic/partition/offset and skipped; its offset advances with the others.
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections import deque
@@ -42,6 +41,7 @@ from detector.source.spool import Spool, SpoolFull, SpoolMark
 from detector.source.webhook import CLUSTER
 
 TopicPartition = tuple[str, int]
+Counts = dict[TopicPartition, list[int]]  # records spooled and their bytes, per partition
 Admit = Callable[[], "str | None"]  # None, or why consumption pauses now (backpressure)
 
 POLL_RECORDS = 500
@@ -142,22 +142,26 @@ class CommitQueue:
 
 
 # -- records to spool lines ----------------------------------------------------------------------------
+_RAW = msgspec.json.Decoder(msgspec.Raw)  # validates JSON without building objects
+_KEY_CLUSTERS = 1024  # record keys remembered with the cluster they name (keyed by cluster: a few)
+
+
 def record_body(value: bytes | None, limit: int) -> bytes:
-    """A record's value checked to be one JSON value, on one line; else BadRecord."""
-    if not value or not value.strip():
+    """A record's value checked to be one JSON value, without the whitespace around it; else
+    BadRecord. (A newline inside is whitespace: `spool_line` makes the line one line.)"""
+    if not value:
         raise BadRecord("empty", "the record has no value (a tombstone or an empty record)")
     if len(value) > limit:
         raise BadRecord("too_large", f"the record is {len(value)} bytes, more than max_record_bytes ({limit})")
     try:
-        msgspec.json.decode(value, type=msgspec.Raw)  # validates without building objects
+        _RAW.decode(value)
     except msgspec.DecodeError as exc:
+        if not value.strip():
+            raise BadRecord("empty", "the record has no value (a tombstone or an empty record)") from None
         raise BadRecord("invalid_json", f"the record is not JSON: {exc}") from None
     except RecursionError:
         pass  # valid so far, nested past the limit: the parser reads (or reports) it
-    value = value.strip(b" \t\r\n")
-    if b"\n" in value or b"\r" in value:
-        value = value.replace(b"\n", b" ").replace(b"\r", b" ")
-    return value
+    return value.strip(b" \t\r\n")  # the value itself when there is none (the usual case)
 
 
 def record_cluster(key: bytes | None, headers: list[tuple[str, bytes]] | None, header: str | None,
@@ -170,14 +174,20 @@ def record_cluster(key: bytes | None, headers: list[tuple[str, bytes]] | None, h
                 if CLUSTER.match(text):
                     return text
     if from_key and key:
-        text = key.decode("utf-8", "replace")
-        if CLUSTER.match(text):
-            return text
+        return key_cluster(key)
     return None
+
+
+def key_cluster(key: bytes) -> str | None:
+    text = key.decode("utf-8", "replace")
+    return text if CLUSTER.match(text) else None
 
 
 def spool_line(body: bytes, cluster: str | None, request_id: str, received: bytes,
                endpoint: bytes = b"audit") -> bytes:
+    """One spool line holding `body` (JSON: a newline in it is whitespace, made a space)."""
+    if b"\n" in body or b"\r" in body:
+        body = body.replace(b"\n", b" ").replace(b"\r", b" ")
     return b"".join((b'{"detectorSpool":"v1","cluster":', orjson.dumps(cluster), b',"endpoint":"', endpoint,
                      b'","requestId":"', request_id.encode(), b'","received":"', received, b'","body":', body,
                      b"}\n"))
@@ -186,13 +196,9 @@ def spool_line(body: bytes, cluster: str | None, request_id: str, received: byte
 def any_record_line(body: bytes, cluster: str | None, request_id: str, received: bytes) -> bytes:
     """The spool line of a record that is not one Event as kube-apiserver writes it: an EventList,
     an array, or a cloud envelope (AKS diagnostic records from Event Hubs, CloudWatch Logs data,
-    a LogEntry, ...), which parse must detect per record. parse's `audit` endpoint reads Events and
-    EventLists only; its `pubsub` endpoint detects any envelope or event in its message data. So
-    the record goes as the base64 data of a Pub/Sub push body (parse names it `request <topic>/
-    <partition>/<offset>: message`; the decoded bytes are the record's, so alert ids are too).
-    Once parse has an endpoint for one record of any kind, this is that endpoint and the body."""
-    wrapped = b'{"message":{"data":"' + base64.b64encode(body) + b'"},"subscription":"kafka"}'
-    return spool_line(wrapped, cluster, request_id, received, b"pubsub")
+    a LogEntry, ...), which parse detects per record (its `record` endpoint, which names it
+    `request <topic>/<partition>/<offset>`; the body is the record as it is, so alert ids are too)."""
+    return spool_line(body, cluster, request_id, received, b"record")
 
 
 EVENT_HEAD = b'{"kind":"Event"'  # how kube-apiserver writes every audit.log line (and Fluent Bit passes it)
@@ -212,8 +218,9 @@ class SpoolLines:
         self.received = received
         self._lines: list[bytes] = []
         self._run: list[bytes] = []
-        self._key: tuple[str, int, str | None] = ("", 0, None)
-        self._first = self._last = self._size = 0
+        self._topic, self._partition = "", -1  # the run's
+        self._cluster: str | None = None
+        self._first = self._next = self._size = 0
         self._max = min(RUN_BYTES, max_bytes)
 
     def add(self, topic: str, partition: int, offset: int, cluster: str | None, body: bytes) -> None:
@@ -221,14 +228,15 @@ class SpoolLines:
             self._flush()
             self._lines.append(any_record_line(body, cluster, f"{topic}/{partition}/{offset}", self.received))
             return
-        key = (topic, partition, cluster)
-        if self._run and (key != self._key or offset != self._last + 1 or len(self._run) >= RUN_ITEMS
-                          or self._size + len(body) > self._max):
+        run = self._run
+        if run and (offset != self._next or partition != self._partition or cluster != self._cluster
+                    or topic != self._topic or len(run) >= RUN_ITEMS or self._size + len(body) > self._max):
             self._flush()
-        if not self._run:
-            self._key, self._first = key, offset
-        self._run.append(body)
-        self._last, self._size = offset, self._size + len(body)
+            run = self._run
+        if not run:
+            self._topic, self._partition, self._cluster, self._first = topic, partition, cluster, offset
+        run.append(body)
+        self._next, self._size = offset + 1, self._size + len(body)
 
     def finish(self) -> bytes:
         self._flush()
@@ -237,11 +245,11 @@ class SpoolLines:
     def _flush(self) -> None:
         if not self._run:
             return
-        topic, partition, cluster = self._key
+        topic, partition, cluster = self._topic, self._partition, self._cluster
         if len(self._run) == 1:
             request, body = f"{topic}/{partition}/{self._first}", self._run[0]
         else:
-            request = f"{topic}/{partition}/{self._first}-{self._last}"
+            request = f"{topic}/{partition}/{self._first}-{self._next - 1}"
             body = b'{"kind":"EventList","items":[' + b",".join(self._run) + b"]}"
         self._lines.append(spool_line(body, cluster, request, self.received))
         self._run, self._size = [], 0
@@ -273,6 +281,7 @@ class KafkaSource:
         self._stop = threading.Event()
         self._last_timestamp: dict[TopicPartition, float] = {}
         self._next: dict[TopicPartition, int] = {}  # the next offset to read, per partition
+        self._key_clusters: dict[bytes | None, str | None] = {}  # see key_cluster
         self._consumer: Any = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="detector-kafka", daemon=True)
@@ -367,47 +376,75 @@ class KafkaSource:
             self._assigned = set()
 
     def _spool(self, records: list[Any]) -> None:
+        lines, last, counts = self._lines(records)
+        if not last:
+            return
+        self._unreachable = False
+        offsets = {tp: record.offset() + 1 for tp, record in last.items()}
+        for tp, record in last.items():
+            kind, stamp = record.timestamp()
+            if kind:
+                self._last_timestamp[tp] = stamp / 1000.0
+        data = lines.finish()
+        mark = self._append(data) if data else None
+        self._next.update(offsets)
+        for (topic, partition), (spooled, size) in counts.items():
+            self._observer.records(topic, partition, spooled, size)
+        if mark is not None:
+            self._queue.add(mark, offsets)
+        else:  # only bad records: they are behind the checkpoint once it passes what came before
+            self._queue.add(self._last_mark(), offsets)
+
+    def _lines(self, records: list[Any]) -> tuple[SpoolLines, dict[TopicPartition, Any], Counts]:
+        """One poll's records as spool lines, with the last record of each partition and the
+        records spooled and their bytes per partition. Per record only what it needs: offsets,
+        lag timestamps and counts are taken per partition, once a poll (a poll holds runs of
+        records of one partition), and a key's cluster is looked up once."""
         settings = self.settings
-        lines = SpoolLines(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode(), settings.max_record_bytes)
-        offsets: dict[TopicPartition, int] = {}
-        counts: dict[TopicPartition, list[int]] = {}
+        limit, header, from_key = settings.max_record_bytes, settings.cluster_header, settings.cluster_from_key
+        lines = SpoolLines(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode(), limit)
+        add, clusters = lines.add, self._key_clusters
+        last: dict[TopicPartition, Any] = {}
+        counts: Counts = {}
+        tp: TopicPartition = ("", -1)
+        count = [0, 0]
         for record in records:
             error = record.error()
             if error is not None:
                 self._on_record_error(error)
                 continue
             topic, partition, offset = record.topic(), record.partition(), record.offset()
-            tp = (topic, partition)
-            if tp not in self._next and tp not in offsets:  # the first record since it was assigned
-                self._observer.event("kafka_reading", {"topic": topic, "partition": partition, "offset": offset})
-            offsets[tp] = offset + 1
-            stamp = record.timestamp()
-            if stamp[0]:
-                self._last_timestamp[tp] = stamp[1] / 1000.0
+            if partition != tp[1] or topic != tp[0]:
+                tp = (topic, partition)
+                if tp not in last and tp not in self._next:  # the first record since it was assigned
+                    self._observer.event("kafka_reading", {"topic": topic, "partition": partition, "offset": offset})
+                count = counts.setdefault(tp, [0, 0])
+            last[tp] = record
             value = record.value()
-            count = counts.setdefault(tp, [0, 0])
             try:
-                body = record_body(value, settings.max_record_bytes)
+                body = record_body(value, limit)
             except BadRecord as bad:
                 self._observer.bad_record(topic, partition, offset, bad.reason, bad.message)
                 continue
-            cluster = record_cluster(record.key(), record.headers(), settings.cluster_header,
-                                     settings.cluster_from_key)
-            lines.add(topic, partition, offset, cluster, body)
-            self._unreachable = False
+            headers = record.headers() if header else None
+            if headers or not from_key:
+                cluster = record_cluster(record.key(), headers, header, from_key)
+            else:
+                key = record.key()
+                try:
+                    cluster = clusters[key]
+                except KeyError:
+                    cluster = self._key_cluster(key)
+            add(topic, partition, offset, cluster, body)
             count[0] += 1
-            count[1] += len(value or b"")
-        if not offsets:
-            return
-        data = lines.finish()
-        mark = self._append(data) if data else None
-        self._next.update(offsets)
-        for (topic, partition), (count_, size) in counts.items():
-            self._observer.records(topic, partition, count_, size)
-        if mark is not None:
-            self._queue.add(mark, offsets)
-        else:  # only bad records: they are behind the checkpoint once it passes what came before
-            self._queue.add(self._last_mark(), offsets)
+            count[1] += len(value)
+        return lines, last, counts
+
+    def _key_cluster(self, key: bytes | None) -> str | None:
+        if len(self._key_clusters) >= _KEY_CLUSTERS:
+            self._key_clusters.clear()
+        cluster = self._key_clusters[key] = key_cluster(key) if key else None
+        return cluster
 
     def _append(self, data: bytes) -> SpoolMark:
         """Append until it is stored: a full or failing disk pauses consumption, it skips nothing."""

@@ -196,3 +196,82 @@ def test_same_envelope_read_twice_gives_the_same_bytes() -> None:
     again, _ = events_of(lines("gke_logentries.jsonl")[1])
     other, _ = events_of(lines("gke_logentries.jsonl")[0])
     assert first[0].line() == again[0].line() != other[0].line()
+
+
+# -- a spool line's EventList decoded in one call, and a Kafka record of any kind --------------------------
+def spool(body: bytes, endpoint: str = "audit", cluster: str | None = "c1", request: str = "r") -> bytes:
+    return (b'{"detectorSpool":"v1","cluster":' + orjson.dumps(cluster) + b',"endpoint":"' + endpoint.encode()
+            + b'","requestId":"' + request.encode() + b'","received":"now","body":' + body + b"}")
+
+
+def item(n: int, **extra: Any) -> dict[str, Any]:
+    return {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": f"id-{n}", "stage": "ResponseComplete",
+            "verb": "get", "stageTimestamp": f"2026-11-22T10:00:0{n}.000000Z", **extra}
+
+
+def described(data: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
+    events, bad = events_of(data)
+    return ([(e.auditID, e.kind, e.cluster, e.time, e.line()) for e in events],
+            [(b.reason, b.message) for b in bad])
+
+
+def test_a_spool_event_list_decoded_in_one_call_gives_what_item_by_item_gives() -> None:
+    """The one-call decode of a spool line's EventList (the webhook's batches, a run of Kafka
+    records) and the item-by-item way (which an oddly typed item forces on the whole line) give
+    the same events, with the same bytes, cluster and time, and the same reports."""
+    items = [orjson.dumps(item(1)),
+             orjson.dumps({k: v for k, v in item(2).items() if k not in ("kind", "apiVersion")}),  # as the API server
+             b'{ "kind": "Event",  "auditID": "id-3", "stageTimestamp": "2026-11-22t10:00:03z" }',  # spaces, lowercase
+             orjson.dumps(item(4, stageTimestamp="yesterday")),
+             orjson.dumps({k: v for k, v in item(5).items() if k != "auditID"}),
+             orjson.dumps(item(6, kind="Foo")),
+             orjson.dumps({k: v for k, v in item(7).items() if k != "stageTimestamp"}
+                          | {"timestamp": "2026-11-22T10:00:07Z"})]  # v1beta1: the receive time
+    line = spool(b'{"kind":"EventList","items":[' + b",".join(items) + b"]}")
+    assert not any(e.raw for e in events_of(line)[0])  # one call: the bytes stay in the line until asked for
+    fast = described(line)
+    odd = orjson.dumps(item(8, verb=5))  # a number where text belongs: the typed decode of the line fails
+    slow = described(spool(b'{"kind":"EventList","items":[' + b",".join([*items, odd]) + b"]}"))
+    assert fast[0] == slow[0][:-1] and fast[1] == slow[1]
+    assert [e[0] for e in fast[0]] == ["id-1", "id-2", "id-3", "id-7"]
+    assert [e[4] for e in fast[0]] == [items[0], items[1], items[2], items[6]]  # each item's bytes as written
+    assert {e[1:3] for e in fast[0]} == {("Event", "c1")}
+    assert fast[1] == [("bad_timestamp", "request r item 4: stageTimestamp 'yesterday' is not RFC 3339"),
+                       ("not_audit_event", "request r item 5: data not recognized as a k8s audit event (no auditID)"),
+                       ("not_audit_event", 'request r item 6: data not recognized as a k8s audit event (kind="Foo")')]
+
+
+def test_a_spool_line_of_only_bad_items_raises_its_first_report_without_a_handler() -> None:
+    """As for an EventList line: with no one to report to, a line without a usable item is an error."""
+    data = spool(b'{"kind":"EventList","items":[' + orjson.dumps(item(1, stageTimestamp=None)) + b"]}")
+    with pytest.raises(BadInput, match="request r item 1: event has no stageTimestamp"):
+        parse_line(data)
+
+
+def test_spool_lines_that_are_no_event_list_take_the_piece_by_piece_way() -> None:
+    """One Event as the body, an unknown version, an empty list: each read (or reported) as before."""
+    [one], bad = events_of(spool(orjson.dumps(item(1)), cluster=None))
+    assert one.auditID == "id-1" and one.cluster is None and not bad
+    with pytest.raises(BadInput, match="unknown detectorSpool version 'v9'"):
+        parse_line(spool(b'{"kind":"EventList","items":[]}').replace(b'"v1"', b'"v9"'))
+    assert events_of(spool(b'{"kind":"EventList","items":[]}')) == ([], [])
+
+
+def test_a_kafka_record_is_any_envelope_or_event_as_written() -> None:
+    """The `record` endpoint: an envelope (AKS records, named by resourceId unless the record names
+    its cluster), an Event in any key order, an EventList or an array; the bytes of a plain Event
+    are the record's; what is no JSON or no event is reported naming the record."""
+    sorted_event = orjson.dumps(item(1), option=orjson.OPT_SORT_KEYS)
+    [event], bad = events_of(spool(sorted_event, "record", "k1", "t/0/5"))
+    assert (event.auditID, event.cluster, event.line()) == ("id-1", "k1", sorted_event) and not bad
+    aks = orjson.dumps({"records": [{"resourceId": "/x/providers/Microsoft.ContainerService/managedClusters/aks-1",
+                                     "category": "kube-audit", "properties": {"log": orjson.dumps(item(2)).decode()}}]})
+    assert [(e.auditID, e.cluster) for e in events_of(spool(aks, "record", None))[0]] == [("id-2", "aks-1")]
+    assert [(e.auditID, e.cluster) for e in events_of(spool(aks, "record", "k1"))[0]] == [("id-2", "k1")]
+    listed = orjson.dumps({"kind": "EventList", "items": [item(3), item(4)]})
+    assert [e.auditID for e in events_of(spool(b"[" + listed + b"]", "record"))[0]] == ["id-3", "id-4"]
+    [bad_json] = decode_body("record", b'{"a": tru}', None, "request t/1/9")
+    assert isinstance(bad_json, BadInput) and bad_json.reason == "invalid_json"
+    assert bad_json.message.startswith("request t/1/9: invalid JSON")
+    with pytest.raises(BadInput, match=r"^request t/1/10: data not recognized as a k8s audit event \(kind=missing\)"):
+        parse_line(spool(b'{"foo": 1}', "record", None, "t/1/10"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -10,10 +13,19 @@ import pytest
 from detector.config import apply, load_config
 from detector.errors import BadInput, ConfigError
 from detector.parse.audit import parse_line
-from detector.source.kafka import BadRecord, CommitQueue, SpoolLines, record_body, record_cluster, spool_line
-from detector.source.kafkaconf import EVENT_HUBS_USER, client_config, redacted
-from detector.source.position import FileIdentity, Position
-from detector.source.spool import SpoolMark
+from detector.source.kafka import (
+    BadRecord,
+    CommitQueue,
+    KafkaSource,
+    SpoolLines,
+    TopicPartition,
+    record_body,
+    record_cluster,
+    spool_line,
+)
+from detector.source.kafkaconf import EVENT_HUBS_USER, client_config, kafka_settings, redacted
+from detector.source.position import FileIdentity, Position, fingerprint
+from detector.source.spool import Spool, SpoolMark
 
 FILE_A, FILE_B = FileIdentity(1, 10, "a", 1), FileIdentity(1, 11, "b", 1)
 EVENT = b'{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a1","stage":"ResponseComplete","verb":"get",' \
@@ -238,3 +250,151 @@ def test_the_prefetch_defaults_keep_memory_small_and_refetch_at_once() -> None:
     assert config.input.kafka is not None
     conf = client_config(config.input.kafka)
     assert (conf["fetch.queue.backoff.ms"], conf["queued.max.messages.kbytes"]) == ("100", "8192")
+
+
+# -- the consumer thread, with a consumer double ----------------------------------------------------------
+class Record:
+    """What the source reads of a confluent_kafka.Message."""
+
+    def __init__(self, partition: int, offset: int, value: bytes | None, key: bytes | None = b"k1",
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        self._topic, self._partition, self._offset = "t", partition, offset
+        self._value, self._key, self._headers = value, key, headers
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, 1_700_000_000_000 + self._offset
+
+
+class Partition:
+    def __init__(self, topic: str, partition: int, offset: int = -1001) -> None:
+        self.topic, self.partition, self.offset, self.error = topic, partition, offset, None
+
+
+class Consumer:
+    """A consumer double: assigns partitions 0 and 1 of `t` on subscribe, hands out `polls` one
+    per consume(), and records commits (confirming each at once, as the broker would)."""
+
+    def __init__(self, polls: list[list[Record]]) -> None:
+        self.polls = polls
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.closed = threading.Event()
+
+    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+        on_assign(self, [Partition("t", 0), Partition("t", 1)])
+
+    def consume(self, count: int, timeout: float) -> list[Record]:
+        if self.polls:
+            return self.polls.pop(0)
+        time.sleep(timeout / 10)
+        return []
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> list[Partition]:
+        self.commits.append({(o.topic, o.partition): o.offset for o in offsets})
+        return [Partition(o.topic, o.partition, o.offset) for o in offsets]
+
+    def get_watermark_offsets(self, tp: Any, cached: bool) -> tuple[int, int]:
+        return 0, 100
+
+    def assignment(self) -> list[Partition]:
+        return []
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class Seen:
+    """The source's Observer, keeping what it was told."""
+
+    def __init__(self) -> None:
+        self.counted: list[tuple[str, int, int, int]] = []
+        self.bad: list[tuple[str, int, int, str]] = []
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def records(self, topic: str, partition: int, count: int, size: int) -> None:
+        self.counted.append((topic, partition, count, size))
+
+    def bad_record(self, topic: str, partition: int, offset: int, reason: str, message: str) -> None:
+        self.bad.append((topic, partition, offset, reason))
+
+    def committed(self, topic: str, partition: int, ok: bool) -> None: ...
+
+    def rebalance(self, kind: str, partitions: list[TopicPartition]) -> None: ...
+
+    def lag(self, topic: str, partition: int, records: int, seconds: float | None) -> None: ...
+
+    def event(self, name: str, fields: dict[str, object]) -> None:
+        self.events.append((name, fields))
+
+
+def wait(cond: Any, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_poll_is_spooled_in_runs_and_its_offsets_committed_once_the_checkpoint_passes(tmp_path: Path) -> None:
+    """One poll holding runs of two partitions, a bad record and keys and headers: the spool gets
+    the runs in poll order (a newline inside a record made a space), each key's cluster (a header
+    wins, a key that is no name names none); counts, bytes, the bad record with its offset, and
+    `kafka_reading` once a partition are reported; nothing is committed before the checkpoint
+    passes the poll's lines, then the next offset of each partition (past the bad record) is."""
+    events = [EVENT.replace(b"a1", f"a{n}".encode()) for n in range(5)]
+    events[1] = events[1].replace(b'"verb"', b'\n"verb"')
+    poll = [Record(0, 10, events[0]), Record(0, 11, events[1]),
+            Record(1, 3, events[2], key=b"k2", headers=[("cluster", b"h2")]), Record(1, 4, b"not json", key=b"k2"),
+            Record(0, 12, events[3], key=b"bad key/"), Record(1, 5, events[4], key=b"k2")]
+    settings = kafka_settings({**BASE, "brokers": ["127.0.0.1:9092"]}, "c.yaml")
+    spool = Spool(str(tmp_path / "spool" / "audit.log"))
+    seen = Seen()
+    consumer = Consumer([poll])
+    source = KafkaSource(settings, spool, admit=lambda: None, observer=seen, consumer_factory=lambda conf: consumer)
+    source.start()
+    path = tmp_path / "spool" / "audit.log"
+    try:
+        wait(lambda: len(seen.counted) == 2, "the poll")  # told once its lines are in the spool
+        data = path.read_bytes()
+        lines = data.splitlines()
+        assert [orjson.loads(line)["requestId"] for line in lines] == ["t/0/10-11", "t/1/3", "t/0/12", "t/1/5"]
+        assert [[(e.auditID, e.cluster) for e in parse_line(line)] for line in lines] == [  # type: ignore[union-attr]
+            [("a0", "k1"), ("a1", "k1")], [("a2", "h2")], [("a3", None)], [("a4", "k2")]]
+        assert seen.counted == [("t", 0, 3, sum(map(len, (events[0], events[1], events[3])))),
+                           ("t", 1, 2, len(events[2]) + len(events[4]))]
+        assert seen.bad == [("t", 1, 4, "invalid_json")]
+        assert [f for name, f in seen.events if name == "kafka_reading"] == [
+            {"topic": "t", "partition": 0, "offset": 10}, {"topic": "t", "partition": 1, "offset": 3}]
+        time.sleep(0.05)
+        assert consumer.commits == []
+        st = path.stat()
+        identity = FileIdentity(st.st_dev, st.st_ino, fingerprint(data[:1024]), min(1024, len(data)))
+        source.durable(Position(identity, len(data) - 1, str(path)))  # short of the poll's last line
+        time.sleep(0.05)
+        assert consumer.commits == []
+        source.durable(Position(identity, len(data), str(path)))
+        wait(lambda: consumer.commits, "the commit")
+        assert consumer.commits == [{("t", 0): 13, ("t", 1): 6}]
+    finally:
+        assert source.close(5)
+        spool.close()
+    assert consumer.closed.is_set()
