@@ -359,6 +359,7 @@ class LiveRunner:
             self.metrics.input_open = False
             if delivery.stage.unstored is None:
                 self._commit(delivery, [], force=True)
+                self._sync(delivery)  # a pipe cannot be read again: its alerts on disk now
         if stream.ended:
             log.info("input_ended", file="-")
             self._drain(delivery)
@@ -369,6 +370,7 @@ class LiveRunner:
         deadline = time.monotonic() + DRAIN_SECONDS
         while not self.flags.stop:
             delivery.stage.tick()
+            self._sync_if_due(delivery, time.monotonic())
             pending = delivery.outbox.held_counts()[0]
             if pending == 0:
                 return
@@ -453,6 +455,8 @@ class LiveRunner:
     def _sync_if_due(self, delivery: Delivery, now: float) -> float | None:
         """Fsync the commits made since the last one once they are `sync_interval_seconds` old
         (outbox.synchronous: batched); returns the seconds until the next is due, if any."""
+        if delivery.outbox.synced and self._durable is not self._committed:
+            self._made_durable()  # fsynced by a commit without a checkpoint (alerts of a tick, throttle summaries)
         due = delivery.outbox.sync_due(now)
         if due is None:
             return None

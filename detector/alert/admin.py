@@ -7,6 +7,7 @@ connection and credentials) and reports, per output, success or the exact failur
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -92,11 +93,13 @@ def _send_one(output: OutputSettings, alert: Alert) -> TestResult:
 
 # -- outbox commands ---------------------------------------------------------------------------
 def open_outbox(state_dir: str | os.PathLike[str], settings: OutboxSettings = DEFAULT_SETTINGS) -> Outbox:
-    """The existing outbox of `state_dir`, for inspection (no routes: it cannot take alerts)."""
+    """The existing outbox of `state_dir`, for inspection (no routes: it cannot take alerts).
+    An operator's retry or purge is fsynced when it returns (synchronous full), whatever the
+    engine's setting: a power loss must not undo it."""
     path = Path(state_dir) / DB_NAME
     if not path.is_file():
         raise ConfigError(f"no outbox at {path} (has `detector run` used this state directory?)")
-    return Outbox(path, settings, on_event=_quiet)
+    return Outbox(path, dataclasses.replace(settings, synchronous="full"), on_event=_quiet)
 
 
 def _quiet(_event: DeliveryEvent) -> None:

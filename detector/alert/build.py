@@ -76,11 +76,11 @@ def build_alerts(
     to be clamped (see alert.model.time_in_range) go out, and are reported once, naming their rules."""
     alerts, clamped = [], []
     for match in matches:
+        if wanted is not None and not wanted(match):
+            continue
         nanos = event_nanos(match.event)  # once: the range check and the alert's time
         if on_error is not None and not NANOS_MIN <= nanos <= NANOS_MAX:
             clamped.append(match)
-        if wanted is not None and not wanted(match):
-            continue
         try:
             alerts.append(build(match, nanos))
         except Exception as exc:

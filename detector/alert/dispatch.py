@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import structlog
 
 from detector.alert.events import DeliveryEvent, EventKind, OnEvent, log_event
-from detector.alert.outbox import Outbox, PendingRow
+from detector.alert.outbox import Outbox, PendingRead, PendingRow
 from detector.alert.secret import scrub
 from detector.alert.settings import OutboxSettings
 from detector.alert.sink import DeliveryError, Sink
@@ -208,14 +208,15 @@ class _Worker(threading.Thread):
         self.synced = False
         self.generation += 1
 
-    def _next_rows(self) -> tuple[list[PendingRow], int | None]:
-        """The rows to send next, and the generation of the query that read them (None: the inbox)."""
+    def _next_rows(self) -> tuple[list[PendingRow], PendingRead | None, int]:
+        """The rows to send next, with the query that read them (None: the inbox) and the
+        inbox's generation before it."""
         now = time.monotonic()
         with self.lock:
             if self.synced and now < self.query_at:
                 rows = [row for row in self.inbox if row.seq > self.last_seq]
                 self.inbox.clear()
-                return rows, None
+                return rows, None, self.generation
             self.synced = False
             generation = self.generation
         self.query_at = now + self.d.poll_interval
@@ -224,16 +225,20 @@ class _Worker(threading.Thread):
         # not held waits until the held ones are marked (MARK_SECONDS at most).
         seqs = [row.seq for row, _ in self.unmarked]
         skip = (min(seqs), max(seqs)) if seqs else None
-        return self.d.outbox.pending(self.output, self.d.batch, skip), generation
+        read = self.d.outbox.pending_read(self.output, self.d.batch, skip)
+        return read.rows, read, generation
 
-    def _sent_all(self, rows: list[PendingRow], generation: int | None) -> None:
-        """Every row of a round was sent: from a complete query on, the inbox can be trusted."""
+    def _sent_all(self, rows: list[PendingRow], read: PendingRead | None, generation: int) -> None:
+        """Every row of a round was sent. After a complete query, no pending row up to its
+        horizon is unsent: the inbox is trusted from there on, and what it holds up to the
+        horizon (sent by the query's round or an earlier one, purged, dropped) is let go."""
         with self.lock:
             if rows:
                 self.last_seq = max(self.last_seq, rows[-1].seq)
-            if generation is not None and generation == self.generation and len(rows) < self.d.batch:
+            if read is not None and read.complete and generation == self.generation:
                 self.synced = True
-                self.inbox = [row for row in self.inbox if row.seq > self.last_seq]  # the query sent those
+                self.last_seq = max(self.last_seq, read.horizon)
+                self.inbox = [row for row in self.inbox if row.seq > self.last_seq]
 
     def run(self) -> None:
         try:
@@ -254,13 +259,13 @@ class _Worker(threading.Thread):
         """Send due rows until the output is empty, in backoff, or stopping; then wait for new
         rows (or until the sent ones are to be marked)."""
         self.wake.clear()
-        rows, generation = self._next_rows()
+        rows, read, generation = self._next_rows()
         if not self._send(rows):
             with self.lock:
                 self.synced = False  # the rows not sent are read back, in order, by the next query
             return
-        self._sent_all(rows, generation)
-        if len(rows) >= self.d.batch or self.wake.is_set():
+        self._sent_all(rows, read, generation)
+        if (read is not None and not read.complete) or self.wake.is_set() or self.inbox:
             return  # there may be more: look again at once
         if not self.unmarked:
             self.wake.wait(self.d.poll_interval)

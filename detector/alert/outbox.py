@@ -57,7 +57,7 @@ PENDING, DELIVERED, DEAD, DROPPED = "pending", "delivered", "dead", "dropped"
 STATUSES = (PENDING, DELIVERED, DEAD, DROPPED)
 HELD = (PENDING, DEAD)  # rows that carry an alert body and count against max_rows
 DROPPED_KEY = "outbox.dropped"
-SYNCED_KEY = "outbox.synced_at"  # written by the commit that makes the ones before it durable (Outbox.sync)
+SYNCED_KEY = "outbox.synced"  # written by each commit made to be fsynced (see Outbox._write)
 DEFAULT_SETTINGS = OutboxSettings()
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivery (
@@ -105,6 +105,17 @@ class PendingRow:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingRead:
+    """One read of an output's pending rows. Every row with seq <= `horizon` that is not in
+    `rows` was, when they were read, no longer pending (sent, purged, dropped), held back by
+    the query's `skip`, or -- unless `complete` -- past its limit."""
+
+    rows: list[PendingRow]
+    horizon: int  # the highest seq stored so far (sqlite_sequence: deleted rows count too)
+    complete: bool  # fewer rows than the limit were read: none pending is left out
+
+
+@dataclass(frozen=True, slots=True)
 class Stored:
     """What one `Outbox.store` added: the number of rows, and the rows themselves when known."""
 
@@ -147,6 +158,9 @@ class Outbox:
         self._held_estimate: int | None = None
         self._identity: tuple[int, int] | None = None
         self._unsynced_since: float | None = None  # time.monotonic() of the oldest engine commit not fsynced
+        # Written under SYNCED_KEY by each commit made to be fsynced: a value never written before
+        # (a byte-identical one would leave the page, and the WAL, untouched: nothing to sync).
+        self._syncs = time.time_ns()
         self._create()
 
     @classmethod
@@ -238,6 +252,12 @@ class Outbox:
                 _begin(db, wait)
                 try:
                     yield _Tx(db)
+                    if sync:
+                        # A commit that changes no page writes no WAL frame, and so syncs nothing:
+                        # this one always changes one.
+                        self._syncs += 1
+                        db.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                                   "SET value = excluded.value", (SYNCED_KEY, str(self._syncs).encode()))
                 except BaseException:
                     db.execute("ROLLBACK")
                     raise
@@ -268,9 +288,8 @@ class Outbox:
         fsyncs the WAL up to and including it (SQLite's WAL: earlier commits are before it)."""
         if self._unsynced_since is None:
             return
-        with self._write(sync=True) as tx:
-            tx.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
-                       "value = excluded.value", (SYNCED_KEY, repr(self.clock()).encode()))
+        with self._write(sync=True):
+            pass  # _write's own write is the one this commit needs
         self._unsynced_since = None
 
     def _engine_write(self) -> bool:
@@ -320,10 +339,11 @@ class Outbox:
         """
         return self.store(alerts, state).added
 
-    def store(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> Stored:
-        """`enqueue`, and the rows it added as a worker would read them, when they are known
-        (every row was added and none was dropped to the outbox's bound), so that an in-process
-        dispatcher can send them without reading them back."""
+    def store(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None,
+              *, list_rows: bool = True) -> Stored:
+        """`enqueue`, and (with `list_rows`) the rows it added as a worker would read them,
+        when they are known (every row was added and none was dropped to the outbox's bound),
+        so that an in-process dispatcher can send them without reading them back."""
         now = self.clock()
         rows = [(output, alert.id, alert.rule, alert.priority, now, now, now, encode_alert(alert))
                 for alert in alerts for output in self._outputs_for(alert)]
@@ -344,7 +364,7 @@ class Outbox:
                 drops = self._bound_size(tx, added, now)
         self._engine_committed(sync)
         self._report_drops(drops, "outbox full")
-        if added != len(rows) or drops:
+        if added != len(rows) or drops or not list_rows:
             return Stored(added, None)
         # Decoded from the stored body, as the worker's query would: a sink sees the same values
         # (lists, not the template's tuples) whichever way a row reaches it.
@@ -451,13 +471,25 @@ class Outbox:
         """The oldest pending rows of `output`, in order (due or not). `skip` = (first, last):
         leave out the rows with first <= seq <= last (a worker's rows sent and not yet marked),
         in the query, so that they are neither read nor decoded again."""
+        return self.pending_read(output, limit, skip).rows
+
+    def pending_read(self, output: str, limit: int = 100, skip: tuple[int, int] | None = None) -> PendingRead:
+        """`pending`, with what a worker needs to trust rows handed over since (see PendingRead):
+        the highest seq stored when the rows were read, in the same read transaction, and
+        whether the query saw every pending row (fewer than `limit` read, undecodable ones too)."""
         sql = ("SELECT seq, output, attempts, created_at, next_attempt_at, body FROM delivery "
                "WHERE output = ? AND status = 'pending'")
         args: tuple[Any, ...] = (output,)
         if skip is not None:
             sql += " AND seq NOT BETWEEN ? AND ?"
             args += skip
-        rows = self._db().execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
+        db = self._db()
+        db.execute("BEGIN")  # one snapshot for both reads
+        try:
+            found = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'delivery'").fetchone()
+            rows = db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
+        finally:
+            db.execute("COMMIT")
         deliveries = []
         for seq, out, attempts, created, next_at, body in rows:
             try:
@@ -466,7 +498,7 @@ class Outbox:
                 self.dead_letter(seq, f"stored alert cannot be decoded ({type(exc).__name__})")
                 continue
             deliveries.append(PendingRow(seq, out, alert, attempts, created, next_at))
-        return deliveries
+        return PendingRead(deliveries, int(found[0]) if found else 0, len(rows) < limit)
 
     def mark_delivered(self, seq: int) -> None:
         """The row's alert reached its output: keep only the tombstone."""

@@ -43,6 +43,7 @@ class AlertStage:
         self.on_event = on_event
         self.clock = clock
         self.unstored: _Batch | None = None
+        self.list_rows = True  # hand the stored rows to `notify` (an in-process dispatcher sends them)
         throttle.load(outbox.state_items(STATE_PREFIX))
 
     def submit(self, alerts: Sequence[Alert], state: Mapping[str, bytes | None] | None = None) -> list[Alert]:
@@ -66,7 +67,7 @@ class AlertStage:
         batch = self.unstored
         if batch is None:
             return []
-        stored = self.outbox.store(batch.alerts, batch.state)
+        stored = self.outbox.store(batch.alerts, batch.state, list_rows=self.list_rows)
         self.unstored = None
         self._report(batch.summaries)
         if stored.added:
@@ -123,6 +124,7 @@ class Delivery:
         self.dispatcher: Dispatching = dispatcher or Dispatcher(outbox, self.sinks, on_event,
                                                                 poll_interval=poll_interval)
         self.stage = AlertStage(outbox, Throttle(settings.throttle), self.dispatcher.notify, on_event)
+        self.stage.list_rows = isinstance(self.dispatcher, Dispatcher)  # a courier child reads them back
 
     def alerts_for(self, matches: Sequence[Match], on_error: Callable[[BadInput], None] | None = None) -> list[Alert]:
         """Delivery-ready alerts (enriched, redacted) for an event's matches (see build_alerts).

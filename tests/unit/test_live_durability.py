@@ -53,3 +53,20 @@ def test_offsets_wait_for_the_checkpoint_to_be_fsynced(tmp_path: Path, mode: str
         wait_for(lambda: runner._sync_if_due(delivery, time.monotonic()) is None)
         assert offsets.durable_at == [position(10)] and runner._durable == position(10)
         assert delivery.outbox.synced
+
+
+def test_a_checkpoint_fsynced_by_a_commit_without_one_is_let_go(tmp_path: Path) -> None:
+    """The commit due for the fsync may carry alerts only (a wall-clock tick of stateful rules,
+    throttle summaries): the checkpoint before it is on disk too, and the idle loop says so."""
+    settings = DeliverySettings(outputs=(StdoutSettings("o"),), outbox=OutboxSettings(sync_interval_seconds=0.05))
+    runner = LiveRunner(RunConfig(state_dir=str(tmp_path)), settings, lambda: Ruleset([]), [])
+    offsets = Offsets()
+    runner.kafka = offsets  # type: ignore[assignment]
+    with open_delivery(settings, tmp_path, sinks={"o": MemorySink("o")}) as delivery:
+        runner._pending = position(10)
+        runner._commit(delivery, [make_alert(1)])
+        wait_for(lambda: (delivery.outbox.sync_due() or 0) <= 0)
+        runner._commit(delivery, [make_alert(2)])  # nothing pending: alerts only, fsynced
+        assert delivery.outbox.synced and offsets.durable_at == []
+        assert runner._sync_if_due(delivery, time.monotonic()) is None
+        assert offsets.durable_at == [position(10)]

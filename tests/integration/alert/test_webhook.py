@@ -133,7 +133,11 @@ def test_full_outbox_drops_the_oldest_and_counts(tmp_path: Path) -> None:
     bounded = OutboxSettings(max_rows=5, retry_initial_seconds=0.05, retry_max_seconds=0.1)
     alerts = make_alerts(12)
     with delivery(tmp_path, outputs, events, {}, bounded) as d:
-        for alert in alerts:
+        d.submit(alerts[:1])
+        # The first alert was tried and failed: a worker that read it before it is dropped below
+        # does not send it once the receiver is up.
+        wait_for(lambda: any(e.kind is EventKind.RETRY for e in events))
+        for alert in alerts[1:]:
             d.submit([alert])
         assert d.outbox.dropped_total == 7
         with Receiver(port) as receiver:

@@ -2,7 +2,7 @@
 
 The engine commits each batch's alerts with its checkpoint at once (a crash of the process
 loses nothing), and fsyncs them at most `sync_interval_seconds` later: by the next commit made
-with synchronous=FULL, or, when none comes, by a small one of its own (`outbox.synced_at`).
+with synchronous=FULL, or, when none comes, by a small one of its own (`outbox.synced`).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ def test_an_idle_detector_fsyncs_its_last_commits(tmp_path: Path, mode: str) -> 
         log.write(event_line(1))
     wait_for(lambda: detector.delivered() >= 1, 30, "the alert")
     if mode == "batched":
-        wait_for(lambda: "outbox.synced_at" in state_keys(db), 10, "the batched sync after the alert")
+        wait_for(lambda: "outbox.synced" in state_keys(db), 10, "the batched sync after the alert")
     assert detector.terminate()[0] == 0
     keys = state_keys(db)
     assert "source.checkpoint" in keys
-    assert ("outbox.synced_at" in keys) == (mode == "batched")
+    assert ("outbox.synced" in keys) == (mode == "batched")
     assert "state_sync_failed" not in detector.log_text()

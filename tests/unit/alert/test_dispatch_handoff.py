@@ -7,6 +7,7 @@ found by a query."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -215,3 +216,90 @@ def test_random_mix_of_hand_overs_repeats_and_failures(outbox: CountingOutbox, s
     finally:
         assert d.stop(5)
     assert sink.ids() == [a.id for a in stored]
+
+
+class PoisonSink(MemorySink):
+    """Fails (503, retryable) the alerts whose ids are in `poison`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.poison: set[str] = set()
+
+    def send(self, alert: Alert) -> None:
+        if alert.id in self.poison:
+            with self._lock:
+                self.attempts += 1
+            raise DeliveryError("HTTP 503", retryable=True)
+        super().send(alert)
+
+
+def test_rows_purged_while_the_worker_was_not_synced_are_not_sent(outbox: CountingOutbox) -> None:
+    """Rows handed over while the output failed, then purged by an operator (another process):
+    the query after recovery sees none pending, and the inbox lets them go."""
+    sink = PoisonSink("a")
+    d = start(outbox, sink)
+    try:
+        alerts = make_alerts(31)
+        hand_over(outbox, d, alerts[:1])
+        wait_for(lambda: len(sink.alerts) == 1)
+        sink.poison = {alerts[1].id}
+        hand_over(outbox, d, alerts[1:2])
+        wait_for(lambda: sink.attempts >= 3)
+        hand_over(outbox, d, alerts[2:30])  # into the inbox of a worker that is not synced
+        cli = Outbox(outbox.path, OutboxSettings(), on_event=lambda _e: None)  # `detector outbox purge`
+        assert cli.purge("a") == 29
+        cli.close()
+        sink.poison = set()
+        wait_for(lambda: d._workers[0].synced)  # its query found nothing pending: it trusts the inbox again
+        hand_over(outbox, d, alerts[30:])
+        wait_for(lambda: alerts[30].id in sink.ids())
+    finally:
+        assert d.stop(5)
+    assert sink.ids() == [alerts[0].id, alerts[30].id]
+
+
+def test_rows_sent_in_a_round_that_ended_on_a_failure_are_not_sent_again(outbox: CountingOutbox) -> None:
+    sink = PoisonSink("a")
+    d = start(outbox, sink)
+    try:
+        alerts = make_alerts(13)
+        hand_over(outbox, d, alerts[:1])
+        wait_for(lambda: len(sink.alerts) == 1)
+        sink.poison = {alerts[1].id}
+        hand_over(outbox, d, alerts[1:2])
+        wait_for(lambda: sink.attempts >= 2)  # the worker reads by query now
+        sink.poison = {alerts[11].id}
+        hand_over(outbox, d, alerts[2:12])  # in the inbox, and read by the query too
+        wait_for(lambda: len(sink.alerts) == 11)  # 1..10 sent, 11 in backoff
+        cli = Outbox(outbox.path, OutboxSettings(), on_event=lambda _e: None)
+        assert cli.purge("a", seqs=[r.seq for r in cli.rows(status="pending")]) == 1
+        cli.close()
+        wait_for(lambda: d._workers[0].synced)
+        hand_over(outbox, d, alerts[12:])
+        wait_for(lambda: alerts[12].id in sink.ids())
+    finally:
+        assert d.stop(5)
+    assert sink.ids() == [a.id for a in alerts[:11]] + [alerts[12].id]
+
+
+def test_a_query_shortened_by_an_undecodable_row_is_not_taken_for_complete(tmp_path: Path) -> None:
+    """A damaged body is dead-lettered by the query, so it returns fewer rows than its limit
+    though more are pending: the worker reads on before it trusts its inbox."""
+    box = Outbox(tmp_path / "detector.db", OutboxSettings(), Router({"a": RouteSettings()}), lambda _e: None)
+    alerts = make_alerts(13)
+    box.enqueue(alerts[:12])
+    raw = sqlite3.connect(tmp_path / "detector.db")
+    raw.execute("UPDATE delivery SET body = x'00' WHERE seq = 2")
+    raw.commit()
+    raw.close()
+    sink = MemorySink("a")
+    d = Dispatcher(box, {"a": sink}, lambda _e: None, FAST, poll_interval=30.0, batch=5)
+    d.start()
+    try:
+        wait_for(lambda: len(sink.alerts) >= 4)
+        hand_over(box, d, alerts[12:])
+        wait_for(lambda: len(sink.alerts) == 12)
+    finally:
+        assert d.stop(5)
+        box.close()
+    assert sink.ids() == [a.id for i, a in enumerate(alerts) if i != 1]

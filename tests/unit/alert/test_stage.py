@@ -75,10 +75,10 @@ def test_a_batch_that_cannot_be_stored_is_kept_and_stored_as_it_was(tmp_path: Pa
     store = delivery.outbox.store
     failures = [sqlite3.OperationalError("database or disk is full")]
 
-    def flaky(alerts: Any, state: Any = None) -> Stored:
+    def flaky(alerts: Any, state: Any = None, **options: Any) -> Stored:
         if failures:
             raise failures.pop()
-        return store(alerts, state)
+        return store(alerts, state, **options)
 
     delivery.outbox.store = flaky  # type: ignore[method-assign]
     alerts = delivery.alerts_for([make_match("Exec", auditID="a1")])
@@ -96,7 +96,7 @@ def test_a_batch_that_cannot_be_stored_is_kept_and_stored_as_it_was(tmp_path: Pa
 
 def test_matches_no_output_takes_are_not_built_or_stored(tmp_path: Path) -> None:
     """A match whose rule no route selects becomes no alert in `detector run` (it would be
-    stored nowhere, yet commit its batch as if it held one); its event's odd time is still reported."""
+    stored nowhere, yet commit its batch as if it held one), nor a report of an alert time clamped."""
     routed = DeliverySettings(outputs=(StdoutSettings("mem", RouteSettings(include_rules=("Exec",))),))
     reports: list[BadInput] = []
     with open_delivery(routed, tmp_path, sinks={"mem": MemorySink("mem")}) as delivery:
@@ -104,4 +104,7 @@ def test_matches_no_output_takes_are_not_built_or_stored(tmp_path: Path) -> None
                                       make_match("Other", auditID="a3", stageTimestamp="0001-01-01T00:00:00Z")],
                                      reports.append)
         assert [a.rule for a in alerts] == ["Exec"]
-        assert [r.reason for r in reports] == ["time_out_of_range"]
+        assert reports == []
+        alerts = delivery.alerts_for([make_match("Exec", auditID="a4", stageTimestamp="0001-01-01T00:00:00Z")],
+                                     reports.append)
+        assert len(alerts) == 1 and [r.reason for r in reports] == ["time_out_of_range"]
