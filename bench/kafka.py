@@ -4,7 +4,7 @@
 instances in one consumer group, printed side by side in one run, next to two baselines.
 
     .venv/bin/python bench/kafka.py [--events N] [--partitions P] [--format line|list] [--repeat K]
-                                    [--check]
+                                    [--no-baselines] [--check]
 
 The topic is filled first with N events (default 1,000,000), one audit Event per record, keyed by
 cluster (what Fluent Bit or Vector ship: one audit.log line per record); `--format list` puts
@@ -25,8 +25,11 @@ second member joins are not counted (nor the events before). CPU per event is th
 user+system time over that window (all its threads, librdkafka's too) divided by the events,
 which other load on the machine barely changes; the broker's CPU is the Tansu process's over the
 same window; RSS is the peak VmHWM of each process; load is the 1-minute load average when the
-row starts. On 2 cores a last line gives the most two instances can do there beside the broker:
-2 cores / (their CPU per event + the broker's), as a multiple of one instance.
+row starts; run queue is how long an instance's threads waited, runnable, for its core (schedstat,
+summed over threads, as a share of the window): other processes on that core, or the instance's
+own threads (librdkafka's and Python's) taking turns on it. On 2 cores a last line gives the most
+two instances can do there beside the broker: 2 cores / (their CPU per event + the broker's), as
+a multiple of one instance.
 
 Targets (issue 16): one instance >= 50,000 events/s; two instances >= 1.6x one; RSS <= 80 MB each.
 BENCH_KAFKA_CLIENT='{"option": value}' passes librdkafka options to every consumer (as `client:`).
@@ -35,6 +38,7 @@ BENCH_KAFKA_CLIENT='{"option": value}' passes librdkafka options to every consum
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -119,6 +123,15 @@ def hwm_mb(pid: int) -> float:
     return float("nan")
 
 
+def runnable_seconds(pid: int) -> float:
+    """How long the threads of a process waited, runnable, for a CPU (schedstat), summed."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a thread that ended, or no schedstat
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -181,6 +194,7 @@ def measure(work: Path, broker: Broker, n: int, members: int) -> dict[str, Any]:
         wait(lambda: all(i.events() > 0 for i in instances), 120, "every instance's first event")
         first, start = sum(i.events() for i in instances), time.monotonic()
         cpu, broker_cpu = [i.cpu_seconds() for i in instances], broker_seconds(broker)
+        queued = [runnable_seconds(i.proc.pid) for i in instances]
         counts: list[int] = []
 
         def done() -> bool:
@@ -190,11 +204,13 @@ def measure(work: Path, broker: Broker, n: int, members: int) -> dict[str, Any]:
         wait(done, 900, f"{n} events", POLL_SECONDS)
         seconds = time.monotonic() - start
         used = [i.cpu_seconds() - c for i, c in zip(instances, cpu, strict=True)]
+        waited = [runnable_seconds(i.proc.pid) - q for i, q in zip(instances, queued, strict=True)]
         measured, broker_used = sum(counts) - first, broker_seconds(broker) - broker_cpu
         return {"events_s": measured / seconds, "seconds": seconds, "per_instance": counts, "measured": measured,
                 "rss_mb": [i.hwm_mb() for i in instances], "cpu": [u / seconds for u in used],
                 "us_event": sum(used) / max(1, measured) * 1e6, "broker": broker_used / seconds,
-                "broker_us": broker_used / max(1, measured) * 1e6, "load": load}
+                "broker_us": broker_used / max(1, measured) * 1e6, "load": load,
+                "waited": [w / seconds for w in waited]}
     finally:
         for i in instances:
             i.stop()
@@ -282,7 +298,8 @@ def row(name: str, got: dict[str, Any], extra: str = "") -> str:
     rss = got["rss_mb"] if isinstance(got["rss_mb"], list) else [got["rss_mb"]]
     return (f"{name:15s} {got['events_s']:9,.0f}  {got['us_event']:6.2f}  "
             f"{' / '.join(f'{c:4.0%}' for c in cpu):>11s}  {got['broker']:6.0%}  "
-            f"{' / '.join(f'{r:4.1f}' for r in rss):>11s}  {got['load']:5.2f}  {extra}")
+            f"{' / '.join(f'{r:4.1f}' for r in rss):>11s}  {got['load']:5.2f}  "
+            f"{' / '.join(f'{w:4.0%}' for w in got.get('waited', [])):>11s}  {extra}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--format", choices=("line", "list"), default="line")
     parser.add_argument("--repeat", type=int, default=1, help="measure one and two instances K times")
+    parser.add_argument("--no-baselines", action="store_true", help="only the instances (no raw consumer, no scan)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     reason = why_no_broker()
@@ -315,9 +333,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({args.format}), filled in {time.monotonic() - started:.1f} s; {os.cpu_count()} cores; "
               f"client {client_options()}")
         print(f"{'':15s} {'events/s':>9s}  {'CPU µs':>6s}  {'CPU (core)':>11s}  {'broker':>6s}  "
-              f"{'peak RSS MB':>11s}  {'load':>5s}")
-        print(row("raw consumer", measure_raw(broker, args.events, records, core)), flush=True)
-        print(row("scan file", measure_scan(work, work / "audit.log", args.events, core)), flush=True)
+              f"{'peak RSS MB':>11s}  {'load':>5s}  {'run queue':>11s}")
+        if not args.no_baselines:
+            print(row("raw consumer", measure_raw(broker, args.events, records, core)), flush=True)
+            print(row("scan file", measure_scan(work, work / "audit.log", args.events, core)), flush=True)
         for _ in range(args.repeat):
             one = measure(work, broker, args.events, 1)
             print(row("one instance", one), flush=True)
