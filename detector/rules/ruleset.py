@@ -62,9 +62,10 @@ class Ruleset:
 
     def _evaluate_stateful(self) -> Callable[[AuditEvent], Sequence[Match]]:
         """`evaluate` with stateful rules. The fused evaluator of a key tests the base
-        conditions of its stateful candidates first (without side effects: it lists the
-        selected rules), then the stateless rules; the selected rules are fed after it returned
-        (a condition that raises leaves no window fed, and evaluate_each runs them again)."""
+        conditions of its stateful candidates first (without side effects: it lists the `feed`
+        of the selected rules), then the stateless rules; the selected rules are fed after it
+        returned (a condition that raises leaves no window fed, and evaluate_each runs them
+        again)."""
         known, evaluator = self._known, self._evaluator
 
         def evaluate(event: AuditEvent) -> Sequence[Match]:
@@ -83,7 +84,7 @@ class Ruleset:
                 if type(item) is Match:
                     matches.append(item)
                 else:
-                    fired = item.feed(event)  # type: ignore[attr-defined]
+                    fired = item(event)  # type: ignore[operator]  # a selected rule's feed
                     if fired:
                         matches += fired
             return matches
@@ -118,8 +119,8 @@ class Ruleset:
                 run = self._looped(candidates, selecting)
             elif selecting:
                 run = self._fused[identity] = fuse_selecting(
-                    [(_gated(self._feeders[id(r)], r.fast_predicate or r.predicate),
-                      _constant(self._feeders[id(r)]), id(r) in self._people_only) for r in selecting],
+                    [(_gated(self._feeders[id(r)], r.fast_predicate or r.predicate), self._feeders[id(r)].feed,
+                      id(r) in self._people_only) for r in selecting],
                     [(rule.fast_predicate or rule.predicate, rule.match) for rule in candidates], first=self._first)
             else:
                 run = self._fused[identity] = fuse(
@@ -137,7 +138,7 @@ class Ruleset:
             matches: list[Any] | None = None
             for rule in selecting:
                 if (rule.fast_predicate or rule.predicate)(event):
-                    matches = [*(matches or ()), feeders[id(rule)]]
+                    matches = [*(matches or ()), feeders[id(rule)].feed]
             for rule in candidates:
                 if (rule.fast_predicate or rule.predicate)(event):
                     matches = [*(matches or ()), rule.match(event)]
@@ -200,7 +201,8 @@ def people_only(node: Node) -> bool:
 
 def _gated(rule: StatefulRule, predicate: Predicate) -> Predicate:
     """An absence rule's predicate, false while the current window is settled (every key heard
-    enough: StatefulRule._skip_until); inlined by fuse() like any generated predicate."""
+    enough: StatefulRule.skip_until) and for an event without a time; inlined by fuse() like
+    any generated predicate."""
     if rule.spec.kind is not Kind.ABSENCE:
         return predicate
 
@@ -211,13 +213,19 @@ def _gated(rule: StatefulRule, predicate: Predicate) -> Predicate:
     source = getattr(predicate, EXPRESSION, None)
     if source is not None:
         text, names = source
-        setattr(gated, EXPRESSION, (f"((_t0 := ev.time) is not None and _t0 >= _gate0.skip_until and {text})",
-                                    {**names, "_gate0": rule}))
+        setattr(gated, EXPRESSION, (f"(_gate0.skip_until <= (ev.time or _untimed0) and {text})",
+                                    {**names, "_gate0": rule, "_untimed0": _UNTIMED}))
     return gated
 
 
-def _constant(rule: StatefulRule) -> Callable[[AuditEvent], StatefulRule]:
-    def selected(_event: AuditEvent) -> StatefulRule:
-        return rule
+class _Untimed:
+    """What `_gated` compares an event without a time as: no skip_until is before it (such an
+    event is not fed; one test on most events instead of a test for None and a comparison)."""
 
-    return selected
+    def __ge__(self, other: object) -> bool:
+        return False
+
+
+_UNTIMED = _Untimed()
+
+

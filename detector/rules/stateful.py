@@ -27,6 +27,7 @@ from detector.errors import BadInput
 from detector.event import AuditEvent
 from detector.parse.audit import event_from_dict, parse_line
 from detector.parse.extract import Value
+from detector.rules.codegen import fuse_steps
 from detector.rules.correlation import CorrelationSpec, Kind
 from detector.rules.lastevent import LastEvents
 from detector.rules.model import SOURCE, CompiledRule, FieldValue, Match, Predicate
@@ -107,6 +108,14 @@ class StatefulRule:
         self._buckets: dict[str, int] = {}
         self.wall_at_max = time.time()  # when the newest event time last moved (absence on the wall clock)
         self.window = self._new_window()
+        # Decided once, for every event fed: what the window's type is fed, and the key's one
+        # field (None: several fields, or none) and the value's.
+        self._feed = _FEEDS.get(spec.kind, StatefulRule._feed_events)
+        self._key1 = self.keys[0] if len(self.keys) == 1 else None
+        self._value1 = self.values[0] if len(self.values) == 1 else None
+        # A sequence whose steps all have the rule's key: the steps an event is, in one call.
+        self._steps_mask = fuse_steps([s.predicate for s in self.steps]) if self.steps and all(
+            s.keys is None for s in self.steps) else None
 
     def fresh(self) -> StatefulRule:
         """The same rule with empty state (a rule test starts from nothing)."""
@@ -129,7 +138,11 @@ class StatefulRule:
         if len(extractors) == 1:
             value = extractors[0](event)
             return value if type(value) is str else _text(value)
-        return _SEP.join([_text(get(event)) for get in extractors])
+        parts = []
+        for get in extractors:
+            value = get(event)
+            parts.append(value if type(value) is str else _text(value))
+        return _SEP.join(parts)
 
     def value_of(self, event: AuditEvent) -> str:
         if len(self.values) == 1:
@@ -156,26 +169,57 @@ class StatefulRule:
             return None
         if stamp_ < self.skip_until:  # absence: this window is settled already
             return None
-        t = stamp_.timestamp()
         try:
-            fired = self._feed(event, t)
+            fired = self._feed(self, event, stamp_.timestamp())
         except Exception:  # a field that fails on this event: the event does not count
             self.untimed += 1
             return None
         return [self._match(event, f) for f in fired] if fired else None
 
-    def _feed(self, event: AuditEvent, t: float) -> list[Fired]:
-        window = self.window
-        if type(window) is EventWindows:
-            if self.steps:
-                return self._feed_steps(window, event, t)
+    # What each window type is fed (StatefulRule._feed, decided once): the key and the bucket
+    # read inline, as the rules fed most are fed on every event of a person.
+    def _feed_events(self, event: AuditEvent, t: float) -> list[Fired]:
+        get = self._key1
+        if get is None:
             key = self.key_of(event)
-            value = self.value_of(event) if self.values else ""
-            return window.feed(key, self.bucket(key), t, pack(t, event.auditID or "", value))
-        key = self.key_of(event)
-        if type(window) is NewTerms:
-            return window.feed(key, self.bucket(key), t, self.value_of(event), event.auditID or "")
+        else:
+            found = get(event)
+            key = found if type(found) is str else _text(found)
+        value = ""
+        if (get := self._value1) is not None:
+            found = get(event)
+            value = found if type(found) is str else _text(found)
+        elif self.values:
+            value = self.value_of(event)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self.bucket(key)
+        window: EventWindows = self.window  # type: ignore[assignment]  # (count or distinct)
+        return window.feed(key, bucket, t, pack(t, event.auditID or "", value))
+
+    def _feed_term(self, event: AuditEvent, t: float) -> list[Fired]:
+        get = self._key1
+        if get is None:
+            key = self.key_of(event)
+        else:
+            found = get(event)
+            key = found if type(found) is str else _text(found)
+        get = self._value1
+        if get is None:
+            value = self.value_of(event)
+        else:
+            found = get(event)
+            value = found if type(found) is str else _text(found)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self.bucket(key)
+        window: NewTerms = self.window  # type: ignore[assignment]  # (new_term)
+        return window.feed(key, bucket, t, value, event.auditID or "")
+
+    def _feed_silence(self, event: AuditEvent, t: float) -> list[Fired]:
+        window = self.window
         assert type(window) is Silences
+        key = self.key_of(event)
         before = window.max_t
         fired = window.feed(key, self.bucket(key), t, event)
         if window.max_t > before:
@@ -186,17 +230,43 @@ class StatefulRule:
             self.skip_until = datetime.fromtimestamp((math.floor(t / window.window) + 1) * window.window, UTC)
         return fired
 
-    def _feed_steps(self, window: EventWindows, event: AuditEvent, t: float) -> list[Fired]:
+    def _feed_steps(self, event: AuditEvent, t: float) -> list[Fired]:
+        window: EventWindows = self.window  # type: ignore[assignment]  # (a sequence)
         if self.expire is not None and self.expire(event):
             key = self.key_of(event)
             window.expire(key, bucket_of(key), t)
             return []
+        if self._steps_mask is None:
+            return self._steps_of_keys(window, event, t)
+        mask = self._steps_mask(event)
+        if not mask:
+            return []
+        if self._key1 is None:  # one key (of several fields, or none)
+            key = self.key_of(event)
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self.bucket(key)
+            return window.feed(key, bucket, t, pack(t, event.auditID or "", "", mask))
+        fired: list[Fired] = []
+        for key in self._step_keys(event, None):
+            fired += window.feed(key, self.bucket(key), t, pack(t, event.auditID or "", "", mask))
+        return fired
+
+    def _steps_of_keys(self, window: EventWindows, event: AuditEvent, t: float) -> list[Fired]:
+        """A sequence with steps of their own keys: each key fed the steps it is in."""
         masks: dict[str, int] = {}
+        own: list[str] | None = None  # the rule's keys, read once for the steps without their own
         for position, step in enumerate(self.steps):
             if step.predicate(event):
-                for key in self._step_keys(event, step.keys):
+                if step.keys is not None:
+                    keys = self._step_keys(event, step.keys)
+                elif own is None:
+                    keys = own = self._step_keys(event, None)
+                else:
+                    keys = own
+                for key in keys:
                     masks[key] = masks.get(key, 0) | 1 << position
-        fired: list[Fired] = []
+        fired = []
         for key, mask in masks.items():
             fired += window.feed(key, self.bucket(key), t, pack(t, event.auditID or "", "", mask))
         return fired
@@ -256,6 +326,11 @@ class StatefulRule:
 
     def describe(self, key: str) -> list[str]:
         return self.window.describe(key)
+
+
+_FEEDS: dict[Kind, Callable[[StatefulRule, AuditEvent, float], list[Fired]]] = {
+    Kind.NEW_TERM: StatefulRule._feed_term, Kind.SEQUENCE: StatefulRule._feed_steps,
+    Kind.ABSENCE: StatefulRule._feed_silence}
 
 
 def aggregate_fields(fired: Fired, kind: Kind) -> dict[str, FieldValue]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +35,8 @@ NEVER = -math.inf
 BUCKETS = 16  # state is stored per bucket of keys, so a commit writes only the buckets that changed
 SAMPLE = 10  # auditIDs and distinct values an alert shows at most
 _HEAD = struct.Struct("<dBB")  # time, step mask, auditID length (255: a UUID packed in 16 bytes)
+_HEAD_UUID = struct.Struct("<dBB16s")  # _HEAD and a UUID's 16 bytes: a record in one call
+_time_of = struct.Struct("<d").unpack_from  # a record's (time,): rec_time without a Python call
 _UUID_MARK = 255
 
 
@@ -46,7 +48,8 @@ def pack(t: float, audit_id: str, value: str = "", mask: int = 0) -> bytes:
     """One event as a record: compact, so that many keys stay small."""
     raw = uuid_bytes(audit_id)
     if raw is not None:
-        return _HEAD.pack(t, mask, _UUID_MARK) + raw + value.encode("utf-8", "surrogatepass")
+        rec = _HEAD_UUID.pack(t, mask, _UUID_MARK, raw)
+        return rec + value.encode("utf-8", "surrogatepass") if value else rec
     aid = audit_id.encode("utf-8", "surrogatepass")[:254]
     return _HEAD.pack(t, mask, len(aid)) + aid + value.encode("utf-8", "surrogatepass")
 
@@ -219,15 +222,22 @@ class EventWindows(_Keyed):
                  max_values: int, steps: int = 0) -> None:
         super().__init__(lateness, max_keys)
         self.kind = kind  # "count" | "distinct" | "ordered" | "unordered"
+        self.counting = kind in ("count", "distinct")  # a window (u - span, u]; a sequence's includes u - span
         self.span = span
         self.threshold = threshold
         self.max_values = max_values
         self.full = (1 << steps) - 1
+        # The fewest events a qualifying window holds (an ordered sequence: one per step).
+        self.fewest = steps if kind == "ordered" else threshold
 
     def feed(self, key: str, bucket: int, t: float, rec: bytes) -> list[Fired]:
         """Add one event of `key`; the windows it makes fire."""
-        if not self.accept(t):
+        max_t = self.max_t  # accept(), inline
+        if t < max_t - self.lateness:
+            self.counters.late += 1
             return []
+        if t > max_t:
+            self.max_t = t
         rearm = self.rearm[bucket].get(key)
         if rearm is not None and t <= rearm:
             return []
@@ -236,22 +246,25 @@ class EventWindows(_Keyed):
         held = state.pop(key, None)
         if held is None:
             self.room(bucket)
-            if self.threshold > 1 and self.kind in ("count", "distinct"):
+            if self.threshold > 1 and self.counting:
                 state[key] = rec  # one event: no window of two or more can fire yet
-                self._maybe_sweep()
+                if self.max_t - self.lateness - self.span >= self._sweep_at:
+                    self._maybe_sweep()
                 return []
             recs = [rec]
         else:
             recs = [held] if type(held) is bytes else held
-            if t >= rec_time(recs[-1]):
+            if t >= _time_of(recs[-1])[0]:
                 recs.append(rec)
             else:
-                recs.insert(bisect_right(recs, t, key=rec_time), rec)
-            self._prune(recs)
-        fired = self._fire(key, bucket, recs, t)
+                recs.insert(bisect_right(recs, (t,), key=_time_of), rec)
+            if len(recs) > self.max_values or _time_of(recs[0])[0] <= self.max_t - self.lateness - self.span:
+                self._prune(recs)  # the oldest may be gone
+        fired = self._fire(key, bucket, recs, t) if len(recs) >= self.fewest else []
         if recs:
             state[key] = recs[0] if len(recs) == 1 else recs
-        self._maybe_sweep()
+        if self.max_t - self.lateness - self.span >= self._sweep_at:
+            self._maybe_sweep()
         return fired
 
     def expire(self, key: str, bucket: int, t: float) -> None:
@@ -271,18 +284,18 @@ class EventWindows(_Keyed):
         """Drop what can no longer be in a window with a future event, and past max_values."""
         horizon = self.max_t - self.lateness - self.span
         cut = 0
-        while cut < len(recs) and self._gone(rec_time(recs[cut]), horizon):
-            cut += 1
+        if self.counting:
+            while cut < len(recs) and _time_of(recs[cut])[0] <= horizon:
+                cut += 1
+        else:
+            while cut < len(recs) and _time_of(recs[cut])[0] < horizon:
+                cut += 1
         over = len(recs) - cut - self.max_values
         if over > 0:
             self.counters.evicted_values += over
             cut += over
         if cut:
             del recs[:cut]
-
-    def _gone(self, t: float, horizon: float) -> bool:
-        # A count/distinct window (u - span, u] excludes u - span; a sequence includes it.
-        return t <= horizon if self.kind in ("count", "distinct") else t < horizon
 
     def _fire(self, key: str, bucket: int, recs: list[bytes], since: float) -> list[Fired]:
         """Fire every qualifying window; windows ending before `since` (the new event's time)
@@ -296,7 +309,7 @@ class EventWindows(_Keyed):
             chosen, end = found
             fired.append(aggregate(key, chosen, self.span))
             self.rearm[bucket][key] = end
-            cut = bisect_right(recs, end, key=rec_time)
+            cut = bisect_right(recs, (end,), key=_time_of)
             del recs[:cut]
         return fired
 
@@ -309,53 +322,61 @@ class EventWindows(_Keyed):
         if self.kind == "count":
             if len(recs) < self.threshold:
                 return None
-            last = rec_time(recs[-1])
+            last = _time_of(recs[-1])[0]
             if since >= last:  # in order: only the window ending at the newest event is new
-                lo = bisect_right(recs, last - self.span, key=rec_time)
+                lo = bisect_right(recs, (last - self.span,), key=_time_of)
                 return (recs[lo:], last) if len(recs) - lo >= self.threshold else None
-        times = [rec_time(r) for r in recs]
-        lo = 0
-        for j, u in enumerate(times):
-            if u < since or (j + 1 < len(times) and times[j + 1] == u):
-                continue  # judged before; or not the last event at u (the window ending at u holds them all)
-            while times[lo] <= u - self.span:
+        # The windows (u - span, u] ending at each event from `since` on (those before were
+        # judged before), at the last event of each time u (the window ending at u holds them all).
+        end, lo = len(recs), -1
+        j = bisect_left(recs, (since,), key=_time_of)
+        while j < end:
+            u = _time_of(recs[j])[0]
+            if j + 1 < end and _time_of(recs[j + 1])[0] == u:
+                j += 1
+                continue
+            if lo < 0:
+                lo = bisect_right(recs, (u - self.span,), key=_time_of)
+            while _time_of(recs[lo])[0] <= u - self.span:
                 lo += 1
-            window = recs[lo:j + 1]
-            if self.kind == "count":
-                if len(window) >= self.threshold:
-                    return window, u
-            elif len({rec_value(r) for r in window}) >= self.threshold:
-                return window, u
+            if j + 1 - lo >= self.threshold:  # events enough (for distinct, then distinct values enough)
+                window = recs[lo:j + 1]
+                if self.kind == "count" or len(
+                        {r[10 + (16 if r[9] == _UUID_MARK else r[9]):] for r in window}) >= self.threshold:
+                    return window, u  # (rec_value's bytes, inline)
+            j += 1
         return None
 
     def _ordered(self, recs: list[bytes]) -> tuple[list[bytes], float] | None:
         steps = self.full.bit_length()
+        if len(recs) < steps:
+            return None  # each event of an ordered sequence is one of its steps
         for i, first in enumerate(recs):
-            if not rec_mask(first) & 1:
+            if not first[8] & 1:
                 continue
-            start, chosen, step, j = rec_time(first), [first], 1, i + 1
+            start, chosen, step, j = _time_of(first)[0], [first], 1, i + 1
             while step < steps and j < len(recs):
                 rec = recs[j]
-                if rec_time(rec) - start > self.span:
+                if _time_of(rec)[0] - start > self.span:
                     break
-                if rec_mask(rec) >> step & 1:
+                if rec[8] >> step & 1:
                     chosen.append(rec)
                     step += 1
                 j += 1
             if step == steps:
-                return chosen, rec_time(chosen[-1])
+                return chosen, _time_of(chosen[-1])[0]
         return None
 
     def _unordered(self, recs: list[bytes]) -> tuple[list[bytes], float] | None:
         for i, first in enumerate(recs):
-            start, union = rec_time(first), 0
+            start, union = _time_of(first)[0], 0
             for j in range(i, len(recs)):
                 rec = recs[j]
-                if rec_time(rec) - start > self.span:
+                if _time_of(rec)[0] - start > self.span:
                     break
-                union |= rec_mask(rec)
+                union |= rec[8]
                 if union == self.full:
-                    return recs[i:j + 1], rec_time(rec)
+                    return recs[i:j + 1], _time_of(rec)[0]
         return None
 
     def _maybe_sweep(self) -> None:
@@ -372,8 +393,12 @@ class EventWindows(_Keyed):
         """Forget keys whose newest event is past the horizon, and re-arm marks below it."""
         for bucket in buckets:
             state, rearm = self.state[bucket], self.rearm[bucket]
-            stale = [k for k, held in state.items()
-                     if self._gone(rec_time(held if type(held) is bytes else held[-1]), horizon)]
+            if self.counting:  # _gone(), inline
+                stale = [k for k, held in state.items()
+                         if _time_of(held if type(held) is bytes else held[-1])[0] <= horizon]
+            else:
+                stale = [k for k, held in state.items()
+                         if _time_of(held if type(held) is bytes else held[-1])[0] < horizon]
             old = [k for k, end in rearm.items() if end < horizon]
             for key in stale:
                 del state[key]
@@ -409,33 +434,40 @@ class NewTerms(_Keyed):
         self.start: float | None = None  # the time of the first event: learning ends `learning` after it
 
     def feed(self, key: str, bucket: int, t: float, value: str, audit_id: str) -> list[Fired]:
-        if not self.accept(t):
+        max_t = self.max_t  # accept(), inline
+        if t < max_t - self.lateness:
+            self.counters.late += 1
             return []
-        if self.start is None:
-            self.start = t
+        if t > max_t:
+            self.max_t = max_t = t
+        start = self.start
+        if start is None:
+            start = self.start = t
         state = self.state[bucket]
         self.dirty.add(bucket)
         held = state.pop(key, None)
-        if held is None:
+        seen: dict[str, float]
+        if type(held) is dict:  # several values (a key seen again, most often)
+            seen = held
+        elif held is None:
             self.room(bucket)
-            seen: dict[str, float] = {}
+            seen = {}
         else:
             seen = _seen(held)
         last = seen.pop(value, None)
-        known = last is not None and last >= t - self.history
-        seen[value] = t if last is None else max(last, t)
+        seen[value] = t if last is None or t > last else last
         if len(seen) > self.max_values:
             del seen[next(iter(seen))]
             self.counters.evicted_values += 1
         # A key with one value (most, in a flood of new keys) holds it packed: 8 bytes of time
         # and the value in one bytes object, not a dict.
-        state[key] = _TIME.pack(seen[value]) + value.encode("utf-8", "surrogatepass") if len(seen) == 1 else seen
-        horizon = self.max_t - self.lateness - self.history
-        if horizon >= self._sweep_at:
+        state[key] = seen if len(seen) > 1 else _TIME.pack(seen[value]) + value.encode("utf-8", "surrogatepass")
+        if max_t - self.lateness - self.history >= self._sweep_at:
+            horizon = max_t - self.lateness - self.history
             self._sweep_at = horizon + max(self.history / 16, 1.0)
             self.sweep(horizon)
-        if known or t < self.start + self.learning:
-            return []
+        if (last is not None and last >= t - self.history) or t < start + self.learning:
+            return []  # known, or still learning
         return [Fired(key, 1, t, t, 1, (value,), (audit_id,), self.history)]
 
     def sweep(self, horizon: float) -> None:

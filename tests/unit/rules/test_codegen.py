@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 from detector.event import AuditEvent
 from detector.parse.audit import parse_line
-from detector.rules.codegen import always, fuse, generate
+from detector.rules.codegen import always, fuse, fuse_selecting, fuse_steps, generate
 from detector.rules.compiler import Compiler
 from detector.rules.condition import parse_condition
 from detector.rules.model import Predicate
+from detector.rules.ruleset import people_only
 
 CONDITIONS = [
     "ka.verb = create and ka.target.resource in (pods, secrets)",
@@ -147,3 +148,77 @@ def test_predicates_that_were_not_generated_are_called() -> None:
     assert run(event({"verb": "get"})) == [("closure", "x"), ("always", "x")]
     assert run(event({"verb": "list"})) == [("always", "x")]
     assert calls == ["get", "list"]
+
+
+# Base conditions of stateful rules: several begin alike (the fused function tests that once),
+# some are about people (tested under one system:* check), one is not generated.
+SELECTING = [
+    "ka.response.code = 403 and ka.verb = get",
+    "ka.response.code = 403 and ka.verb = get and ka.target.resource in (pods, secrets)",
+    "ka.response.code = 403 and ka.client.ip exists and not ka.client.ip in (10.0.0.0/8)",
+    "ka.response.code = 403",
+    "ka.response.code = 99 and ka.verb = get",  # the same test as the first ones, of another code
+    'not ka.user.name startswith "system:" and ka.user.name exists and ka.verb = get',
+    'not ka.user.name startswith "system:" and ka.user.name exists and ka.target.namespace = default',
+    'ka.user.name exists and not ka.user.name startswith "system:" and ka.response.code = 403',
+    "ka.user.name in (alice) or ka.verb = list",
+    "ka.response.code != 200 and ka.user.groups intersects (system:masters)",
+]
+
+
+# Events aimed at those conditions: user names on both sides of "system:" (and at its edges),
+# codes each first test takes or refuses.
+selected_events = st.fixed_dictionaries({
+    "verb": st.sampled_from(["get", "list", None]),
+    "user": st.fixed_dictionaries({}, optional={
+        "username": st.sampled_from(["alice", "system:node:n1", "system:", "system", "system;", "systemd", "eks:x"]),
+        "groups": st.lists(st.sampled_from(["system:masters", "dev"]), max_size=2)}),
+    "objectRef": st.fixed_dictionaries({}, optional={"resource": st.sampled_from(["pods", "secrets"]),
+                                                     "namespace": st.sampled_from(["default", "web"])}),
+    "responseStatus": st.fixed_dictionaries({"code": st.sampled_from([200, 403, 99])}),
+    "sourceIPs": st.lists(st.sampled_from(["10.1.2.3", "8.8.8.8"]), max_size=1),
+})
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(SELECTING), min_size=1, max_size=6), st.lists(st.sampled_from(CONDITIONS), max_size=3),
+       selected_events, st.booleans())
+def test_fused_selecting_rules_equal_the_rules_one_by_one(selecting: list[str], stateless: list[str],
+                                                          data: dict[str, Any], first: bool) -> None:
+    """Stateful base conditions fused (first tests shared, rules about people under one test of
+    the user, every rule reading the user name from one local) select exactly the rules their
+    conditions select, in order, before the stateless matches."""
+    compiler = Compiler()
+    nodes = [parse_condition(c) for c in selecting]
+    predicates: list[Predicate] = [generate(node, compiler) for node in nodes]
+    rules = [(generate(parse_condition(c), compiler), tagged(f"r{n}")) for n, c in enumerate(stateless)]
+    ev = event(data)
+    chosen = [f"q{n}" for n, predicate in enumerate(predicates) if predicate(ev) and not people_only(nodes[n])]
+    chosen += [f"q{n}" for n, predicate in enumerate(predicates) if predicate(ev) and people_only(nodes[n])]
+    matches = [match(ev) for predicate, match in rules if predicate(ev)]
+    run = fuse_selecting([(predicates[n], f"q{n}", people_only(node)) for n, node in enumerate(nodes)], rules,
+                         first=first)
+    assert run(ev) == ([*chosen, *(matches[:1] if first else matches)] or None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(CONDITIONS), min_size=1, max_size=4), events)
+def test_fused_steps_give_the_mask_of_the_steps_an_event_is(conditions: list[str], data: dict[str, Any]) -> None:
+    """A sequence's steps in one function: bit n set exactly when step n's condition holds."""
+    compiler = Compiler()
+    predicates = [generate(parse_condition(c), compiler) for c in conditions]
+    ev = event(data)
+    assert fuse_steps(predicates)(ev) == sum(1 << n for n, predicate in enumerate(predicates) if predicate(ev))
+
+
+def test_base_conditions_that_begin_alike_test_their_first_part_once() -> None:
+    """Rules that begin with `ka.response.code = 403` (the two forbidden-burst rules): the
+    fused function tests the code once, then each rule's rest; most events stop there."""
+    compiler = Compiler()
+    predicates = [generate(parse_condition(c), compiler) for c in SELECTING[:3]]
+    run = fuse_selecting([(p, n, False) for n, p in enumerate(predicates)], [], first=False)
+    tested = [name for name in run.__code__.co_names
+              if isinstance(value := run.__globals__.get(name), frozenset) and 403 in value]
+    assert len(tested) == 1
+    assert run(event({"verb": "get", "responseStatus": {"code": 403}, "sourceIPs": ["8.8.8.8"]})) == [0, 2]
+    assert run(event({"verb": "get", "responseStatus": {"code": 200}, "sourceIPs": ["8.8.8.8"]})) is None

@@ -201,6 +201,23 @@ def test_absence_fires_once_per_silence_and_re_arms(tmp_path: Path) -> None:
     assert out == ["silent a last=get"]
 
 
+def test_events_without_a_time_are_counted_by_the_rules_that_select_them_except_absence(tmp_path: Path) -> None:
+    """An event without a usable time counts as untimed for a rule whose condition selects it,
+    but the fused evaluator's gate of an absence rule (it compares the time) never selects it,
+    whether the absence window is settled or not."""
+    from detector.event import AuditEvent, ObjectRef, ResponseStatus, UserInfo  # noqa: PLC0415
+
+    ruleset = load_rules([write(tmp_path, BURST + ABSENCE)])
+    untimed = AuditEvent(kind="Event", auditID="u", stage="ResponseComplete", verb="get", user=UserInfo("alice"),
+                         objectRef=ObjectRef(resource="secrets"), responseStatus=ResponseStatus(403))
+    silence, burst = ruleset.stateful_rules["Silence"], ruleset.stateful_rules["Burst"]
+    assert [m.rule for m in ruleset.evaluate(untimed)] == ["Plain"]
+    assert (burst.untimed, silence.untimed) == (1, 0)
+    ruleset.evaluate(event(0, annotations={"cluster_name": "a"}))  # heard: the window is settled
+    assert [m.rule for m in ruleset.evaluate(untimed)] == ["Plain"]
+    assert (burst.untimed, silence.untimed) == (2, 0)
+
+
 def test_absence_on_the_wall_clock(tmp_path: Path) -> None:
     """With no event at all, tick() closes the window by the time elapsed since the last one."""
     ruleset = load_rules([write(tmp_path, ABSENCE)])
