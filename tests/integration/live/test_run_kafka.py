@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from detector.alert.dispatch import MAX_UNMARKED
 from tests.integration.live.harness import REPO, Detector, event_line, wait_for
 from tests.support.kafkakit import S3, Broker, free_port, why_no_broker
 
@@ -142,7 +143,13 @@ def test_two_members_one_sigkilled_mid_stream_lose_no_alert(tmp_path: Path, brok
         n = int(audit_id.removeprefix("id-"))
         partition, offset = n % PARTITIONS, n // PARTITIONS
         assert offset >= committed[partition], (audit_id, partition, offset, committed)
-    assert sum(counts.values()) - len(counts) < 12_000 // 4
+    for member in (a, b):  # sent, SIGKILLed before its delivered mark: at most MAX_UNMARKED a member
+        alerted = alerts_of(member)
+        assert len(alerted) - len({str(x["audit_id"]) for x in alerted}) <= MAX_UNMARKED
+    # How far past its commits the killed member had read depends on the machine's speed (the
+    # commits follow the fsync of its checkpoint); a member that re-read the topic from its start
+    # would repeat nearly all of it.
+    assert sum(counts.values()) - len(counts) < 12_000 // 2
 
 
 def test_a_rebalance_under_load_loses_nothing_and_keeps_ids(tmp_path: Path, broker: Broker) -> None:
