@@ -65,6 +65,11 @@ SPOOL_LINE_OVERHEAD = 4096  # a spool line is the request body plus its envelope
 KAFKA_CLOSE_SECONDS = 10.0  # kafka input at SIGTERM: the last commit and leaving the group
 KAFKA_DELIVER_SECONDS = 10.0  # then the outbox: a replica's pod (and state_dir) may be gone for good
 KAFKA_BATCH_LINES = 100  # a kafka spool line holds up to 20 records (source/kafka.py): ~2,000 events a batch
+# A spool line is one webhook request or one kafka poll's run of records, and one record can be an
+# EventList of thousands of events: the lines of a batch are sized by their bytes (as the last
+# batch's lines ran), so that a batch's parsed events stay a few MB, whatever a line holds.
+SPOOL_BATCH_BYTES = 1 << 20
+SPOOL_FIRST_BATCH = 8  # lines, before any was seen
 SPOOL_MAX_LAG_BYTES = 256 << 20  # spooled but not evaluated yet: past this, requests get 429
 OUTBOX_FULL_FRACTION = 0.9  # of outbox.max_rows pending: requests get 429 (the outbox drops the oldest past max_rows)
 
@@ -186,7 +191,7 @@ class LiveRunner:
                  resume=resume is not None, watch=waker.mode, **self._input_fields(receiver))
         next_housekeeping = 0.0
         # handled: lines since the last wake-up (a busy log is looked at more often)
-        handled, batch = 0, (KAFKA_BATCH_LINES if kafka is not None else BATCH_LINES)
+        handled, batch = 0, (SPOOL_FIRST_BATCH if spooled else BATCH_LINES)
         try:
             while not self.flags.stop:
                 lines = follower.read(batch)
@@ -205,6 +210,7 @@ class LiveRunner:
                     handled = 0
                 else:
                     self._sync_if_due(delivery, now)
+                batch = spool_batch(lines, KAFKA_BATCH_LINES if kafka else BATCH_LINES, batch) if spooled else batch
                 self.metrics.beat()
             self._stop_inputs(receiver, kafka, follower, delivery)
         finally:
@@ -783,6 +789,15 @@ def _report_state_files(state_dir: Path, used_before: bool, start_at: str) -> No
         log.warning("state_database_empty", path=str(database), start_at=start_at,
                     message="the state database is an empty file (no checkpoint, no alerts); "
                             "starting as on a first start")
+
+
+def spool_batch(lines: Sequence[SourceLine], most: int, current: int) -> int:
+    """How many spool lines to read next: about SPOOL_BATCH_BYTES of lines like `lines` (the
+    last batch), at least one, at most `most`; `current` when there were none."""
+    if not lines:
+        return current
+    mean = sum(len(line.data) for line in lines) / len(lines)
+    return max(1, min(most, int(SPOOL_BATCH_BYTES / max(mean, 1.0))))
 
 
 def alert_hostname() -> str:

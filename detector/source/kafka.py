@@ -45,6 +45,11 @@ Counts = dict[TopicPartition, list[int]]  # records spooled and their bytes, per
 Admit = Callable[[], "str | None"]  # None, or why consumption pauses now (backpressure)
 
 POLL_RECORDS = 500
+# Records a poll takes are sized by their bytes, as the last poll's ran: one record can be an
+# EventList (or an envelope) of thousands of events, and 500 of those held (with their spool
+# lines and parsed events) ~200 MB. ~256 KiB is the 500 records of one Event each.
+POLL_BYTES = 256 << 10
+POLL_FIRST = 16
 POLL_SECONDS = 0.1
 COMMIT_RETRY_SECONDS = 1.0
 LAG_SECONDS = 2.0  # how often lag is measured
@@ -331,14 +336,16 @@ class KafkaSource:
             consumer.subscribe(list(self.settings.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                on_lost=self._on_lost)
             next_lag = next_probe = 0.0
+            take = POLL_FIRST  # records, before any was seen
             while not self._stop.is_set():
                 self._commit(asynchronous=True)
                 if not self._consuming.is_set():
                     self._hold(consumer)
                     continue
                 self._backpressure()
-                records = consumer.consume(POLL_RECORDS, POLL_SECONDS)
+                records = consumer.consume(take, POLL_SECONDS)
                 if records:
+                    take = poll_size(records)
                     self._spool(records)
                 now = time.monotonic()
                 if now >= next_lag:
@@ -622,3 +629,10 @@ def _confluent_consumer(conf: dict[str, Any]) -> Any:
         return Consumer(conf)
     except (KafkaException, ValueError, TypeError) as exc:  # an unknown or invalid client option
         raise ConfigError(f"input.client: {exc}") from None
+
+
+def poll_size(records: list[Any]) -> int:
+    """How many records the next poll takes: about POLL_BYTES of records like `records`, at
+    least one, at most POLL_RECORDS."""
+    size = sum(len(record.value() or b"") for record in records) / len(records)
+    return max(1, min(POLL_RECORDS, int(POLL_BYTES / max(size, 1.0))))

@@ -398,3 +398,21 @@ def test_a_poll_is_spooled_in_runs_and_its_offsets_committed_once_the_checkpoint
         assert source.close(5)
         spool.close()
     assert consumer.closed.is_set()
+
+
+class _Record:
+    def __init__(self, size: int) -> None:
+        self._value = b"x" * size
+
+    def value(self) -> bytes:
+        return self._value
+
+
+def test_a_poll_takes_about_a_quarter_mebibyte_of_records_like_the_last() -> None:
+    """One record can hold an EventList of thousands of events: 500 such records held ~200 MB
+    (bench/kafka.py --format list). Polls are sized by the bytes of the last poll's records."""
+    from detector.source.kafka import POLL_BYTES, POLL_RECORDS, poll_size  # noqa: PLC0415
+
+    assert poll_size([_Record(500)] * 10) == POLL_RECORDS  # one Event a record: 500 a poll
+    assert poll_size([_Record(50_000)] * 3) == POLL_BYTES // 50_000  # EventLists of ~100 events: 5
+    assert poll_size([_Record(10_000_000)]) == 1
