@@ -317,18 +317,8 @@ class LiveRunner:
         """Kafka input at SIGTERM: its offsets are committed, so the group reads on from them and
         this replica's outbox is the only copy of its alerts; a scaled-down replica's state_dir
         may never come back. Deliver what is pending, for KAFKA_DELIVER_SECONDS at most."""
-        if kafka is None:
-            return
-        deadline = time.monotonic() + KAFKA_DELIVER_SECONDS
-        while True:
-            delivery.stage.tick()
-            pending = delivery.outbox.held_counts()[0]
-            if pending == 0:
-                return
-            if time.monotonic() >= deadline:
-                log.warning("outbox_not_drained", pending=pending, seconds=KAFKA_DELIVER_SECONDS)
-                return
-            time.sleep(DRAIN_POLL_SECONDS)
+        if kafka is not None:
+            self._wait_delivered(delivery, KAFKA_DELIVER_SECONDS, stoppable=False)
 
     def _close_kafka(self, kafka: KafkaSource | None) -> None:
         if kafka is not None and not kafka.close(KAFKA_CLOSE_SECONDS):
@@ -373,15 +363,20 @@ class LiveRunner:
     def _drain(self, delivery: Delivery) -> None:
         """Wait until every alert is out of the outbox (delivered or dead-lettered), at most
         DRAIN_SECONDS or until a stop signal: then what is left goes out after the next start."""
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while not self.flags.stop:
+        self._wait_delivered(delivery, DRAIN_SECONDS, stoppable=True)
+
+    def _wait_delivered(self, delivery: Delivery, seconds: float, *, stoppable: bool) -> None:
+        """Until nothing is pending in the outbox, for `seconds` at most (and, if `stoppable`,
+        until a stop signal), closing throttle windows and syncing as the run loop would."""
+        deadline = time.monotonic() + seconds
+        while not (stoppable and self.flags.stop):
             delivery.stage.tick()
             self._sync_if_due(delivery, time.monotonic())
             pending = delivery.outbox.held_counts()[0]
             if pending == 0:
                 return
             if time.monotonic() >= deadline:
-                log.warning("outbox_not_drained", pending=pending, seconds=DRAIN_SECONDS)
+                log.warning("outbox_not_drained", pending=pending, seconds=seconds)
                 return
             time.sleep(DRAIN_POLL_SECONDS)
 

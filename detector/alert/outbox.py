@@ -292,14 +292,16 @@ class Outbox:
             pass  # _write's own write is the one this commit needs
         self._unsynced_since = None
 
-    def _engine_write(self) -> bool:
-        """Whether the engine's next commit is to be fsynced ("batched": once its oldest unsynced
-        commit is `sync_interval_seconds` old; "full": the connection always is; "normal": never)."""
+    @contextmanager
+    def _engine_write(self) -> Iterator[_Tx]:
+        """One of the engine's write transactions, fsynced when due ("batched": once its oldest
+        unsynced commit is `sync_interval_seconds` old; "full": the connection always is;
+        "normal": never), and what is left unsynced noted."""
         due = self.sync_due()
-        return self.settings.synchronous == "batched" and due is not None and due <= 0
-
-    def _engine_committed(self, synced: bool) -> None:
-        if self.settings.synchronous != "batched" or synced:
+        sync = self.settings.synchronous == "batched" and due is not None and due <= 0
+        with self._write(sync=sync) as tx:
+            yield tx
+        if self.settings.synchronous != "batched" or sync:
             self._unsynced_since = None
         elif self._unsynced_since is None:
             self._unsynced_since = time.monotonic()
@@ -350,8 +352,7 @@ class Outbox:
         if not rows and not state:
             return Stored(0, [])  # nothing to make durable: no transaction, no fsync
         drops: Counter[str] = Counter()
-        sync = self._engine_write()
-        with self._write(sync=sync) as tx:
+        with self._engine_write() as tx:
             before = tx.db.total_changes
             tx.db.executemany(
                 "INSERT OR IGNORE INTO delivery (output, alert_id, rule, priority, status, created_at, "
@@ -362,7 +363,6 @@ class Outbox:
             self._put_state(tx, state or {})
             if added:
                 drops = self._bound_size(tx, added, now)
-        self._engine_committed(sync)
         self._report_drops(drops, "outbox full")
         if added != len(rows) or drops or not list_rows:
             return Stored(added, None)
@@ -388,10 +388,8 @@ class Outbox:
 
     def put_state(self, state: Mapping[str, bytes | None]) -> None:
         """Write (or, for None, delete) state keys in one transaction (an engine commit: see `synced`)."""
-        sync = self._engine_write()
-        with self._write(sync=sync) as tx:
+        with self._engine_write() as tx:
             self._put_state(tx, state)
-        self._engine_committed(sync)
 
     def get_state(self, key: str) -> bytes | None:
         row = self._db().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()

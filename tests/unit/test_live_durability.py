@@ -33,13 +33,19 @@ def position(offset: int) -> Position:
     return Position(FileIdentity(1, 2, "ab", 2), offset, "/spool/records.log")
 
 
-@pytest.mark.parametrize("mode", ["batched", "full"])
-def test_offsets_wait_for_the_checkpoint_to_be_fsynced(tmp_path: Path, mode: str) -> None:
+def kafka_runner(tmp_path: Path, mode: str) -> tuple[LiveRunner, Offsets, DeliverySettings]:
+    """A runner whose Kafka source is `Offsets`, with a 0.05 s sync interval."""
     settings = DeliverySettings(outputs=(StdoutSettings("o"),),
                                 outbox=OutboxSettings(synchronous=mode, sync_interval_seconds=0.05))
     runner = LiveRunner(RunConfig(state_dir=str(tmp_path)), settings, lambda: Ruleset([]), [])
     offsets = Offsets()
     runner.kafka = offsets  # type: ignore[assignment]
+    return runner, offsets, settings
+
+
+@pytest.mark.parametrize("mode", ["batched", "full"])
+def test_offsets_wait_for_the_checkpoint_to_be_fsynced(tmp_path: Path, mode: str) -> None:
+    runner, offsets, settings = kafka_runner(tmp_path, mode)
     with open_delivery(settings, tmp_path, sinks={"o": MemorySink("o")}) as delivery:
         runner._pending = position(10)
         runner._commit(delivery, [make_alert(1)])
@@ -58,10 +64,7 @@ def test_offsets_wait_for_the_checkpoint_to_be_fsynced(tmp_path: Path, mode: str
 def test_a_checkpoint_fsynced_by_a_commit_without_one_is_let_go(tmp_path: Path) -> None:
     """The commit due for the fsync may carry alerts only (a wall-clock tick of stateful rules,
     throttle summaries): the checkpoint before it is on disk too, and the idle loop says so."""
-    settings = DeliverySettings(outputs=(StdoutSettings("o"),), outbox=OutboxSettings(sync_interval_seconds=0.05))
-    runner = LiveRunner(RunConfig(state_dir=str(tmp_path)), settings, lambda: Ruleset([]), [])
-    offsets = Offsets()
-    runner.kafka = offsets  # type: ignore[assignment]
+    runner, offsets, settings = kafka_runner(tmp_path, "batched")
     with open_delivery(settings, tmp_path, sinks={"o": MemorySink("o")}) as delivery:
         runner._pending = position(10)
         runner._commit(delivery, [make_alert(1)])
